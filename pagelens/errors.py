@@ -1,0 +1,37 @@
+"""The one root error of pagelens and its families."""
+
+from __future__ import annotations
+
+
+class PagelensError(Exception):
+    """Root of every error pagelens raises on purpose."""
+
+
+class InputError(PagelensError):
+    """A bad input file: names the file and the cause."""
+
+    def __init__(self, path: str, cause: str) -> None:
+        super().__init__(f"{path}: {cause}")
+        self.path = path
+        self.cause = cause
+
+
+class EncoderError(PagelensError):
+    """A model could not be loaded or run."""
+
+
+class MissingExtraError(PagelensError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module!r} is not installed; install it with: pip install 'pagelens[{extra}]'"
+        )
+
+
+class IndexMismatchError(PagelensError):
+    """An index was built with other settings than those asked for."""
+
+
+class StoreError(PagelensError):
+    """The store could not be opened, read or written."""

@@ -1,0 +1,64 @@
+"""The nouns every room shares: pages, hits and the multi-vector type.
+
+A page or query embedding is a float32 array of shape ``(n_vectors, dim)``;
+a batch is a plain list of them (ragged: ``n_vectors`` differs per item).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+MultiVector = npt.NDArray[np.float32]
+"""One page or query: float32, shape ``(n_vectors, dim)``."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """A PDF found on disk, identified by the sha256 of its bytes."""
+
+    source: str  # absolute path on this machine
+    path: str  # path relative to the indexed root (what the index records)
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a document, as encoders take it.
+
+    ``image`` is the rendered screenshot (RGB); ``text`` is the page's text when
+    a text channel extracted it, else ``None``.
+    """
+
+    doc_sha256: str
+    doc_path: str
+    page_number: int  # 1-based, as a PDF viewer shows it
+    page_count: int
+    image: Image.Image | None = None
+    text: str | None = None
+    width_pt: float = 0.0  # page size in PDF points (1/72 inch)
+    height_pt: float = 0.0
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One ranked search result."""
+
+    doc_path: str
+    page_number: int
+    score: float
+    doc_sha256: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def page_id(self) -> str:
+        """``<doc path>#<page number>``: the corpus-id form evaluation sets use."""
+        return f"{self.doc_path}#{self.page_number}"
