@@ -1,0 +1,71 @@
+"""Compress a page multi-vector into fewer vectors by Ward clustering.
+
+One Ward linkage over a page's vectors serves every pool factor: cutting the tree
+into ``ceil(n / factor)`` clusters and taking L2-normalised cluster means gives the
+compressed page. This is the recipe that kept the most quality in the measurements
+in the project notes (Ward on the vectors beat colpali-engine's
+``HierarchicalTokenPooler`` recipe and k-means at every factor up to 8, at a third
+of k-means' cost). It is written on scipy rather than through colpali-engine's
+pooler so that pooling needs no torch and runs for every encoder alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from pagelens.errors import PagelensError
+from pagelens.types import MultiVector
+
+
+def _check_factor(factor: int) -> None:
+    if not isinstance(factor, int) or factor < 1:
+        raise PagelensError(f"pool factor must be an integer >= 1, got {factor!r}")
+
+
+def _normalise(vectors: np.ndarray) -> MultiVector:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (vectors / norms).astype(np.float32)
+
+
+def ward_pool(vectors: MultiVector, factors: Sequence[int]) -> list[MultiVector]:
+    """Pool one page at several factors from a single Ward linkage.
+
+    Args:
+        vectors: the page, float32 ``(n, dim)``.
+        factors: pool factors; factor 1 returns the vectors unchanged (as float32).
+
+    Returns:
+        One array per factor, float32 ``(ceil(n / factor), dim)`` (fewer rows only
+        when the page has duplicate vectors), rows L2-normalised.
+    """
+    for factor in factors:
+        _check_factor(factor)
+    n = vectors.shape[0]
+    vectors = np.asarray(vectors, dtype=np.float32)
+    need_tree = any(math.ceil(n / f) < n for f in factors)
+    tree = None
+    if need_tree:
+        from scipy.cluster.hierarchy import fcluster, linkage
+
+        tree = linkage(vectors.astype(np.float64), method="ward")
+    out: list[MultiVector] = []
+    for factor in factors:
+        clusters = math.ceil(n / factor)
+        if tree is None or clusters >= n:
+            out.append(vectors.copy())
+            continue
+        labels = fcluster(tree, t=clusters, criterion="maxclust") - 1  # (n,), 0-based
+        count = int(labels.max()) + 1
+        sums = np.zeros((count, vectors.shape[1]), dtype=np.float64)
+        np.add.at(sums, labels, vectors)
+        out.append(_normalise(sums))
+    return out
+
+
+def pool_pages(pages: Sequence[MultiVector], factor: int) -> list[MultiVector]:
+    """Pool each page of a batch at one factor (see :func:`ward_pool`)."""
+    return [ward_pool(page, [factor])[0] for page in pages]

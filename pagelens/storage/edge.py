@@ -1,0 +1,232 @@
+"""Embedded backend: Qdrant Edge, Qdrant's engine in-process, persisted in a folder."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pagelens.errors import MissingExtraError, StoreError
+from pagelens.storage.base import (
+    PAGES,
+    POOLED,
+    CollectionSpec,
+    PayloadFilter,
+    PointRecord,
+    ScoredRecord,
+)
+from pagelens.types import MultiVector
+
+logger = logging.getLogger(__name__)
+
+_SHARD = "qdrant-edge"
+_LOCK = ".lock"
+_KEYWORD_FIELDS = ("kind", "doc_path", "doc_sha256", "path_prefixes")
+
+
+def _edge() -> Any:
+    try:
+        import qdrant_edge
+    except ImportError as exc:  # pragma: no cover - a core dependency
+        raise MissingExtraError("qdrant_edge", "all") from exc
+    return qdrant_edge
+
+
+def build_filter(m: Any, where: PayloadFilter | None) -> Any:
+    """Translate a PayloadFilter with a Qdrant models namespace ``m``.
+
+    Qdrant Edge and qdrant-client spell filters alike (``Filter``,
+    ``FieldCondition``, ``MatchValue``, ``MatchAny``), so both backends build their
+    filters with this one function: the same conditions on every backend.
+    """
+    if where is None:
+        return None
+    must = []
+    if where.kind is not None:
+        must.append(m.FieldCondition(key="kind", match=m.MatchValue(value=where.kind)))
+    if where.doc_paths is not None:
+        must.append(m.FieldCondition(key="doc_path", match=m.MatchAny(any=list(where.doc_paths))))
+    if where.doc_sha256 is not None:
+        must.append(
+            m.FieldCondition(key="doc_sha256", match=m.MatchAny(any=list(where.doc_sha256)))
+        )
+    if where.path_prefix is not None:
+        prefix = where.path_prefix.strip("/")
+        must.append(m.FieldCondition(key="path_prefixes", match=m.MatchValue(value=prefix)))
+    return m.Filter(must=must) if must else None
+
+
+def _as_lists(vectors: MultiVector) -> list[list[float]]:
+    return vectors.astype("float32").tolist()
+
+
+class EdgeStore:
+    """A Qdrant Edge shard in ``folder/qdrant-edge``, guarded by an exclusive lock.
+
+    One process at a time may open an index folder: a second gets a StoreError
+    instead of two writers corrupting the shard.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise StoreError(f"{self.folder}: index location exists and is not a folder")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.folder / _LOCK, "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lock_file.close()
+            raise StoreError(
+                f"{self.folder}: index is in use by another pagelens process"
+            ) from exc
+        self._shard: Any = None
+        self._m = _edge()
+        if (self.folder / _SHARD).exists():
+            try:
+                self._shard = self._m.EdgeShard.load(str(self.folder / _SHARD))
+            except Exception as exc:  # the engine raises plain exceptions
+                self.close()
+                raise StoreError(f"{self.folder}: cannot open the index: {exc}") from exc
+
+    # -- lifecycle -----------------------------------------------------------------
+    def exists(self) -> bool:
+        return self._shard is not None
+
+    def create(self, spec: CollectionSpec) -> None:
+        if self._shard is not None:
+            raise StoreError(f"{self.folder}: index already exists")
+        m = self._m
+        dtype = m.VectorStorageDatatype.Float16 if spec.fp16 else m.VectorStorageDatatype.Float32
+        maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim)
+        config = m.EdgeConfig(
+            vectors={
+                PAGES: m.EdgeVectorParams(
+                    size=spec.dim,
+                    distance=m.Distance.Dot,
+                    multivector_config=maxsim,
+                    datatype=dtype,
+                    hnsw_config=m.HnswIndexConfig(
+                        m=0, ef_construct=spec.hnsw_ef_construct, full_scan_threshold=10_000
+                    ),
+                ),
+                POOLED: m.EdgeVectorParams(
+                    size=spec.dim,
+                    distance=m.Distance.Dot,
+                    multivector_config=maxsim,
+                    datatype=dtype,
+                    hnsw_config=m.HnswIndexConfig(
+                        m=spec.hnsw_m,
+                        ef_construct=spec.hnsw_ef_construct,
+                        full_scan_threshold=10_000,  # KB, Qdrant's default
+                    ),
+                ),
+            },
+        )
+        self._shard = m.EdgeShard.create(str(self.folder / _SHARD), config)
+        for name in _KEYWORD_FIELDS:
+            self._shard.update(
+                m.UpdateOperation.create_field_index(name, m.PayloadSchemaType.Keyword)
+            )
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.close()
+            self._shard = None
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+    def _require(self) -> Any:
+        if self._shard is None:
+            raise StoreError(f"{self.folder}: no index here yet (run `pagelens index` first)")
+        return self._shard
+
+    # -- writes --------------------------------------------------------------------
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        m = self._m
+        shard = self._require()
+        edge_points = [
+            m.Point(p.id, {name: _as_lists(v) for name, v in p.vectors.items()}, dict(p.payload))
+            for p in points
+        ]
+        shard.update(m.UpdateOperation.upsert_points(edge_points))
+        shard.flush()
+
+    def delete(self, where: PayloadFilter) -> None:
+        shard = self._require()
+        shard.update(self._m.UpdateOperation.delete_points_by_filter(build_filter(self._m, where)))
+        shard.flush()
+
+    def set_payload(self, where: PayloadFilter, payload: Mapping[str, Any]) -> None:
+        shard = self._require()
+        m = self._m
+        shard.update(
+            m.UpdateOperation.set_payload_by_filter(build_filter(m, where), dict(payload))
+        )
+        shard.flush()
+
+    def optimize(self) -> None:
+        self._require().optimize()
+
+    # -- reads ---------------------------------------------------------------------
+    def scroll(self, where: PayloadFilter) -> Iterator[dict[str, Any]]:
+        m = self._m
+        shard = self._require()
+        offset = None
+        flt = build_filter(m, where)
+        while True:
+            records, offset = shard.scroll(
+                m.ScrollRequest(offset=offset, limit=1000, filter=flt, with_payload=True)
+            )
+            for record in records:
+                yield dict(record.payload or {})
+            if offset is None:
+                return
+
+    def count(self, where: PayloadFilter) -> int:
+        m = self._m
+        return int(self._require().count(m.CountRequest(filter=build_filter(m, where), exact=True)))
+
+    def query(
+        self,
+        queries: Sequence[MultiVector],
+        *,
+        k: int,
+        candidates: int | None,
+        where: PayloadFilter | None = None,
+    ) -> list[list[ScoredRecord]]:
+        m = self._m
+        shard = self._require()
+        flt = build_filter(m, where)
+        requests = []
+        for query in queries:
+            vectors = _as_lists(query)
+            prefetches = None
+            if candidates is not None:
+                prefetches = [
+                    m.Prefetch(
+                        limit=max(candidates, k),
+                        query=m.Query.Nearest(vectors, using=POOLED),
+                        filter=flt,
+                    )
+                ]
+            requests.append(
+                m.QueryRequest(
+                    limit=k,
+                    query=m.Query.Nearest(vectors, using=PAGES),
+                    prefetches=prefetches,
+                    filter=flt if candidates is None else None,
+                    with_payload=True,
+                )
+            )
+        results = shard.query_batch(m.QueryBatchRequest(requests))
+        return [
+            [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+            for points in results
+        ]
