@@ -1,7 +1,9 @@
 """A fake page encoder: deterministic vectors from pixels and words, no weights.
 
-Pages become one vector per 8x8 grid cell (the cell's mean colour through a fixed
-random projection); queries one vector per word (a hash-seeded random vector).
+Pages become one vector per cell of an 8x8 grid: a random vector seeded by the
+hash of the cell's pixels, so cells that differ between pages (where the text is)
+give different vectors and blank cells give the same one. Queries become one
+hash-seeded random vector per word.
 It implements the Encoder protocol, so the job and search run their real paths.
 """
 
@@ -20,12 +22,15 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
 
 
+def _seeded(data: bytes, dim: int) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
+    return np.random.default_rng(seed).normal(size=dim)
+
+
 class FakeEncoder:
     def __init__(self, dim: int = 16, grid: int = 8, model_id: str = "fake") -> None:
         self.dim = dim
         self.grid = grid
-        self._proj = np.random.default_rng(0).normal(size=(3, dim))
-        self._bias = np.random.default_rng(1).normal(size=(grid * grid, dim))
         self._spec = EncoderSpec(model_id=model_id, revision="1", dim=dim, family="fake")
         self.pages_seen = 0
 
@@ -37,9 +42,10 @@ class FakeEncoder:
         out = []
         for page in pages:
             assert page.image is not None
-            img = np.asarray(page.image.convert("RGB").resize((self.grid * 4, self.grid * 4)))
-            cells = img.reshape(self.grid, 4, self.grid, 4, 3).mean(axis=(1, 3)).reshape(-1, 3)
-            out.append(_unit(cells / 255.0 @ self._proj + 0.3 * self._bias))
+            img = np.asarray(page.image.convert("L").resize((self.grid * 8, self.grid * 8)))
+            cells = img.reshape(self.grid, 8, self.grid, 8).transpose(0, 2, 1, 3)
+            rows = [_seeded(cell.tobytes(), self.dim) for cell in cells.reshape(-1, 64)]
+            out.append(_unit(np.array(rows)))
             self.pages_seen += 1
         return out
 
@@ -48,7 +54,6 @@ class FakeEncoder:
         for text in texts:
             rows = []
             for word in text.lower().split():
-                seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
-                rows.append(np.random.default_rng(seed).normal(size=self.dim))
+                rows.append(_seeded(word.encode(), self.dim))
             out.append(_unit(np.array(rows or [np.ones(self.dim)])))
         return out

@@ -1,0 +1,413 @@
+"""The indexing job: discover documents, render, encode, pool, store, commit.
+
+A document counts as indexed only once its commit record (a vectorless point
+naming the document) is stored, and that record is written after every page. So
+a crash, ``kill -9`` or Ctrl-C leaves at most one uncommitted document; the next
+run finds its stored pages, renders only the missing ones (page ids are
+deterministic, so nothing is duplicated) and commits it. A bad file is skipped and
+reported, and nothing already committed is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+from pagelens.encoders.base import Encoder
+from pagelens.errors import InputError, PagelensError
+from pagelens.index import DocumentRecord, Index, IndexSettings
+from pagelens.pipeline.discover import Skipped, discover
+from pagelens.pipeline.render import RenderSettings, probe, render_pages
+from pagelens.pooling import ward_pool
+from pagelens.storage.base import (
+    KIND_DOCUMENT,
+    KIND_PAGE,
+    POOLED,
+    PAGES,
+    PayloadFilter,
+    PointRecord,
+    document_point_id,
+    page_point_id,
+    path_prefixes,
+)
+from pagelens.types import Document, Page
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage of the job (render counts only time the encoder waited)."""
+
+    render: float = 0.0
+    encode: float = 0.0
+    pool: float = 0.0
+    store: float = 0.0
+    optimize: float = 0.0
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What an indexing run did."""
+
+    indexed: tuple[str, ...]  # documents committed by this run
+    unchanged: tuple[str, ...]  # already indexed with the same bytes
+    skipped: tuple[Skipped, ...]  # bad or non-PDF files, with their causes
+    replaced: tuple[str, ...]  # older versions removed because the file changed
+    pruned: tuple[str, ...]  # documents removed because their file is gone
+    pages: int  # pages encoded and stored by this run
+    seconds: float
+    stages: StageTimes = field(default_factory=StageTimes)
+
+    @property
+    def pages_per_second(self) -> float:
+        return self.pages / self.seconds if self.seconds > 0 else 0.0
+
+
+def _prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Run ``items`` in a background thread, ``depth`` items ahead.
+
+    Rendering is poppler in subprocesses, so the next batch renders while the
+    encoder works on this one. Exceptions are re-raised in the consumer.
+    """
+    q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                q.put(("item", item))
+            q.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                assert isinstance(value, BaseException)
+                raise value
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        while thread.is_alive():  # drain so the worker can finish
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+def _batched(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
+    batch: list[Page] = []
+    for page in pages:
+        batch.append(page)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _store_batch(
+    index: Index,
+    encoder: Encoder,
+    batch: Sequence[Page],
+    settings: IndexSettings,
+    times: StageTimes,
+    extra_payload: dict[str, object] | None = None,
+) -> tuple[int, int]:
+    """Encode, pool and upsert one batch of pages; returns (vectors, pooled vectors)."""
+    t0 = time.perf_counter()
+    vectors = encoder.encode_pages(batch)  # list of (n_i, dim) float32
+    t1 = time.perf_counter()
+    pooled = [ward_pool(v, [settings.pool_factor, settings.candidate_factor]) for v in vectors]
+    t2 = time.perf_counter()
+    points = []
+    n_vectors = n_pooled = 0
+    for page, raw, (stored, candidates) in zip(batch, vectors, pooled):
+        payload = {
+            "kind": KIND_PAGE,
+            "doc_path": page.doc_path,
+            "doc_sha256": page.doc_sha256,
+            "path_prefixes": path_prefixes(page.doc_path),
+            "page_number": page.page_number,
+            "page_count": page.page_count,
+            "width_pt": page.width_pt,
+            "height_pt": page.height_pt,
+            "raw_vectors": int(raw.shape[0]),
+            "vectors": int(stored.shape[0]),
+            "pooled_vectors": int(candidates.shape[0]),
+            **(extra_payload or {}),
+        }
+        if page.text is not None:
+            payload["text"] = page.text
+        named = {PAGES: stored, POOLED: candidates} if raw.shape[0] else {}
+        points.append(PointRecord(page_point_id(page.doc_sha256, page.page_number), payload, named))
+        n_vectors += int(stored.shape[0])
+        n_pooled += int(candidates.shape[0])
+    index.store.upsert(points)
+    times.encode += t1 - t0
+    times.pool += t2 - t1
+    times.store += time.perf_counter() - t2
+    return n_vectors, n_pooled
+
+
+def _commit(index: Index, doc: Document, page_count: int) -> None:
+    """Write a document's commit record, counting vectors from its stored pages."""
+    where = PayloadFilter(kind=KIND_PAGE, doc_sha256=(doc.sha256,))
+    vectors = pooled = 0
+    pages = 0
+    for payload in index.store.scroll(where):
+        pages += 1
+        vectors += int(payload.get("vectors", 0))
+        pooled += int(payload.get("pooled_vectors", 0))
+    if pages != page_count:
+        raise PagelensError(
+            f"{doc.path}: {pages} of {page_count} pages stored; refusing to commit"
+        )
+    record = {
+        "kind": KIND_DOCUMENT,
+        "doc_path": doc.path,
+        "doc_sha256": doc.sha256,
+        "page_count": page_count,
+        "source": doc.source,
+        "size_bytes": doc.size_bytes,
+        "vectors": vectors,
+        "pooled_vectors": pooled,
+    }
+    index.store.upsert([PointRecord(document_point_id(doc.sha256), record)])
+
+
+def index_paths(
+    index: Index,
+    encoder: Encoder,
+    paths: Sequence[str | Path],
+    *,
+    settings: IndexSettings | None = None,
+    render: RenderSettings | None = None,
+    prune: bool = False,
+    progress: bool = True,
+) -> IndexReport:
+    """Index every PDF under ``paths`` (files or folders, recursive).
+
+    Unchanged documents (same sha256) are skipped, changed ones re-indexed and
+    their old pages removed once the new version is committed, and with
+    ``prune`` documents whose files are gone are removed.
+
+    Args:
+        index: the index to write into (created on first use).
+        encoder: the page encoder; must match the index's manifest.
+        paths: PDF files or folders.
+        settings: pooling settings; ``None`` keeps those of an existing index
+            (or the defaults for a new one).
+        render: rendering settings.
+        prune: remove indexed documents not found under ``paths``.
+        progress: show progress bars (only on a terminal).
+
+    Returns:
+        An :class:`IndexReport`; bad files are in ``skipped`` with their causes.
+    """
+    start = time.perf_counter()
+    render = render or RenderSettings()
+    if settings is None:
+        settings = index.manifest.settings if index.manifest else IndexSettings()
+    index.prepare(encoder.spec, settings)
+
+    found = discover(paths)
+    skipped = list(found.skipped)
+    committed = {r.doc_sha256: r for r in index.documents()}
+    by_path: dict[str, list[DocumentRecord]] = {}
+    for record in committed.values():
+        by_path.setdefault(record.doc_path, []).append(record)
+
+    times = StageTimes()
+    indexed: list[str] = []
+    unchanged: list[str] = []
+    replaced: list[str] = []
+    pages_done = 0
+    disable = None if progress else True
+    files_bar = tqdm(total=len(found.documents), desc="files", unit="file", disable=disable)
+    pages_bar = tqdm(total=0, desc="pages", unit="page", disable=disable)
+    try:
+        for doc in found.documents:
+            files_bar.set_postfix_str(doc.path[-40:], refresh=False)
+            record = committed.get(doc.sha256)
+            if record is not None:
+                if record.doc_path != doc.path:  # moved or renamed: same bytes, new path
+                    _move(index, record, doc)
+                unchanged.append(doc.path)
+                files_bar.update(1)
+                continue
+            try:
+                done = _index_document(index, encoder, doc, settings, render, times, pages_bar)
+            except InputError as exc:
+                logger.warning("skipped %s", exc)
+                skipped.append(Skipped(doc.path, exc.cause))
+                index.delete_sha(doc.sha256)  # pages of a never-committed version only
+                files_bar.update(1)
+                continue
+            pages_done += done
+            indexed.append(doc.path)
+            for old in by_path.get(doc.path, []):
+                if old.doc_sha256 != doc.sha256:
+                    index.delete_sha(old.doc_sha256)
+                    replaced.append(f"{old.doc_path} ({old.doc_sha256[:12]})")
+            files_bar.update(1)
+    finally:
+        files_bar.close()
+        pages_bar.close()
+
+    pruned: list[str] = []
+    if prune:
+        seen = {d.sha256 for d in found.documents}
+        for record in committed.values():
+            if record.doc_sha256 not in seen and index.store.count(
+                PayloadFilter(kind=KIND_DOCUMENT, doc_sha256=(record.doc_sha256,))
+            ):
+                index.delete_sha(record.doc_sha256)
+                pruned.append(record.doc_path)
+
+    if pages_done or pruned or replaced:
+        t0 = time.perf_counter()
+        index.store.optimize()
+        times.optimize = time.perf_counter() - t0
+    report = IndexReport(
+        indexed=tuple(indexed),
+        unchanged=tuple(unchanged),
+        skipped=tuple(skipped),
+        replaced=tuple(replaced),
+        pruned=tuple(pruned),
+        pages=pages_done,
+        seconds=time.perf_counter() - start,
+        stages=times,
+    )
+    logger.info(
+        "indexed %d documents (%d pages), %d unchanged, %d skipped, in %.1f s",
+        len(indexed), pages_done, len(unchanged), len(skipped), report.seconds,
+    )
+    return report
+
+
+def _move(index: Index, record: DocumentRecord, doc: Document) -> None:
+    where = PayloadFilter(doc_sha256=(doc.sha256,))
+    index.store.set_payload(
+        where,
+        {"doc_path": doc.path, "path_prefixes": path_prefixes(doc.path), "source": doc.source},
+    )
+    logger.info("%s moved to %s", record.doc_path, doc.path)
+
+
+def _index_document(
+    index: Index,
+    encoder: Encoder,
+    doc: Document,
+    settings: IndexSettings,
+    render: RenderSettings,
+    times: StageTimes,
+    pages_bar: tqdm,
+) -> int:
+    """Render, encode and store the missing pages of one document, then commit it."""
+    info = probe(doc, render)
+    stored = index.stored_pages(doc.sha256)
+    first = 1
+    while first in stored:  # resume after the last contiguous stored page
+        first += 1
+    if first > 1:
+        logger.info("%s: resuming at page %d of %d", doc.path, first, info.page_count)
+    pages_bar.total = (pages_bar.total or 0) + info.page_count
+    pages_bar.update(first - 1)
+    done = 0
+    rendered = _prefetch(_batched(render_pages(doc, info, render, first_page=first), render.batch_pages))
+    while True:
+        t0 = time.perf_counter()
+        batch = next(rendered, None)
+        times.render += time.perf_counter() - t0
+        if batch is None:
+            break
+        _store_batch(index, encoder, batch, settings, times, {"source": doc.source})
+        done += len(batch)
+        pages_bar.update(len(batch))
+    _commit(index, doc, info.page_count)
+    return done
+
+
+def index_pages(
+    index: Index,
+    encoder: Encoder,
+    pages: Iterable[Page],
+    *,
+    settings: IndexSettings | None = None,
+    batch_size: int = 8,
+    total: int | None = None,
+    progress: bool = True,
+) -> IndexReport:
+    """Index pages that come as images already (e.g. an evaluation corpus).
+
+    Each page is committed as its own one-page document keyed by ``doc_sha256``;
+    pages already committed are skipped, so an interrupted run resumes.
+    """
+    start = time.perf_counter()
+    if settings is None:
+        settings = index.manifest.settings if index.manifest else IndexSettings()
+    index.prepare(encoder.spec, settings)
+    committed = {r.doc_sha256 for r in index.documents()}
+    times = StageTimes()
+    indexed: list[str] = []
+    unchanged: list[str] = []
+    pages_done = 0
+    disable = None if progress else True
+    with tqdm(total=total, desc="pages", unit="page", disable=disable) as bar:
+        for batch in _batched(_new_pages(pages, committed, unchanged, bar), batch_size):
+            _store_batch(index, encoder, batch, settings, times)
+            pages_done += len(batch)
+            for page in batch:
+                if page.page_number == page.page_count:  # the document's last page
+                    doc = Document(
+                        source="", path=page.doc_path, sha256=page.doc_sha256, size_bytes=0
+                    )
+                    _commit(index, doc, page.page_count)
+                    indexed.append(page.doc_path)
+            bar.update(len(batch))
+    if indexed:
+        t0 = time.perf_counter()
+        index.store.optimize()
+        times.optimize = time.perf_counter() - t0
+    return IndexReport(
+        indexed=tuple(indexed),
+        unchanged=tuple(unchanged),
+        skipped=(),
+        replaced=(),
+        pruned=(),
+        pages=pages_done,
+        seconds=time.perf_counter() - start,
+        stages=times,
+    )
+
+
+def _new_pages(
+    pages: Iterable[Page], committed: set[str], unchanged: list[str], bar: tqdm
+) -> Iterator[Page]:
+    """The pages whose document is not committed yet; the others are counted."""
+    for page in pages:
+        if page.doc_sha256 in committed:
+            if page.page_number == 1:
+                unchanged.append(page.doc_path)
+            bar.update(1)
+            continue
+        yield page

@@ -1,0 +1,251 @@
+"""The indexing job end to end with a fake encoder: incremental runs, bad input, resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pagelens.errors import IndexMismatchError, PagelensError
+from pagelens.index import Index, IndexSettings
+from pagelens.pipeline.job import index_paths
+from pagelens.pipeline.render import RenderSettings
+from pagelens.search import SearchFilter, search
+from tests import pdf_factory as pf
+from tests.fakes import FakeEncoder
+
+RENDER = RenderSettings(dpi=30, batch_pages=2)
+
+
+def _open(kind, tmp_path):
+    if kind == "edge":
+        return Index.open(tmp_path / "index")
+    return Index.open(location=":memory:")
+
+
+@pytest.fixture(params=["edge", "client"])
+def index(request, tmp_path):
+    idx = _open(request.param, tmp_path)
+    yield idx
+    idx.close()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "pdfs"
+    (root / "sub").mkdir(parents=True)
+    pf.text_pdf(root / "a.pdf", 3, prefix="Alpha")
+    pf.text_pdf(root / "sub" / "b.pdf", 2, prefix="Beta")
+    return root
+
+
+
+def _page_ids(index):
+    from pagelens.storage.base import PayloadFilter
+
+    return sorted(
+        (p["doc_path"], p["page_number"]) for p in index.store.scroll(PayloadFilter(kind="page"))
+    )
+
+
+def test_index_then_search(index, corpus):
+    enc = FakeEncoder()
+    report = index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    assert sorted(report.indexed) == ["a.pdf", "sub/b.pdf"]
+    assert report.pages == 5 and not report.skipped
+    info = index.info()
+    assert (info.documents, info.pages) == (2, 5)
+    # 64 cells pooled by 3: at most 22 vectors (fewer: blank cells are identical vectors)
+    assert 1 <= info.vectors_per_page <= 22
+    hits = search(index, enc, ["alpha page", "beta"], k=3)
+    assert [len(h) for h in hits] == [3, 3]
+    assert hits[0][0].score >= hits[0][1].score >= hits[0][2].score
+    hit = hits[0][0]
+    assert hit.page_id == f"{hit.doc_path}#{hit.page_number}"
+    only_b = search(index, enc, ["x"], k=5, filter=SearchFilter(doc_paths=("sub/b.pdf",)))[0]
+    assert {h.doc_path for h in only_b} == {"sub/b.pdf"} and len(only_b) == 2
+    under_sub = search(index, enc, ["x"], k=5, filter=SearchFilter(path_prefix="sub"))[0]
+    assert {h.doc_path for h in under_sub} == {"sub/b.pdf"}
+
+
+def test_two_stage_equals_exact_through_the_api(index, corpus):
+    enc = FakeEncoder()
+    index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    queries = ["alpha", "beta one", "page three"]
+    exact = search(index, enc, queries, k=5, candidates=None)
+    two = search(index, enc, queries, k=5, candidates=5)
+    for e, t in zip(exact, two):
+        # the same pages with the same scores (the fake's pages tie, so order may not)
+        assert {h.page_id: h.score for h in e} == pytest.approx({h.page_id: h.score for h in t})
+        assert [h.score for h in e] == pytest.approx([h.score for h in t])
+
+
+def test_rerun_is_incremental(index, corpus):
+    enc = FakeEncoder()
+    index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    seen = enc.pages_seen
+    again = index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    assert again.indexed == () and sorted(again.unchanged) == ["a.pdf", "sub/b.pdf"]
+    assert enc.pages_seen == seen  # nothing re-encoded
+    assert index.info().pages == 5 and len(_page_ids(index)) == 5
+
+
+def test_changed_document_replaces_old_pages(index, corpus):
+    enc = FakeEncoder()
+    index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    pf.text_pdf(corpus / "a.pdf", 4, prefix="Gamma")  # same path, new bytes, 4 pages
+    report = index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    assert report.indexed == ("a.pdf",) and len(report.replaced) == 1
+    assert index.info().pages == 6
+    assert _page_ids(index).count(("a.pdf", 4)) == 1 and len(_page_ids(index)) == 6
+
+
+def test_prune_and_move(index, corpus):
+    enc = FakeEncoder()
+    index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    (corpus / "sub" / "b.pdf").rename(corpus / "b-moved.pdf")
+    seen = enc.pages_seen
+    report = index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    assert enc.pages_seen == seen  # moved, not re-encoded
+    assert {r.doc_path for r in index.documents()} == {"a.pdf", "b-moved.pdf"}
+    assert ("b-moved.pdf", 2) in _page_ids(index)
+    (corpus / "a.pdf").unlink()
+    report = index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    assert report.pruned == ()  # without --prune nothing is removed
+    report = index_paths(index, enc, [corpus], render=RENDER, prune=True, progress=False)
+    assert report.pruned == ("a.pdf",)
+    assert index.info().pages == 2 and len(_page_ids(index)) == 2
+
+
+def test_bad_files_are_skipped_and_nothing_indexed_is_lost(index, corpus, tmp_path):
+    enc = FakeEncoder()
+    index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    bad = corpus / "bad"
+    bad.mkdir()
+    pf.empty_file(bad / "empty.pdf")
+    pf.truncated_pdf(bad / "truncated.pdf")
+    pf.not_a_pdf(bad / "text.pdf")
+    pf.encrypted_pdf(bad / "locked.pdf")
+    pf.broken_page_pdf(bad / "broken.pdf", 3)
+    pf.text_pdf(bad / "good.pdf", 1, prefix="Fine")
+    report = index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    causes = {s.path: s.cause for s in report.skipped}
+    assert set(causes) >= {"bad/empty.pdf", "bad/truncated.pdf", "bad/text.pdf", "bad/locked.pdf", "bad/broken.pdf"}
+    assert "password" in causes["bad/locked.pdf"]
+    assert "page 3" in causes["bad/broken.pdf"]
+    assert report.indexed == ("bad/good.pdf",)
+    assert index.info().pages == 6
+    # the broken document left no pages behind
+    assert all(d != "bad/broken.pdf" for d, _ in _page_ids(index))
+
+
+def test_password_unlocks_an_encrypted_pdf(index, tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    pf.encrypted_pdf(folder / "locked.pdf", 2, password="secret")
+    wrong = index_paths(index, FakeEncoder(), [folder], render=RenderSettings(dpi=30, password="nope"), progress=False)
+    assert "wrong password" in wrong.skipped[0].cause
+    ok = index_paths(index, FakeEncoder(), [folder], render=RenderSettings(dpi=30, password="secret"), progress=False)
+    assert ok.indexed == ("locked.pdf",) and ok.pages == 2
+
+
+def test_encoder_mismatch_is_refused(index, corpus):
+    index_paths(index, FakeEncoder(), [corpus], render=RENDER, progress=False)
+    other = FakeEncoder(model_id="another-model")
+    with pytest.raises(IndexMismatchError, match="another-model"):
+        index_paths(index, other, [corpus], render=RENDER, progress=False)
+    with pytest.raises(IndexMismatchError, match="refusing encoder"):
+        search(index, other, ["q"])
+    with pytest.raises(IndexMismatchError, match="pool_factor=3"):
+        index_paths(index, FakeEncoder(), [corpus], settings=IndexSettings(pool_factor=2), render=RENDER, progress=False)
+    assert index.info().pages == 5
+
+
+def test_search_on_empty_index_is_a_clear_error(index):
+    with pytest.raises(PagelensError, match="empty"):
+        search(index, FakeEncoder(), ["q"])
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _FailingEncoder(FakeEncoder):
+    """Dies (like Ctrl-C) once it has encoded ``limit`` pages."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = limit
+
+    def encode_pages(self, pages):
+        if self.pages_seen + len(pages) > self.limit:
+            raise KeyboardInterrupt
+        return super().encode_pages(pages)
+
+
+def test_interrupted_run_resumes_without_duplicates(tmp_path, corpus):
+    pf.text_pdf(corpus / "long.pdf", 7, prefix="Long")
+    with Index.open(tmp_path / "idx") as index:
+        failing = _FailingEncoder(limit=6)
+        with pytest.raises(KeyboardInterrupt):
+            index_paths(index, failing, [corpus], render=RENDER, progress=False)
+        assert 0 < failing.pages_seen <= 6
+    with Index.open(tmp_path / "idx") as index:
+        committed_before = {d.doc_path for d in index.documents()}
+        enc = FakeEncoder()
+        report = index_paths(index, enc, [corpus], render=RENDER, progress=False)
+        assert set(report.indexed) | committed_before == {"a.pdf", "sub/b.pdf", "long.pdf"}
+        assert enc.pages_seen == 12 - failing.pages_seen  # only the pages not stored before
+        assert index.info().pages == 12
+        ids = _page_ids(index)
+        assert len(ids) == len(set(ids)) == 12
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from pagelens.index import Index
+    from pagelens.pipeline.job import index_paths
+    from pagelens.pipeline.render import RenderSettings
+    from tests.fakes import FakeEncoder
+
+    class Slow(FakeEncoder):
+        def encode_pages(self, pages):
+            out = super().encode_pages(pages)
+            print("encoded", self.pages_seen, flush=True)
+            time.sleep(0.3)
+            return out
+
+    index = Index.open({index!r})
+    index_paths(index, Slow(), [{corpus!r}], render=RenderSettings(dpi=30, batch_pages=2), progress=False)
+    print("done", flush=True)
+    """
+)
+
+
+def test_kill_9_mid_run_then_rerun_completes(tmp_path, corpus):
+    pf.text_pdf(corpus / "long.pdf", 9, prefix="Long")
+    root = str(Path(__file__).resolve().parents[1])
+    script = CHILD.format(root=root, index=str(tmp_path / "idx"), corpus=str(corpus))
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        for line in child.stdout:
+            if line.startswith("encoded") and int(line.split()[1]) >= 6:
+                break
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    with Index.open(tmp_path / "idx") as index:
+        assert index.info().pages < 14
+        enc = FakeEncoder()
+        index_paths(index, enc, [corpus], render=RENDER, progress=False)
+        assert enc.pages_seen < 14  # what the killed run stored was kept
+        assert index.info().pages == 14
+        ids = _page_ids(index)
+        assert len(ids) == len(set(ids)) == 14
