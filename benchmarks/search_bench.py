@@ -1,0 +1,188 @@
+"""Search latency and recall of two-stage search against exact MaxSim, at scale.
+
+Synthetic but structured page vectors (so that pooling and candidates behave like
+real pages, not like uniform noise): every page mixes vectors around a few
+page-specific topic centres with vectors around shared "background" centres (blank
+margins, common glyphs). Each query is drawn from one page's topics, plus noise.
+
+Pages are stored as the index stores them: rerank vectors (``--vectors`` per page,
+i.e. already pooled at the index's factor) and candidate vectors Ward-pooled from
+them. Recall@10 is the share of the exact top-10 (MaxSim over every page's rerank
+vectors, ``candidates=None``) that two-stage search returns.
+
+    python benchmarks/search_bench.py --pages 1000 10000 --out benchmarks/results/search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pagelens.index import Index, IndexSettings  # noqa: E402
+from pagelens.pooling import ward_pool  # noqa: E402
+from pagelens.search import search_vectors  # noqa: E402
+from pagelens.storage.base import (  # noqa: E402
+    KIND_PAGE,
+    PAGES,
+    POOLED,
+    PointRecord,
+    page_point_id,
+)
+
+DIM = 128
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+class Corpus:
+    def __init__(self, seed: int, vectors: int, topics: int = 6, background: int = 64) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.vectors = vectors
+        self.topics = topics
+        self.background = _unit(self.rng.normal(size=(background, DIM)))
+        self.page_topics: list[np.ndarray] = []
+
+    def page(self) -> np.ndarray:
+        rng = self.rng
+        topics = _unit(rng.normal(size=(self.topics, DIM)))
+        self.page_topics.append(topics)
+        n_topic = self.vectors // 3
+        t = topics[rng.integers(0, self.topics, n_topic)] + 0.35 * rng.normal(size=(n_topic, DIM)) / math.sqrt(DIM) * 4
+        b_idx = rng.integers(0, len(self.background), self.vectors - n_topic)
+        b = self.background[b_idx] + 0.2 * rng.normal(size=(len(b_idx), DIM)) / math.sqrt(DIM) * 4
+        return _unit(np.concatenate([t, b]))
+
+    def query(self, page: int, tokens: int = 20) -> np.ndarray:
+        rng = self.rng
+        topics = self.page_topics[page]
+        n_topic = tokens // 2
+        t = topics[rng.integers(0, self.topics, n_topic)] + 0.6 * rng.normal(size=(n_topic, DIM)) / math.sqrt(DIM) * 4
+        g = rng.normal(size=(tokens - n_topic, DIM))  # query words that match nothing in particular
+        return _unit(np.concatenate([t, g]))
+
+
+def build(index: Index, n_pages: int, vectors: int, candidate_factor: int, seed: int) -> tuple[Corpus, float, float]:
+    corpus = Corpus(seed, vectors)
+    t_pool = 0.0
+    t_store = 0.0
+    batch: list[PointRecord] = []
+    for i in range(n_pages):
+        v = corpus.page()
+        t0 = time.perf_counter()
+        (cand,) = ward_pool(v, [candidate_factor])
+        t_pool += time.perf_counter() - t0
+        sha = f"synthetic{i // 20}"
+        payload = {"kind": KIND_PAGE, "doc_path": f"doc{i // 20}.pdf", "doc_sha256": sha,
+                   "page_number": i % 20 + 1, "path_prefixes": [f"doc{i // 20}.pdf"]}
+        batch.append(PointRecord(page_point_id(sha, i % 20 + 1), payload, {PAGES: v, POOLED: cand}))
+        if len(batch) == 250:
+            t0 = time.perf_counter()
+            index.store.upsert(batch)
+            t_store += time.perf_counter() - t0
+            batch = []
+    index.store.upsert(batch)
+    t0 = time.perf_counter()
+    index.store.optimize()
+    t_opt = time.perf_counter() - t0
+    return corpus, t_pool, t_store, t_opt
+
+
+def run(n_pages: int, args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        index = Index.open(Path(tmp) / "idx")
+        from pagelens.encoders.base import EncoderSpec
+
+        settings = IndexSettings(pool_factor=args.pool_factor, candidate_factor=args.candidate_factor)
+        index.prepare(EncoderSpec("synthetic", "0", DIM, "synthetic"), settings)
+        # vectors per page as stored: raw vectors / pool factor; candidates pooled from those
+        stored = math.ceil(args.raw_vectors / args.pool_factor)
+        cand_factor = max(1, round(args.candidate_factor / args.pool_factor))
+        t0 = time.perf_counter()
+        corpus, t_pool, t_store, t_opt = build(index, n_pages, stored, cand_factor, args.seed)
+        t_build = time.perf_counter() - t0
+        rng = np.random.default_rng(args.seed + 1)
+        targets = rng.integers(0, n_pages, args.queries)
+        queries = [corpus.query(int(t)) for t in targets]
+        for q in queries[:5]:  # warm up
+            search_vectors(index, [q], k=10, candidates=args.candidates[0])
+        exact = []
+        t_exact = []
+        for q in queries:
+            t0 = time.perf_counter()
+            exact.append(search_vectors(index, [q], k=10, candidates=None)[0])
+            t_exact.append(time.perf_counter() - t0)
+        rows = []
+        for c in args.candidates:
+            lat = []
+            recall = []
+            for q, ref in zip(queries, exact):
+                t0 = time.perf_counter()
+                hits = search_vectors(index, [q], k=10, candidates=c)[0]
+                lat.append(time.perf_counter() - t0)
+                want = {h.page_id for h in ref}
+                recall.append(len(want & {h.page_id for h in hits}) / len(want))
+            rows.append({
+                "candidates": c,
+                "p50_ms": 1000 * float(np.percentile(lat, 50)),
+                "p95_ms": 1000 * float(np.percentile(lat, 95)),
+                "recall_at_10": float(np.mean(recall)),
+            })
+        hit_rate = float(np.mean([any(h.page_id == f"doc{t // 20}.pdf#{t % 20 + 1}" for h in r[:10])
+                                  for t, r in zip(targets, exact)]))
+        index.close()
+    return {
+        "pages": n_pages,
+        "stored_vectors_per_page": stored,
+        "candidate_vectors_per_page": math.ceil(stored / cand_factor),
+        "build_s": t_build, "pool_s": t_pool, "upsert_s": t_store, "optimize_s": t_opt,
+        "exact_p50_ms": 1000 * float(np.percentile(t_exact, 50)),
+        "exact_p95_ms": 1000 * float(np.percentile(t_exact, 95)),
+        "exact_target_in_top10": hit_rate,
+        "two_stage": rows,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pages", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--raw-vectors", type=int, default=720, help="encoder vectors per page before pooling")
+    p.add_argument("--pool-factor", type=int, default=3)
+    p.add_argument("--candidate-factor", type=int, default=16)
+    p.add_argument("--candidates", type=int, nargs="+", default=[50, 100, 200, 400])
+    p.add_argument("--queries", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/search.json"))
+    args = p.parse_args()
+    results = []
+    for n in args.pages:
+        r = run(n, args)
+        results.append(r)
+        print(f"\n{n} pages: {r['stored_vectors_per_page']} rerank + {r['candidate_vectors_per_page']} "
+              f"candidate vectors/page; build {r['build_s']:.0f} s (optimize {r['optimize_s']:.1f} s); "
+              f"exact p50 {r['exact_p50_ms']:.1f} ms, p95 {r['exact_p95_ms']:.1f} ms")
+        print(f"{'candidates':>10} {'p50 ms':>8} {'p95 ms':>8} {'recall@10':>10} {'speed-up vs exact':>18}")
+        for row in r["two_stage"]:
+            print(f"{row['candidates']:>10} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} "
+                  f"{row['recall_at_10']:>10.3f} {r['exact_p50_ms'] / row['p50_ms']:>17.1f}x")
+    import os
+    import platform
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"cpus": os.cpu_count(), "python": platform.python_version(), "args": {k: str(v) for k, v in vars(args).items()}}
+    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""The ``pagelens`` command: a thin Typer layer over the Python API.
+
+Each command parses its options, calls the library, and prints. The environment is
+read here and nowhere else (``PAGELENS_INDEX``, ``PAGELENS_MODEL``,
+``QDRANT_URL``, ``QDRANT_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from pagelens.errors import PagelensError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Index folders of PDFs as page screenshots and search them with questions.",
+)
+
+DEFAULT_MODEL = "vidore/colqwen2.5-v0.2"
+DEFAULT_INDEX = "pagelens-index"
+
+IndexOpt = Annotated[
+    Optional[Path],
+    typer.Option("--index", envvar="PAGELENS_INDEX", help="Embedded index folder."),
+]
+UrlOpt = Annotated[
+    Optional[str],
+    typer.Option("--url", envvar="QDRANT_URL", help="Qdrant server URL instead of a folder."),
+]
+ApiKeyOpt = Annotated[
+    Optional[str], typer.Option("--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key.")
+]
+CollectionOpt = Annotated[str, typer.Option("--collection", help="Collection on the server.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model",
+        envvar="PAGELENS_MODEL",
+        help=f"Checkpoint folder or hub id (default: the index's own, else {DEFAULT_MODEL}).",
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Items per forward pass.")]
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only, no bars.")] = False,
+) -> None:
+    """Index folders of PDFs and search them by question."""
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet exclude each other")
+    _setup_logging(verbose, quiet)
+
+
+def _progress() -> bool:
+    return logging.getLogger().getEffectiveLevel() <= logging.INFO
+
+
+def _fail(exc: Exception) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def _open(index: Path | None, url: str | None, api_key: str | None, collection: str) -> Any:
+    from pagelens.index import Index
+
+    if index is not None and url is not None:
+        raise PagelensError("--index and --url exclude each other: give one")
+    if url is not None:
+        return Index.open(url=url, api_key=api_key, collection=collection)
+    return Index.open(index or Path(DEFAULT_INDEX))
+
+
+def _model_for(idx: Any, model: str | None) -> str:
+    if model:
+        return model
+    if idx.manifest is not None:
+        return str(idx.manifest.encoder.model_id)
+    return DEFAULT_MODEL
+
+
+@app.command("index")
+def index_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="PDF files or folders (recursive).")],
+    index: IndexOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = "pagelens",
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 4,
+    dpi: Annotated[int, typer.Option("--dpi", min=10, help="Render resolution.")] = 150,
+    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Pixel cap per page.")] = 4_000_000,
+    pool_factor: Annotated[
+        Optional[int], typer.Option("--pool-factor", min=1, help="Ward pool factor (1 = none; new index: 3).")
+    ] = None,
+    password: Annotated[Optional[str], typer.Option("--password", help="Password of encrypted PDFs.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds per poppler call.")] = 120.0,
+    prune: Annotated[bool, typer.Option("--prune", help="Remove documents whose files are gone.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index PDFs: render, encode, pool and store every page; skip unchanged files."""
+    from pagelens.encoders import load_encoder
+    from pagelens.index import IndexSettings
+    from pagelens.pipeline.job import index_paths
+    from pagelens.pipeline.render import RenderSettings
+
+    try:
+        idx = _open(index, url, api_key, collection)
+        with idx:
+            settings = None
+            if pool_factor is not None:
+                base = idx.manifest.settings if idx.manifest else IndexSettings()
+                settings = IndexSettings(
+                    pool_factor=pool_factor, candidate_factor=base.candidate_factor, fp16=base.fp16
+                )
+            render = RenderSettings(dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout)
+            encoder = load_encoder(_model_for(idx, model), device=device, batch_size=batch_size)
+            report = index_paths(
+                idx, encoder, paths, settings=settings, render=render, prune=prune, progress=_progress()
+            )
+    except PagelensError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.secho("interrupted: committed documents are kept; run again to resume", err=True)
+        raise typer.Exit(code=130) from None
+    if as_json:
+        out = asdict(report)
+        out["pages_per_second"] = report.pages_per_second
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(
+        f"indexed {len(report.indexed)} documents ({report.pages} pages, "
+        f"{report.pages_per_second:.2f} pages/s), {len(report.unchanged)} unchanged, "
+        f"{len(report.replaced)} replaced, {len(report.pruned)} pruned, "
+        f"{len(report.skipped)} skipped, in {report.seconds:.1f} s"
+    )
+    s = report.stages
+    typer.echo(
+        f"  time: render wait {s.render:.1f} s, encode {s.encode:.1f} s, pool {s.pool:.1f} s, "
+        f"store {s.store:.1f} s, optimize {s.optimize:.1f} s"
+    )
+    for skipped in report.skipped:
+        typer.echo(f"  skipped {skipped.path}: {skipped.cause}")
+
+
+@app.command("search")
+def search_cmd(
+    queries: Annotated[list[str], typer.Argument(help="One or more questions.")],
+    k: Annotated[int, typer.Option("-k", min=1, help="Hits per question.")] = 5,
+    index: IndexOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = "pagelens",
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=0, help="First-stage candidates; 0 = exact search.")
+    ] = 200,
+    doc: Annotated[Optional[list[str]], typer.Option("--doc", help="Only these documents.")] = None,
+    prefix: Annotated[Optional[str], typer.Option("--prefix", help="Only under this folder.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the index with questions; print the best pages."""
+    from pagelens.encoders import load_encoder
+    from pagelens.search import SearchFilter, search
+
+    try:
+        idx = _open(index, url, api_key, collection)
+        with idx:
+            encoder = load_encoder(_model_for(idx, model), device=device)
+            flt = SearchFilter(doc_paths=tuple(doc) if doc else None, path_prefix=prefix)
+            results = search(
+                idx, encoder, queries, k=k, candidates=candidates or None,
+                filter=flt if (doc or prefix) else None,
+            )
+    except PagelensError as exc:
+        _fail(exc)
+    if as_json:
+        out = [
+            {
+                "query": q,
+                "hits": [
+                    {"doc_path": h.doc_path, "page_number": h.page_number, "score": h.score,
+                     "doc_sha256": h.doc_sha256, "source": h.payload.get("source")}
+                    for h in hits
+                ],
+            }
+            for q, hits in zip(queries, results)
+        ]
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for q, hits in zip(queries, results):
+        typer.echo(q)
+        for rank, h in enumerate(hits, 1):
+            typer.echo(f"  {rank:>2}. {h.score:8.3f}  {h.doc_path}  page {h.page_number}")
+
+
+@app.command("info")
+def info_cmd(
+    index: IndexOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = "pagelens",
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the manifest, counts and bytes per page of an index."""
+    try:
+        with _open(index, url, api_key, collection) as idx:
+            info = idx.info()
+    except PagelensError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(info.to_dict(), indent=2))
+        return
+    typer.echo(f"index:      {info.location}")
+    if info.manifest is None:
+        typer.echo("(empty: nothing indexed yet)")
+        return
+    enc, st = info.manifest.encoder, info.manifest.settings
+    typer.echo(f"encoder:    {enc.model_id} ({enc.family}, revision {enc.revision}, dim {enc.dim})")
+    typer.echo(
+        f"pooling:    Ward, pool factor {st.pool_factor}, candidate factor {st.candidate_factor}, "
+        f"{'fp16' if st.fp16 else 'fp32'}"
+    )
+    typer.echo(f"documents:  {info.documents}")
+    typer.echo(f"pages:      {info.pages}")
+    typer.echo(
+        f"vectors:    {info.vectors_per_page:.1f} per page (+{info.pooled_vectors_per_page:.1f} "
+        "candidate vectors)"
+    )
+    typer.echo(f"bytes:      {info.bytes_per_page / 1024:.1f} KiB per page")
+    typer.echo(f"built by:   pagelens {info.manifest.pagelens_version}, {info.manifest.created_at}")
+
+
+@app.command("delete")
+def delete_cmd(
+    doc: Annotated[str, typer.Argument(help="Document path as indexed, or its sha256.")],
+    index: IndexOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = "pagelens",
+) -> None:
+    """Delete one document and its pages from the index."""
+    try:
+        with _open(index, url, api_key, collection) as idx:
+            removed = idx.delete_document(doc)
+    except PagelensError as exc:
+        _fail(exc)
+    typer.echo(f"deleted {doc} ({removed} pages)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

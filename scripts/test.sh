@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install (if needed) and run the checks: ruff, then the offline test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+ruff check pagelens tests benchmarks
+python -m pytest -q "$@"
