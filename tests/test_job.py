@@ -249,3 +249,21 @@ def test_kill_9_mid_run_then_rerun_completes(tmp_path, corpus):
         assert index.info().pages == 14
         ids = _page_ids(index)
         assert len(ids) == len(set(ids)) == 14
+
+
+def test_hit_page_image_is_rerendered_and_checked(tmp_path, corpus):
+    from pagelens.errors import InputError
+    from pagelens.pipeline.images import page_image
+
+    enc = FakeEncoder()
+    with Index.open(tmp_path / "idx") as index:
+        index_paths(index, enc, [corpus], render=RENDER, progress=False)
+        hit = search(index, enc, ["alpha"], k=1, filter=SearchFilter(doc_paths=("a.pdf",)))[0][0]
+    image = page_image(hit, dpi=36)
+    assert image.mode == "RGB" and image.size == (306, 396)  # letter at 36 dpi
+    pf.text_pdf(corpus / "a.pdf", 3, prefix="Changed")
+    with pytest.raises(InputError, match="changed since it was indexed"):
+        page_image(hit)
+    (corpus / "a.pdf").unlink()
+    with pytest.raises(InputError, match="no longer exists"):
+        page_image(hit)

@@ -1,0 +1,56 @@
+"""Page images for display, re-rendered on demand from the indexed file.
+
+The index stores no images: a 150-dpi page screenshot is 100-500 KB as PNG,
+several times the page's vectors, and a thumbnail too small to read a table is of
+little use. A hit records the file it came from (``source``) and its sha256, so the
+page is rendered again when asked for, at whatever resolution the caller wants,
+and a file that changed or vanished since indexing is reported instead of shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pagelens.errors import InputError
+from pagelens.pipeline.render import RenderSettings, probe, render_pages
+from pagelens.types import Document, Hit
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def page_image(hit: Hit, *, dpi: int = 100, password: str | None = None) -> Image.Image:
+    """Render the page a hit points to.
+
+    Raises:
+        InputError: the source file is gone, changed since indexing, or unreadable.
+    """
+    source = hit.payload.get("source")
+    if not source:
+        raise InputError(hit.doc_path, "the index records no source file for this page")
+    path = Path(str(source))
+    if not path.is_file():
+        raise InputError(str(path), "file no longer exists (moved? re-run `pagelens index`)")
+    if _sha256(path) != hit.doc_sha256:
+        raise InputError(str(path), "file changed since it was indexed (re-run `pagelens index`)")
+    doc = Document(source=str(path), path=hit.doc_path, sha256=hit.doc_sha256, size_bytes=path.stat().st_size)
+    settings = RenderSettings(dpi=dpi, password=password, batch_pages=1, threads=1)
+    info = probe(doc, settings)
+    pages = render_pages(doc, info, settings, first_page=hit.page_number)
+    try:
+        (page,) = islice(pages, 1)
+    finally:
+        pages.close()
+    assert page.image is not None  # render_pages always sets it
+    return page.image
