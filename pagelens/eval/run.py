@@ -1,0 +1,429 @@
+"""Evaluation runs: index a set through the user's API, search its queries, score.
+
+What is measured is what ships: pages go in through
+:func:`pagelens.pipeline.job.index_pages` (dataset images) or
+:func:`~pagelens.pipeline.job.index_paths` (PDF sets), queries through
+:func:`pagelens.search.search`, exactly as a user's calls.
+
+Indexes are cached under ``cache_dir``, one folder per (corpus, encoder spec,
+index settings, render settings); a later run with the same four reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
+
+from pagelens.encoders.base import Encoder
+from pagelens.errors import PagelensError
+from pagelens.eval.datasets import EvalSet, ImageCorpus, PdfCorpus, Query, categorical_fields
+from pagelens.eval.metrics import DEPTH, breakdown, score_run
+from pagelens.eval.report import SCOPES, EvalResult, IndexStats, ScopeResult
+from pagelens.index import Index, IndexSettings
+from pagelens.pipeline.job import index_pages, index_paths
+from pagelens.search import DEFAULT_CANDIDATES, SearchFilter, search
+from pagelens.types import Hit
+
+if TYPE_CHECKING:
+    from pagelens.pipeline.render import RenderSettings
+
+logger = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pagelens")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def index_key(
+    eval_set: EvalSet,
+    encoder: Encoder,
+    settings: IndexSettings,
+    render: RenderSettings | None = None,
+) -> str:
+    """Return the cache key of an evaluation index: corpus, encoder, settings, rendering."""
+    render_part = None
+    if render is not None and isinstance(eval_set.corpus, PdfCorpus):
+        render_part = {"dpi": render.dpi, "max_pixels": render.max_pixels}
+    blob = json.dumps(
+        {
+            "corpus": eval_set.corpus_fingerprint,
+            "encoder": dataclasses.asdict(encoder.spec),
+            "settings": dataclasses.asdict(settings),
+            "render": render_part,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:60]
+
+
+def _expected_docs(eval_set: EvalSet) -> set[str]:
+    corpus = eval_set.corpus
+    return set(corpus.ids) if isinstance(corpus, ImageCorpus) else set(corpus.documents)
+
+
+@contextmanager
+def _open_index(
+    eval_set: EvalSet,
+    encoder: Encoder,
+    settings: IndexSettings,
+    render: RenderSettings | None,
+    *,
+    cache_dir: str | Path | None,
+    url: str | None,
+    api_key: str | None,
+    rebuild: bool,
+) -> Iterator[Index]:
+    key = index_key(eval_set, encoder, settings, render)
+    name = f"{_slug(eval_set.name)}-{key}"
+    if url is not None:
+        if cache_dir is not None:
+            raise PagelensError("give cache_dir or url for the evaluation index, not both")
+        index = Index.open(url=url, api_key=api_key, collection=f"pagelens-eval-{name}")
+        try:
+            if rebuild:
+                for record in index.documents():
+                    index.delete_sha(record.doc_sha256)
+            yield index
+        finally:
+            index.close()
+        return
+    tmp = None
+    if cache_dir is None:
+        tmp = tempfile.mkdtemp(prefix="pagelens-eval-")
+        folder = Path(tmp) / name
+    else:
+        folder = Path(cache_dir).expanduser() / name
+        if rebuild and folder.exists():
+            logger.info("rebuilding %s", folder)
+            shutil.rmtree(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    index = Index.open(folder)
+    try:
+        yield index
+    finally:
+        index.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build(
+    index: Index,
+    eval_set: EvalSet,
+    encoder: Encoder,
+    settings: IndexSettings,
+    render: RenderSettings | None,
+    *,
+    progress: bool,
+) -> tuple[bool, float | None]:
+    """Index what is missing; returns (reused, build seconds)."""
+    expected = _expected_docs(eval_set)
+    done = {r.doc_path for r in index.documents()}
+    stray = done - expected
+    if stray:
+        raise PagelensError(
+            f"index {index.location} holds {len(stray)} documents not in {eval_set.name}, "
+            f"e.g. {sorted(stray)[:3]}; rebuild it"
+        )
+    if done == expected:
+        logger.info("reusing index %s (%s documents)", index.location, len(done))
+        return True, None
+    if done:
+        logger.info(
+            "resuming index %s: %s of %s documents", index.location, len(done), len(expected)
+        )
+    start = time.perf_counter()
+    corpus = eval_set.corpus
+    if isinstance(corpus, ImageCorpus):
+        report = index_pages(
+            index,
+            encoder,
+            corpus.iter_pages(exclude=done),
+            settings=settings,
+            total=len(expected - done),
+            progress=progress,
+        )
+    else:
+        report = index_paths(
+            index, encoder, [corpus.root], settings=settings, render=render, progress=progress
+        )
+    seconds = time.perf_counter() - start
+    missing = expected - {r.doc_path for r in index.documents()}
+    if missing:
+        causes = "; ".join(f"{s.path}: {s.cause}" for s in report.skipped[:3])
+        raise PagelensError(
+            f"{len(missing)} documents of {eval_set.name} could not be indexed, "
+            f"e.g. {sorted(missing)[:3]}" + (f" ({causes})" if causes else "; see the log")
+        )
+    return False, seconds
+
+
+def _search_all(
+    index: Index,
+    encoder: Encoder,
+    eval_set: EvalSet,
+    jobs: Sequence[tuple[list[Query], SearchFilter | None]],
+    *,
+    batch_size: int,
+    candidates: int | None,
+    desc: str,
+    progress: bool,
+) -> tuple[dict[str, list[str]], float]:
+    """Run every (queries, filter) job in batches; returns ranked corpus ids and seconds."""
+    run: dict[str, list[str]] = {}
+    seconds = 0.0
+    total = sum(len(qs) for qs, _ in jobs)
+    with tqdm(total=total, desc=desc, unit="query", disable=None if progress else True) as bar:
+        for queries, where in jobs:
+            for start in range(0, len(queries), batch_size):
+                batch = queries[start : start + batch_size]
+                t0 = time.perf_counter()
+                hits: list[list[Hit]] = search(
+                    index,
+                    encoder,
+                    [q.text for q in batch],
+                    k=DEPTH,
+                    candidates=candidates,
+                    filter=where,
+                )
+                seconds += time.perf_counter() - t0
+                for q, found in zip(batch, hits, strict=True):
+                    run[q.query_id] = [
+                        eval_set.corpus.hit_id(h.doc_path, h.page_number) for h in found
+                    ]
+                bar.update(len(batch))
+    return run, seconds
+
+
+def _document_jobs(eval_set: EvalSet) -> tuple[list[tuple[list[Query], SearchFilter]], int]:
+    """Group queries by their document, each group with its filter; count the skipped."""
+    corpus = eval_set.corpus
+    pages_of: dict[str, tuple[str, ...]]  # document -> the doc_paths a filter names
+    if isinstance(corpus, PdfCorpus):
+        pages_of = {d: (d,) for d in corpus.documents}
+    else:
+        grouped: dict[str, list[str]] = {}
+        for cid in corpus.ids:
+            if cid in corpus.docs:
+                grouped.setdefault(corpus.docs[cid], []).append(cid)
+        pages_of = {d: tuple(ids) for d, ids in grouped.items()}
+    by_doc: dict[str, list[Query]] = {}
+    skipped = 0
+    for q in eval_set.queries:
+        if q.doc is None or q.doc not in pages_of:
+            skipped += 1
+            continue
+        by_doc.setdefault(q.doc, []).append(q)
+    if skipped:
+        logger.warning("within-document scope: %s queries name no indexed document", skipped)
+    jobs = [(qs, SearchFilter(doc_paths=pages_of[d])) for d, qs in sorted(by_doc.items())]
+    return jobs, skipped
+
+
+def evaluate(
+    eval_set: EvalSet,
+    encoder: Encoder,
+    *,
+    settings: IndexSettings | None = None,
+    render: RenderSettings | None = None,
+    cache_dir: str | Path | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+    scopes: Sequence[str] | None = None,
+    breakdown_fields: Sequence[str] | None = None,
+    query_batch_size: int = 32,
+    candidates: int | None = DEFAULT_CANDIDATES,
+    rebuild: bool = False,
+    label: str | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Index ``eval_set`` with ``encoder`` (or reuse the cached index), search, score.
+
+    Args:
+        eval_set: from :func:`pagelens.eval.datasets.load_eval_set`.
+        encoder: any :class:`~pagelens.encoders.base.Encoder`.
+        settings: index settings (pool factor...); the defaults when ``None``.
+        render: PDF rendering settings (PDF sets only).
+        cache_dir: folder of cached evaluation indexes; ``None`` builds a temporary
+            index and deletes it afterwards.
+        url: build the index on this Qdrant server instead (one collection per
+            cache key); excludes ``cache_dir``.
+        api_key: the server's API key, if it has one.
+        scopes: among ``("corpus", "document")``; ``None`` runs ``corpus`` and, when
+            the set's queries name their document, ``document``.
+        breakdown_fields: query fields to break metrics down by; ``None`` picks the
+            categorical ones (see :func:`~pagelens.eval.datasets.categorical_fields`).
+        query_batch_size: queries per search call.
+        candidates: first-stage candidates per query, as in
+            :func:`pagelens.search.search` (its default; ``None`` = exact search).
+        rebuild: drop the cached index and build it again.
+        label: the run's name in tables; ``pool_factor=<n>`` by default.
+        progress: show progress bars (they stay off when output is not a terminal).
+
+    """
+    settings = settings or IndexSettings()
+    if query_batch_size < 1:
+        raise PagelensError(f"query_batch_size must be at least 1, got {query_batch_size}")
+    if scopes is None:
+        wanted = ["corpus"] + (["document"] if eval_set.has_documents else [])
+    else:
+        wanted = list(dict.fromkeys(scopes))
+        bad = [s for s in wanted if s not in SCOPES]
+        if bad:
+            raise PagelensError(f"unknown scopes {bad}; choose from {list(SCOPES)}")
+        if "document" in wanted and not eval_set.has_documents:
+            raise PagelensError(
+                f"{eval_set.name} queries name no document: the 'document' scope needs a "
+                "set whose queries have a 'doc' field (e.g. a PDF set); use scopes=['corpus']"
+            )
+    fields = (
+        tuple(breakdown_fields)
+        if breakdown_fields is not None
+        else categorical_fields(eval_set.queries)
+    )
+    present = {k for q in eval_set.queries for k in q.fields}
+    absent = [f for f in fields if f not in present]
+    if absent:
+        raise PagelensError(
+            f"breakdown fields {absent} are not query fields of {eval_set.name}; "
+            f"fields: {sorted(present)}"
+        )
+
+    with _open_index(
+        eval_set,
+        encoder,
+        settings,
+        render,
+        cache_dir=cache_dir,
+        url=url,
+        api_key=api_key,
+        rebuild=rebuild,
+    ) as index:
+        reused, build_seconds = _build(
+            index, eval_set, encoder, settings, render, progress=progress
+        )
+        info = index.info()
+        # one untimed search first: one-time costs (lazy model or store set-up) are
+        # not what a per-query latency should report
+        search(index, encoder, [eval_set.queries[0].text], k=DEPTH, candidates=candidates)
+        results: dict[str, ScopeResult] = {}
+        for scope in wanted:
+            if scope == "corpus":
+                jobs: list[tuple[list[Query], SearchFilter | None]] = [
+                    (list(eval_set.queries), None)
+                ]
+                skipped = 0
+            else:
+                doc_jobs, skipped = _document_jobs(eval_set)
+                jobs = list(doc_jobs)
+            scored = [q for qs, _ in jobs for q in qs]
+            if not scored:
+                logger.warning("scope %s: no query to rank", scope)
+                continue
+            run, seconds = _search_all(
+                index,
+                encoder,
+                eval_set,
+                jobs,
+                batch_size=query_batch_size,
+                candidates=candidates,
+                desc=f"search ({scope})",
+                progress=progress,
+            )
+            scores = score_run({q.query_id: eval_set.qrels[q.query_id] for q in scored}, run)
+            results[scope] = ScopeResult(
+                scope=scope,
+                metrics=scores.metrics,
+                per_query=scores.per_query,
+                breakdowns={
+                    name: breakdown(
+                        scores.per_query, {q.query_id: q.fields.get(name) for q in scored}
+                    )
+                    for name in fields
+                },
+                search_seconds=seconds,
+                ms_per_query=1000.0 * seconds / len(scored),
+                skipped_queries=skipped,
+            )
+
+    run_settings: dict[str, Any] = dataclasses.asdict(settings)
+    run_settings.update(
+        k=DEPTH,
+        query_batch_size=query_batch_size,
+        candidates=candidates,
+    )
+    if render is not None and isinstance(eval_set.corpus, PdfCorpus):
+        run_settings.update(render_dpi=render.dpi, render_max_pixels=render.max_pixels)
+    return EvalResult(
+        label=label or f"pool_factor={settings.pool_factor}",
+        dataset=eval_set.describe(),
+        encoder=dataclasses.asdict(encoder.spec),
+        settings=run_settings,
+        index=IndexStats(
+            pages=info.pages,
+            documents=info.documents,
+            vectors_per_page=info.vectors_per_page,
+            bytes_per_page=info.bytes_per_page,
+            reused=reused,
+            build_seconds=build_seconds,
+            location=info.location,
+        ),
+        scopes=results,
+        query_fields={
+            q.query_id: {name: q.fields.get(name) for name in fields} for q in eval_set.queries
+        },
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        pagelens_version=_version(),
+    )
+
+
+def sweep(
+    eval_set: EvalSet,
+    encoder: Encoder,
+    *,
+    pool_factors: Sequence[int],
+    settings: IndexSettings | None = None,
+    **kwargs: Any,
+) -> list[EvalResult]:
+    """:func:`evaluate` once per pool factor (other settings from ``settings``).
+
+    Keyword arguments go to :func:`evaluate`; each run is labelled ``pool_factor=<n>``.
+    """
+    if not pool_factors:
+        raise PagelensError("a sweep needs at least one pool factor")
+    if "label" in kwargs:
+        raise PagelensError("a sweep labels its runs itself; do not pass label")
+    base = settings or IndexSettings()
+    out = []
+    for pf in dict.fromkeys(pool_factors):
+        logger.info("sweep: pool_factor=%s", pf)
+        out.append(
+            evaluate(
+                eval_set,
+                encoder,
+                settings=dataclasses.replace(base, pool_factor=pf),
+                label=f"pool_factor={pf}",
+                **kwargs,
+            )
+        )
+    return out
