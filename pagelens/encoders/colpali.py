@@ -1,0 +1,351 @@
+"""The colpali-engine adapter: ColPali, ColQwen2, ColQwen2.5, ColIdefics3, ColModernVBert.
+
+Torch stays inside: pages and queries go in, float32 ``(n, dim)`` numpy arrays come out,
+L2-normalised, with padding positions removed (ragged, one array per item).
+
+The family is read from the checkpoint's ``config.json`` (``model_type``), or for a PEFT
+adapter folder from its base model's config; never from the model's name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from pagelens.encoders.base import EncoderSpec
+from pagelens.encoders.loading import (
+    Checkpoint,
+    read_model_config,
+    resolve_checkpoint,
+    resolve_device,
+    resolve_dtype,
+)
+from pagelens.errors import EncoderError, MissingExtraError
+from pagelens.types import MultiVector, Page
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+PageVectors = Literal["all", "image"]
+PAGE_VECTORS: tuple[str, ...] = ("all", "image")
+N_QUERY_AUGMENTATION_TOKENS = 10  # as colpali-engine's training collator appends
+
+
+@dataclass(frozen=True)
+class ColPaliFamily:
+    """One colpali-engine model family and how to recognise its checkpoints."""
+
+    name: str  # EncoderSpec.family
+    model_type: str  # config.json "model_type" of the backbone
+    model_class: str  # attribute of colpali_engine.models
+    processor_class: str  # attribute of colpali_engine.models
+    head: str = "custom_text_proj"  # the trained projection to ``dim`` (weights prefix)
+    # The colpali-engine model wraps a ...ForConditionalGeneration whose LM head would
+    # compute (batch, seq, vocab) logits that are thrown away: keep only one position.
+    trim_logits: bool = False
+
+
+FAMILIES: tuple[ColPaliFamily, ...] = (
+    ColPaliFamily("colpali", "paligemma", "ColPali", "ColPaliProcessor", trim_logits=True),
+    ColPaliFamily("colqwen2", "qwen2_vl", "ColQwen2", "ColQwen2Processor"),
+    ColPaliFamily("colqwen2_5", "qwen2_5_vl", "ColQwen2_5", "ColQwen2_5_Processor"),
+    ColPaliFamily("colidefics3", "idefics3", "ColIdefics3", "ColIdefics3Processor", head="linear"),
+    ColPaliFamily("colmodernvbert", "modernvbert", "ColModernVBert", "ColModernVBertProcessor"),
+)
+MODEL_TYPES: frozenset[str] = frozenset(f.model_type for f in FAMILIES)
+
+
+def detect_family(config: Mapping[str, Any]) -> ColPaliFamily:
+    """Return the family of a transformers config dict (by ``model_type``, then ``architectures``).
+
+    Raises:
+        EncoderError: unknown ``model_type``, or a single-vector ``Bi*`` checkpoint.
+
+    """
+    model_type = config.get("model_type")
+    architectures = config.get("architectures") or []
+    for family in FAMILIES:
+        if family.model_type == model_type:
+            break
+    else:
+        supported = ", ".join(f"{f.name} (model_type {f.model_type!r})" for f in FAMILIES)
+        raise EncoderError(
+            f"unsupported checkpoint: config has model_type={model_type!r}, "
+            f"architectures={architectures!r}; supported colpali-engine families: {supported}"
+        )
+    single_vector = [a for a in architectures if isinstance(a, str) and a.startswith("Bi")]
+    if single_vector:
+        raise EncoderError(
+            f"checkpoint architectures={architectures!r} is a single-vector (Bi*) model; "
+            f"pagelens needs the multi-vector {family.model_class} variant"
+        )
+    return family
+
+
+class ColPaliEngineEncoder:
+    """An :class:`~pagelens.encoders.base.Encoder` over a colpali-engine checkpoint.
+
+    Build it with :meth:`from_pretrained` (or ``pagelens.encoders.load_encoder``).
+
+    Args:
+        page_vectors: ``"all"`` keeps every non-padding token of a page (what the
+            models were trained with); ``"image"`` keeps only the image-patch tokens,
+            dropping the text-prompt and special tokens that are (nearly) the same on
+            every page.
+
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        processor: Any,
+        spec: EncoderSpec,
+        family: ColPaliFamily,
+        device: str,
+        dtype: torch.dtype,
+        batch_size: int,
+        page_vectors: PageVectors = "all",
+    ) -> None:
+        _check_options(batch_size, page_vectors)
+        self._model = model
+        self._processor = processor
+        self._spec = spec
+        self._family = family
+        self._device = device
+        self._dtype = dtype
+        self.batch_size = batch_size
+        self.page_vectors: PageVectors = page_vectors
+        self.image_token_id: int = int(processor.image_token_id)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        *,
+        device: str = "auto",
+        dtype: str | None = None,
+        batch_size: int = 4,
+        revision: str | None = None,
+        page_vectors: PageVectors = "all",
+    ) -> ColPaliEngineEncoder:
+        """Load a colpali-engine checkpoint from a local folder or a hub id.
+
+        Args:
+            model: local checkpoint folder, or hub id (e.g. ``"vidore/colqwen2.5-v0.2"``).
+            device: ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda[:N]"``, ``"mps"``.
+            dtype: ``None`` for the device default (bfloat16 on GPU, float32 on CPU), or
+                ``"float32"``, ``"bfloat16"``, ``"float16"``.
+            batch_size: pages or queries per forward pass (bounds memory).
+            revision: hub branch, tag or commit (hub ids only).
+            page_vectors: ``"all"`` or ``"image"`` (see the class docstring).
+
+        """
+        checkpoint = resolve_checkpoint(model, revision=revision)
+        return cls.from_checkpoint(
+            checkpoint, device=device, dtype=dtype, batch_size=batch_size, page_vectors=page_vectors
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: Checkpoint,
+        *,
+        device: str = "auto",
+        dtype: str | None = None,
+        batch_size: int = 4,
+        page_vectors: PageVectors = "all",
+    ) -> ColPaliEngineEncoder:
+        """Load an already resolved :class:`Checkpoint` (see :meth:`from_pretrained`)."""
+        _check_options(batch_size, page_vectors)
+        model = checkpoint.model_id
+        family = detect_family(read_model_config(checkpoint))
+        torch_device, default_dtype = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, default_dtype)
+        model_cls, processor_cls = _colpali_classes(family)
+        logger.info(
+            "loading %s checkpoint %s (%s) on %s as %s",
+            family.name,
+            model,
+            checkpoint.revision,
+            torch_device,
+            torch_dtype,
+        )
+        net = _load_model(model_cls, family, checkpoint, torch_device, torch_dtype)
+        processor = _load_processor(processor_cls, checkpoint)
+        spec = EncoderSpec(
+            model_id=model,
+            revision=checkpoint.revision,
+            dim=int(net.dim),
+            family=family.name,
+        )
+        return cls(
+            model=net,
+            processor=processor,
+            spec=spec,
+            family=family,
+            device=torch_device,
+            dtype=torch_dtype,
+            batch_size=batch_size,
+            page_vectors=page_vectors,
+        )
+
+    @property
+    def spec(self) -> EncoderSpec:
+        return self._spec
+
+    def encode_pages(self, pages: Sequence[Page]) -> list[MultiVector]:
+        """One ``(n_i, dim)`` float32 array per page, in input order."""
+        for page in pages:
+            if page.image is None:
+                raise EncoderError(
+                    f"page {page.doc_path}#{page.page_number} has no image; "
+                    f"{self._spec.family} encodes rendered page images"
+                )
+        out: list[MultiVector] = []
+        for batch in _progress(_batches(pages, self.batch_size), len(pages), "encoding pages"):
+            inputs = self._processor.process_images([page.image for page in batch])
+            keep_image = self.page_vectors == "image"
+            out.extend(self._forward(inputs, image_tokens_only=keep_image))
+        return out
+
+    def encode_queries(self, texts: Sequence[str]) -> list[MultiVector]:
+        """One ``(m_j, dim)`` float32 array per query text, in input order.
+
+        Queries get the family's prefix and 10 augmentation tokens, as in training.
+        """
+        prefix = self._processor.query_prefix
+        suffix = self._processor.query_augmentation_token * N_QUERY_AUGMENTATION_TOKENS
+        out: list[MultiVector] = []
+        for batch in _progress(_batches(texts, self.batch_size), len(texts), "encoding queries"):
+            inputs = self._processor.process_texts([prefix + text + suffix for text in batch])
+            out.extend(self._forward(inputs, image_tokens_only=False))
+        return out
+
+    def _forward(self, inputs: Any, *, image_tokens_only: bool) -> list[MultiVector]:
+        import torch
+
+        tensors = {
+            key: value.to(self._device, dtype=self._dtype)
+            if value.is_floating_point()
+            else value.to(self._device)
+            for key, value in inputs.items()
+            if key != "labels"  # PaliGemma's processor adds LM labels; no loss is wanted
+        }
+        if self._family.trim_logits:
+            tensors["logits_to_keep"] = 1
+        with torch.inference_mode():
+            embeddings = self._model(**tensors)  # (batch, seq, dim), padding rows zeroed
+        keep = tensors["attention_mask"].bool()  # (batch, seq)
+        if image_tokens_only:
+            keep &= tensors["input_ids"] == self.image_token_id
+        vectors = embeddings.float().cpu().numpy()  # (batch, seq, dim)
+        keep_np = keep.cpu().numpy()
+        out: list[MultiVector] = []
+        for item_vectors, item_keep in zip(vectors, keep_np, strict=True):
+            kept = item_vectors[item_keep]  # (n_i, dim)
+            # Re-normalise in float32: bfloat16 outputs are only unit-norm to ~1e-2.
+            norms = np.linalg.norm(kept, axis=1, keepdims=True)
+            out.append(np.ascontiguousarray(kept / np.maximum(norms, 1e-12), dtype=np.float32))
+        return out
+
+
+def _check_options(batch_size: int, page_vectors: str) -> None:
+    if batch_size < 1:
+        raise EncoderError(f"batch_size must be >= 1, got {batch_size}")
+    if page_vectors not in PAGE_VECTORS:
+        raise EncoderError(
+            f"unknown page_vectors {page_vectors!r}; choose one of {', '.join(PAGE_VECTORS)}"
+        )
+
+
+def _colpali_classes(family: ColPaliFamily) -> tuple[Any, Any]:
+    try:
+        import colpali_engine.models as models
+    except ImportError as exc:
+        raise MissingExtraError("colpali_engine", "colpali") from exc
+    try:
+        return getattr(models, family.model_class), getattr(models, family.processor_class)
+    except AttributeError as exc:
+        import colpali_engine
+
+        version = getattr(colpali_engine, "__version__", "?")
+        raise EncoderError(
+            f"colpali-engine {version} has no {family.model_class}/{family.processor_class} "
+            f"for the {family.name} family; upgrade colpali-engine"
+        ) from exc
+
+
+def _load_model(
+    model_cls: Any, family: ColPaliFamily, checkpoint: Checkpoint, device: str, dtype: torch.dtype
+) -> Any:
+    head = family.head
+    try:
+        if checkpoint.is_adapter:
+            # transformers loads the base named in adapter_config.json, then the adapter
+            # (with colpali-engine's key mapping); the base was resolved (cached) already.
+            net = model_cls.from_pretrained(str(checkpoint.folder), dtype=dtype, device_map=device)
+            missing: list[str] = []
+        else:
+            net, info = model_cls.from_pretrained(
+                str(checkpoint.folder), dtype=dtype, device_map=device, output_loading_info=True
+            )
+            missing = list(info.get("missing_keys", []))
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise EncoderError(
+            f"cannot load {model_cls.__name__} from {checkpoint.model_id!r}: {exc}"
+        ) from exc
+    _fix_paligemma_attention(net)
+    if any(key.startswith(head) for key in missing):
+        raise EncoderError(
+            f"{checkpoint.model_id!r} has no trained projection head ({head!r} missing): "
+            f"it is a plain vision-language backbone, not a {model_cls.__name__} retriever"
+        )
+    return net.eval()
+
+
+def _fix_paligemma_attention(net: Any) -> None:
+    """Make PaliGemma attend bidirectionally in padded batches too.
+
+    PaliGemma (Gemma with ``use_bidirectional_attention``) runs full attention over
+    image and text. In transformers 5 an unpadded input gets no mask and so runs
+    bidirectionally, but a padded batch gets a materialised *causal* mask: a query's
+    vectors would depend on what it was batched with. Marking the text config
+    non-causal makes transformers build a bidirectional mask that still hides padding.
+    """
+    text_config = net.config.get_text_config()
+    if net.config.model_type == "paligemma" and getattr(
+        text_config, "use_bidirectional_attention", False
+    ):
+        text_config.is_causal = False
+
+
+def _load_processor(processor_cls: Any, checkpoint: Checkpoint) -> Any:
+    try:
+        return processor_cls.from_pretrained(str(checkpoint.folder))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise EncoderError(
+            f"cannot load {processor_cls.__name__} from {checkpoint.model_id!r}: {exc}"
+        ) from exc
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _progress(batches: Iterator[Sequence[Any]], total: int, desc: str) -> Iterator[Sequence[Any]]:
+    """Yield ``batches`` under a tqdm bar counted in items; silent off a TTY or when quiet."""
+    from tqdm.auto import tqdm
+
+    quiet = not logger.isEnabledFor(logging.INFO)
+    with tqdm(total=total, desc=desc, unit="item", disable=True if quiet else None) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(len(batch))

@@ -1,0 +1,331 @@
+"""Tiny random-init ColPali-family checkpoints, built offline (well under a second each).
+
+Each builder shrinks the family's real config (hidden size 32, one layer, a small vision
+tower, small images), trains a byte-level BPE tokenizer on the spot with the family's
+special tokens, configures the family's processor small, and writes model + processor
+with ``save_pretrained``. The folder then loads through the same ``from_pretrained`` path
+as a real checkpoint. Weights are random but seeded: the same ``(family, seed)`` gives the
+same vectors; two seeds give two different checkpoints.
+
+Usage from a test::
+
+    from tests.tiny_models import build_tiny_checkpoint, tiny_pages
+    folder = build_tiny_checkpoint("colqwen2_5", tmp_path / "m")
+    encoder = load_encoder(str(folder), device="cpu")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pagelens.types import Page
+
+FAMILIES: tuple[str, ...] = ("colpali", "colqwen2", "colqwen2_5", "colidefics3", "colmodernvbert")
+
+_CORPUS = [
+    "Describe the image.",
+    "User: Assistant: user assistant",
+    "What is the total revenue reported in 2020 and 2021?",
+    "the quick brown fox jumps over the lazy dog",
+    "Query: which table shows the annual growth of sales by region",
+    "figure chart page document report summary",
+]
+_ROW_COL = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+_IDEFICS_SPECIALS = [
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
+    "<global-img>",
+    *_ROW_COL,
+]
+
+
+def _tokenizer(specials: list[str], **special_roles: str) -> Any:
+    """A byte-level BPE tokenizer trained on a few sentences, wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(_CORPUS * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=raw, **special_roles)
+
+
+def _build_colqwen(folder: Path, *, v2_5: bool) -> None:
+    import torch
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
+    tok = _tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    text = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        # head_dim 16 -> 8 rotary frequencies split over (temporal, height, width)
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [2, 3, 3],
+        },
+        "max_position_embeddings": 1024,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    common = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    if v2_5:
+        from colpali_engine.models import ColQwen2_5 as model_cls
+        from colpali_engine.models import ColQwen2_5_Processor as proc_cls
+        from transformers import Qwen2_5_VLConfig
+
+        vision = {
+            "depth": 1,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 32,
+            "window_size": 56,
+            "fullatt_block_indexes": [0],
+        }
+        config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
+    else:
+        from colpali_engine.models import ColQwen2 as model_cls
+        from colpali_engine.models import ColQwen2Processor as proc_cls
+        from transformers import Qwen2VLConfig
+
+        vision = {"depth": 1, "embed_dim": 32, "hidden_size": 32, "mlp_ratio": 2, "num_heads": 2}
+        config = Qwen2VLConfig(text_config=text, vision_config=vision, **common)
+    model = model_cls(config)
+    # 28 px per merged token: a page of at most 112 x 112 px -> at most 16 image tokens.
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=112 * 112)
+    processor = proc_cls(
+        image_processor=image_processor,
+        tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(),
+    )
+    with torch.no_grad():
+        model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def _build_colqwen2(folder: Path) -> None:
+    _build_colqwen(folder, v2_5=False)
+
+
+def _build_colqwen2_5(folder: Path) -> None:
+    _build_colqwen(folder, v2_5=True)
+
+
+def _build_colidefics3(folder: Path) -> None:
+    from colpali_engine.models import ColIdefics3, ColIdefics3Processor
+    from transformers import Idefics3Config, Idefics3ImageProcessor
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *_IDEFICS_SPECIALS]
+    tok = _tokenizer(
+        specials, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
+    )
+    config = Idefics3Config(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "max_position_embeddings": 1024,
+            "pad_token_id": tok.pad_token_id,
+        },
+        # 32 px tiles of 8 px patches: 16 patches, pixel-shuffled by 2 -> 4 tokens per tile
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        scale_factor=2,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        pad_token_id=tok.pad_token_id,
+    )
+    model = ColIdefics3(config)
+    image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    processor = ColIdefics3Processor(
+        image_processor=image_processor, tokenizer=tok, image_seq_len=4
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def _build_colmodernvbert(folder: Path) -> None:
+    from colpali_engine.models import ColModernVBert, ColModernVBertProcessor
+    from transformers import Idefics3ImageProcessor, ModernVBertConfig
+
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "<|begin_of_text|>", *_IDEFICS_SPECIALS]
+    tok = _tokenizer(
+        specials, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    config = ModernVBertConfig(
+        text_config={
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 1024,
+            "local_attention": 16,
+            "pad_token_id": ids["[PAD]"],
+            "bos_token_id": ids["[CLS]"],
+            "cls_token_id": ids["[CLS]"],
+            "eos_token_id": ids["[SEP]"],
+            "sep_token_id": ids["[SEP]"],
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        pixel_shuffle_factor=2,
+        image_token_id=ids["<image>"],
+    )
+    model = ColModernVBert(config)
+    image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    processor = ColModernVBertProcessor(
+        image_processor=image_processor, tokenizer=tok, image_seq_len=4
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def _build_colpali(folder: Path) -> None:
+    from colpali_engine.models import ColPali, ColPaliProcessor
+    from transformers import PaliGemmaConfig, SiglipImageProcessor
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
+    tok = _tokenizer(
+        specials, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
+    image_processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    image_processor.image_seq_length = 16  # (32 px / 8 px patches) ** 2
+    processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tok)
+    tok = processor.tokenizer  # the processor adds <loc....>/<seg...> tokens
+    config = PaliGemmaConfig(
+        text_config={
+            "model_type": "gemma",
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "max_position_embeddings": 1024,
+            "pad_token_id": tok.pad_token_id,
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+            "projection_dim": 32,
+        },
+        projection_dim=32,
+        hidden_size=32,
+        vocab_size=len(tok),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+    )
+    model = ColPali(config)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "colpali": _build_colpali,
+    "colqwen2": _build_colqwen2,
+    "colqwen2_5": _build_colqwen2_5,
+    "colidefics3": _build_colidefics3,
+    "colmodernvbert": _build_colmodernvbert,
+}
+
+
+def build_tiny_checkpoint(family: str, folder: Path, *, seed: int = 0) -> Path:
+    """Write a tiny random-init checkpoint of ``family`` into ``folder`` and return it.
+
+    Deterministic: the same ``(family, seed)`` gives byte-identical weights.
+    """
+    import torch
+
+    if family not in _BUILDERS:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _BUILDERS[family](folder)
+    return folder
+
+
+def tiny_image(width: int, height: int, seed: int) -> Image.Image:
+    """A seeded RGB noise image (distinct pages give distinct vectors)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, mode="RGB")
+
+
+def tiny_pages(sizes: list[tuple[int, int]], *, seed: int = 0) -> list[Page]:
+    """One :class:`Page` per ``(width, height)``, each with a distinct noise image."""
+    return [
+        Page(
+            doc_sha256=f"{i:064x}",
+            doc_path=f"doc{i}.pdf",
+            page_number=1,
+            page_count=1,
+            image=tiny_image(w, h, seed + i),
+            width_pt=float(w),
+            height_pt=float(h),
+        )
+        for i, (w, h) in enumerate(sizes)
+    ]
