@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -54,6 +55,9 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Items per fo
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    if quiet or not sys.stderr.isatty():
+        # read by huggingface_hub and transformers when they are first imported
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
@@ -184,6 +188,8 @@ def search_cmd(
     try:
         idx = _open(index, url, api_key, collection)
         with idx:
+            if idx.manifest is None:
+                raise PagelensError(f"index {idx.location} is empty: run `pagelens index` first")
             encoder = load_encoder(_model_for(idx, model), device=device)
             flt = SearchFilter(doc_paths=tuple(doc) if doc else None, path_prefix=prefix)
             results = search(
@@ -264,6 +270,137 @@ def delete_cmd(
     except PagelensError as exc:
         _fail(exc)
     typer.echo(f"deleted {doc} ({removed} pages)")
+
+
+eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality (ViDoRe-style).")
+app.add_typer(eval_app, name="eval")
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PagelensError(f"{name} takes comma-separated integers, got {text!r}") from None
+    if not values:
+        raise PagelensError(f"{name} needs at least one value")
+    return values
+
+
+@eval_app.command("run")
+def eval_run_cmd(
+    dataset: Annotated[str, typer.Argument(help="Local set folder, saved dataset, or hub name.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 4,
+    fmt: Annotated[
+        Optional[str], typer.Option("--format", help="vidore-v1, vidore-v2, vidore-v3 or pdf.")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
+    language: Annotated[Optional[str], typer.Option("--language", help="Only this language.")] = None,
+    limit_queries: Annotated[
+        Optional[int], typer.Option("--limit-queries", min=1, help="Use the first N queries.")
+    ] = None,
+    pool_factor: Annotated[
+        str, typer.Option("--pool-factor", help="One factor, or several (1,2,3,4) for a sweep.")
+    ] = "3",
+    candidates: Annotated[
+        int, typer.Option("--candidates", min=0, help="First-stage candidates; 0 = exact.")
+    ] = 200,
+    scope: Annotated[
+        str, typer.Option("--scope", help="corpus, document or both.")
+    ] = "both",
+    breakdown: Annotated[
+        Optional[list[str]], typer.Option("--breakdown", help="Query field to break down by.")
+    ] = None,
+    dpi: Annotated[int, typer.Option("--dpi", min=10, help="Render resolution (PDF sets).")] = 150,
+    cache_dir: Annotated[
+        Path, typer.Option("--cache-dir", envvar="PAGELENS_EVAL_CACHE", help="Cached eval indexes.")
+    ] = Path.home() / ".cache" / "pagelens" / "eval",
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the index again.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for JSON, markdown, plots.")] = Path(
+        "eval-results"
+    ),
+    as_json: JsonOpt = False,
+) -> None:
+    """Index a dataset (or reuse its cached index), search its queries, score them."""
+    from pagelens.encoders import load_encoder
+    from pagelens.eval.datasets import load_eval_set
+    from pagelens.eval.report import result_markdown, sweep_markdown, write_result, write_sweep
+    from pagelens.eval.run import evaluate, sweep
+    from pagelens.index import IndexSettings
+    from pagelens.pipeline.render import RenderSettings
+
+    scopes = {"both": None, "corpus": ["corpus"], "document": ["document"]}
+    try:
+        if scope not in scopes:
+            raise PagelensError(f"--scope must be one of {sorted(scopes)}, got {scope!r}")
+        factors = _ints(pool_factor, "--pool-factor")
+        eval_set = load_eval_set(
+            dataset, format=fmt, split=split, language=language, max_queries=limit_queries
+        )
+        encoder = load_encoder(model or DEFAULT_MODEL, device=device, batch_size=batch_size)
+        kwargs: dict[str, Any] = dict(
+            render=RenderSettings(dpi=dpi),
+            cache_dir=None if url else cache_dir,
+            url=url,
+            api_key=api_key,
+            scopes=scopes[scope],
+            breakdown_fields=breakdown,
+            candidates=candidates or None,
+            rebuild=rebuild,
+            progress=_progress(),
+        )
+        if len(factors) == 1:
+            result = evaluate(
+                eval_set, encoder, settings=IndexSettings(pool_factor=factors[0]), **kwargs
+            )
+            written = write_result(result, out, stem=result.label.replace("=", "-"))
+            text = result_markdown(result)
+            payload: Any = json.loads(written[0].read_text())
+        else:
+            results = sweep(eval_set, encoder, pool_factors=factors, **kwargs)
+            written = write_sweep(results, out)
+            text = sweep_markdown(results)
+            payload = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]
+    except PagelensError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(text)
+    for path in written:
+        typer.echo(f"wrote {path}")
+
+
+@eval_app.command("compare")
+def eval_compare_cmd(
+    results: Annotated[list[Path], typer.Argument(help="Result JSON files; the first is the baseline.")],
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="Metric key(s).")] = None,
+    scope: Annotated[Optional[list[str]], typer.Option("--scope", help="corpus and/or document.")] = None,
+    resamples: Annotated[int, typer.Option("--resamples", min=100)] = 10_000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
+    as_json: JsonOpt = False,
+) -> None:
+    """Side-by-side table of runs with a paired randomisation test per metric."""
+    from pagelens.eval.metrics import METRIC_KEYS
+    from pagelens.eval.report import comparison_markdown, compare_files
+
+    try:
+        if len(results) < 2:
+            raise PagelensError("compare needs at least two result files")
+        comparison = compare_files(
+            results, metrics=metric or METRIC_KEYS, scopes=scope, n_resamples=resamples,
+            seed=seed, alpha=alpha,
+        )
+    except PagelensError as exc:
+        _fail(exc)
+    if as_json:
+        typer.echo(json.dumps(comparison.to_dict(), indent=2))
+        return
+    typer.echo(comparison_markdown(comparison))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -157,9 +157,16 @@ def test_missing_collection_is_a_clear_error(make_store):
 
 def test_edge_folder_is_locked_against_a_second_process(tmp_path):
     first = EdgeStore(tmp_path / "idx")
+    first.create(CollectionSpec(dim=DIM))
     try:
         with pytest.raises(StoreError, match="in use"):
             EdgeStore(tmp_path / "idx")
     finally:
         first.close()
     EdgeStore(tmp_path / "idx").close()  # free again once closed
+
+
+def test_edge_open_creates_nothing_until_an_index_is_made(tmp_path):
+    store = EdgeStore(tmp_path / "not-yet")
+    assert not store.exists() and not (tmp_path / "not-yet").exists()
+    store.close()

@@ -74,23 +74,27 @@ class EdgeStore:
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise StoreError(f"{self.folder}: index location exists and is not a folder")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.folder / _LOCK, "a+")  # noqa: SIM115 - held until close()
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            self._lock_file.close()
-            raise StoreError(
-                f"{self.folder}: index is in use by another pagelens process"
-            ) from exc
+        self._lock_file: Any = None
         self._shard: Any = None
         self._m = _edge()
         if (self.folder / _SHARD).exists():
+            self._lock()
             try:
                 self._shard = self._m.EdgeShard.load(str(self.folder / _SHARD))
             except Exception as exc:  # the engine raises plain exceptions
                 self.close()
                 raise StoreError(f"{self.folder}: cannot open the index: {exc}") from exc
+
+    def _lock(self) -> None:
+        """Take the folder's lock (nothing is created until an index is)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock_file = open(self.folder / _LOCK, "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            lock_file.close()
+            raise StoreError(f"{self.folder}: index is in use by another pagelens process") from exc
+        self._lock_file = lock_file
 
     # -- lifecycle -----------------------------------------------------------------
     def exists(self) -> bool:
@@ -98,6 +102,10 @@ class EdgeStore:
 
     def create(self, spec: CollectionSpec) -> None:
         if self._shard is not None:
+            raise StoreError(f"{self.folder}: index already exists")
+        if self._lock_file is None:
+            self._lock()
+        if (self.folder / _SHARD).exists():  # created by another process meanwhile
             raise StoreError(f"{self.folder}: index already exists")
         m = self._m
         dtype = m.VectorStorageDatatype.Float16 if spec.fp16 else m.VectorStorageDatatype.Float32
@@ -136,7 +144,7 @@ class EdgeStore:
         if self._shard is not None:
             self._shard.close()
             self._shard = None
-        if not self._lock_file.closed:
+        if self._lock_file is not None and not self._lock_file.closed:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
 

@@ -1,0 +1,80 @@
+"""The CLI end to end with a tiny random-init ColQwen2.5 checkpoint built offline."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pagelens.cli import app
+from tests import pdf_factory as pf
+from tests.tiny_models import build_tiny_checkpoint
+from tests.vidore_fixtures import build_beir, build_pdf_set
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return str(build_tiny_checkpoint("colqwen2_5", tmp_path_factory.mktemp("m") / "tiny"))
+
+
+def _run(*args):
+    result = runner.invoke(app, ["-q", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_index_search_info_delete(tmp_path, model):
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    pf.text_pdf(pdfs / "a.pdf", 3, prefix="Revenue")
+    pf.text_pdf(pdfs / "b.pdf", 2, prefix="Staff")
+    pf.empty_file(pdfs / "empty.pdf")
+    idx = str(tmp_path / "idx")
+    report = json.loads(_run("index", str(pdfs), "--index", idx, "--model", model, "--dpi", "40", "--json"))
+    assert sorted(report["indexed"]) == ["a.pdf", "b.pdf"] and report["pages"] == 5
+    assert report["skipped"] == [{"path": "empty.pdf", "cause": "empty file"}]
+    # search needs no --model: the manifest names it
+    hits = json.loads(_run("search", "revenue", "staff", "-k", "2", "--index", idx, "--json"))
+    assert [len(q["hits"]) for q in hits] == [2, 2]
+    info = json.loads(_run("info", "--index", idx, "--json"))
+    assert (info["documents"], info["pages"]) == (2, 5)
+    assert info["manifest"]["encoder"]["family"] == "colqwen2_5"
+    assert "deleted a.pdf (3 pages)" in _run("delete", "a.pdf", "--index", idx)
+    assert json.loads(_run("info", "--index", idx, "--json"))["pages"] == 2
+    plain = _run("search", "revenue", "--index", idx)
+    assert "b.pdf  page" in plain
+
+
+def test_cli_errors_are_clear(tmp_path, model):
+    idx = str(tmp_path / "idx")
+    result = runner.invoke(app, ["index", str(tmp_path / "missing"), "--index", idx, "--model", model])
+    assert result.exit_code == 1 and "no such file or directory" in result.output
+    result = runner.invoke(app, ["search", "q", "--index", idx, "--url", "http://localhost:1"])
+    assert result.exit_code == 1 and "exclude each other" in result.output
+    result = runner.invoke(app, ["search", "q", "--index", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "pagelens index" in result.output
+
+
+def test_eval_run_sweep_and_compare(tmp_path, model):
+    data = build_beir(tmp_path / "v2", version=2)
+    out = tmp_path / "out"
+    common = ["--model", model, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    one = json.loads(_run("eval", "run", str(data), "--pool-factor", "2", "--json", *common))
+    assert "ndcg_at_5" in one["scopes"]["corpus"]["metrics"]
+    sweep = _run("eval", "run", str(data), "--pool-factor", "1,3", *common)
+    assert (out / "quality_vs_bytes.png").is_file() and (out / "quality_vs_latency.png").is_file()
+    assert "pool_factor=1" in sweep and "pool_factor=3" in sweep
+    files = sorted(str(p) for p in out.glob("0*_pool_factor*.json"))
+    table = _run("eval", "compare", *files, "--metric", "ndcg_at_5")
+    assert "ndcg_at_5" in table
+
+
+def test_eval_on_a_pdf_set_both_scopes(tmp_path, model):
+    data = build_pdf_set(tmp_path / "set")
+    out = tmp_path / "out"
+    result = json.loads(
+        _run("eval", "run", str(data), "--model", model, "--dpi", "40", "--cache-dir",
+             str(tmp_path / "cache"), "--out", str(out), "--json")
+    )
+    assert set(result["scopes"]) == {"corpus", "document"}
