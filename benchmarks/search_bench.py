@@ -58,7 +58,10 @@ class Corpus:
         topics = _unit(rng.normal(size=(self.topics, DIM)))
         self.page_topics.append(topics)
         n_topic = self.vectors // 3
-        t = topics[rng.integers(0, self.topics, n_topic)] + 0.35 * rng.normal(size=(n_topic, DIM)) / math.sqrt(DIM) * 4
+        t = (
+            topics[rng.integers(0, self.topics, n_topic)]
+            + 0.35 * rng.normal(size=(n_topic, DIM)) / math.sqrt(DIM) * 4
+        )
         b_idx = rng.integers(0, len(self.background), self.vectors - n_topic)
         b = self.background[b_idx] + 0.2 * rng.normal(size=(len(b_idx), DIM)) / math.sqrt(DIM) * 4
         return _unit(np.concatenate([t, b]))
@@ -67,12 +70,17 @@ class Corpus:
         rng = self.rng
         topics = self.page_topics[page]
         n_topic = tokens // 2
-        t = topics[rng.integers(0, self.topics, n_topic)] + 0.6 * rng.normal(size=(n_topic, DIM)) / math.sqrt(DIM) * 4
+        t = (
+            topics[rng.integers(0, self.topics, n_topic)]
+            + 0.6 * rng.normal(size=(n_topic, DIM)) / math.sqrt(DIM) * 4
+        )
         g = rng.normal(size=(tokens - n_topic, DIM))  # query words that match nothing in particular
         return _unit(np.concatenate([t, g]))
 
 
-def build(index: Index, n_pages: int, vectors: int, candidate_factor: int, seed: int) -> tuple[Corpus, float, float]:
+def build(
+    index: Index, n_pages: int, vectors: int, candidate_factor: int, seed: int
+) -> tuple[Corpus, float, float]:
     corpus = Corpus(seed, vectors)
     t_pool = 0.0
     t_store = 0.0
@@ -83,8 +91,13 @@ def build(index: Index, n_pages: int, vectors: int, candidate_factor: int, seed:
         (cand,) = ward_pool(v, [candidate_factor])
         t_pool += time.perf_counter() - t0
         sha = f"synthetic{i // 20}"
-        payload = {"kind": KIND_PAGE, "doc_path": f"doc{i // 20}.pdf", "doc_sha256": sha,
-                   "page_number": i % 20 + 1, "path_prefixes": [f"doc{i // 20}.pdf"]}
+        payload = {
+            "kind": KIND_PAGE,
+            "doc_path": f"doc{i // 20}.pdf",
+            "doc_sha256": sha,
+            "page_number": i % 20 + 1,
+            "path_prefixes": [f"doc{i // 20}.pdf"],
+        }
         batch.append(PointRecord(page_point_id(sha, i % 20 + 1), payload, {PAGES: v, POOLED: cand}))
         if len(batch) == 250:
             t0 = time.perf_counter()
@@ -103,7 +116,9 @@ def run(n_pages: int, args: argparse.Namespace) -> dict:
         index = Index.open(Path(tmp) / "idx")
         from pagelens.encoders.base import EncoderSpec
 
-        settings = IndexSettings(pool_factor=args.pool_factor, candidate_factor=args.candidate_factor)
+        settings = IndexSettings(
+            pool_factor=args.pool_factor, candidate_factor=args.candidate_factor
+        )
         index.prepare(EncoderSpec("synthetic", "0", DIM, "synthetic"), settings)
         # vectors per page as stored: raw vectors / pool factor; candidates pooled from those
         stored = math.ceil(args.raw_vectors / args.pool_factor)
@@ -126,26 +141,37 @@ def run(n_pages: int, args: argparse.Namespace) -> dict:
         for c in args.candidates:
             lat = []
             recall = []
-            for q, ref in zip(queries, exact):
+            for q, ref in zip(queries, exact, strict=False):
                 t0 = time.perf_counter()
                 hits = search_vectors(index, [q], k=10, candidates=c)[0]
                 lat.append(time.perf_counter() - t0)
                 want = {h.page_id for h in ref}
                 recall.append(len(want & {h.page_id for h in hits}) / len(want))
-            rows.append({
-                "candidates": c,
-                "p50_ms": 1000 * float(np.percentile(lat, 50)),
-                "p95_ms": 1000 * float(np.percentile(lat, 95)),
-                "recall_at_10": float(np.mean(recall)),
-            })
-        hit_rate = float(np.mean([any(h.page_id == f"doc{t // 20}.pdf#{t % 20 + 1}" for h in r[:10])
-                                  for t, r in zip(targets, exact)]))
+            rows.append(
+                {
+                    "candidates": c,
+                    "p50_ms": 1000 * float(np.percentile(lat, 50)),
+                    "p95_ms": 1000 * float(np.percentile(lat, 95)),
+                    "recall_at_10": float(np.mean(recall)),
+                }
+            )
+        hit_rate = float(
+            np.mean(
+                [
+                    any(h.page_id == f"doc{t // 20}.pdf#{t % 20 + 1}" for h in r[:10])
+                    for t, r in zip(targets, exact, strict=False)
+                ]
+            )
+        )
         index.close()
     return {
         "pages": n_pages,
         "stored_vectors_per_page": stored,
         "candidate_vectors_per_page": math.ceil(stored / cand_factor),
-        "build_s": t_build, "pool_s": t_pool, "upsert_s": t_store, "optimize_s": t_opt,
+        "build_s": t_build,
+        "pool_s": t_pool,
+        "upsert_s": t_store,
+        "optimize_s": t_opt,
         "exact_p50_ms": 1000 * float(np.percentile(t_exact, 50)),
         "exact_p95_ms": 1000 * float(np.percentile(t_exact, 95)),
         "exact_target_in_top10": hit_rate,
@@ -154,9 +180,13 @@ def run(n_pages: int, args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--pages", type=int, nargs="+", default=[1000, 10000])
-    p.add_argument("--raw-vectors", type=int, default=720, help="encoder vectors per page before pooling")
+    p.add_argument(
+        "--raw-vectors", type=int, default=720, help="encoder vectors per page before pooling"
+    )
     p.add_argument("--pool-factor", type=int, default=3)
     p.add_argument("--candidate-factor", type=int, default=16)
     p.add_argument("--candidates", type=int, nargs="+", default=[50, 100, 200, 400])
@@ -168,18 +198,28 @@ def main() -> None:
     for n in args.pages:
         r = run(n, args)
         results.append(r)
-        print(f"\n{n} pages: {r['stored_vectors_per_page']} rerank + {r['candidate_vectors_per_page']} "
-              f"candidate vectors/page; build {r['build_s']:.0f} s (optimize {r['optimize_s']:.1f} s); "
-              f"exact p50 {r['exact_p50_ms']:.1f} ms, p95 {r['exact_p95_ms']:.1f} ms")
-        print(f"{'candidates':>10} {'p50 ms':>8} {'p95 ms':>8} {'recall@10':>10} {'speed-up vs exact':>18}")
+        print(
+            f"\n{n} pages: {r['stored_vectors_per_page']} rerank + {r['candidate_vectors_per_page']} "
+            f"candidate vectors/page; build {r['build_s']:.0f} s (optimize {r['optimize_s']:.1f} s); "
+            f"exact p50 {r['exact_p50_ms']:.1f} ms, p95 {r['exact_p95_ms']:.1f} ms"
+        )
+        print(
+            f"{'candidates':>10} {'p50 ms':>8} {'p95 ms':>8} {'recall@10':>10} {'speed-up vs exact':>18}"
+        )
         for row in r["two_stage"]:
-            print(f"{row['candidates']:>10} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} "
-                  f"{row['recall_at_10']:>10.3f} {r['exact_p50_ms'] / row['p50_ms']:>17.1f}x")
+            print(
+                f"{row['candidates']:>10} {row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} "
+                f"{row['recall_at_10']:>10.3f} {r['exact_p50_ms'] / row['p50_ms']:>17.1f}x"
+            )
     import os
     import platform
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"cpus": os.cpu_count(), "python": platform.python_version(), "args": {k: str(v) for k, v in vars(args).items()}}
+    meta = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"\nwrote {args.out}")
 

@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -29,20 +29,20 @@ DEFAULT_MODEL = "vidore/colqwen2.5-v0.2"
 DEFAULT_INDEX = "pagelens-index"
 
 IndexOpt = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--index", envvar="PAGELENS_INDEX", help="Embedded index folder."),
 ]
 UrlOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option("--url", envvar="QDRANT_URL", help="Qdrant server URL instead of a folder."),
 ]
 ApiKeyOpt = Annotated[
-    Optional[str], typer.Option("--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key.")
+    str | None, typer.Option("--api-key", envvar="QDRANT_API_KEY", help="Qdrant API key.")
 ]
 CollectionOpt = Annotated[str, typer.Option("--collection", help="Collection on the server.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ModelOpt = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--model",
         envvar="PAGELENS_MODEL",
@@ -58,7 +58,9 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     if quiet or not sys.stderr.isatty():
         # read by huggingface_hub and transformers when they are first imported
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 @app.callback()
@@ -110,13 +112,20 @@ def index_cmd(
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 4,
     dpi: Annotated[int, typer.Option("--dpi", min=10, help="Render resolution.")] = 150,
-    max_pixels: Annotated[int, typer.Option("--max-pixels", help="Pixel cap per page.")] = 4_000_000,
+    max_pixels: Annotated[
+        int, typer.Option("--max-pixels", help="Pixel cap per page.")
+    ] = 4_000_000,
     pool_factor: Annotated[
-        Optional[int], typer.Option("--pool-factor", min=1, help="Ward pool factor (1 = none; new index: 3).")
+        int | None,
+        typer.Option("--pool-factor", min=1, help="Ward pool factor (1 = none; new index: 3)."),
     ] = None,
-    password: Annotated[Optional[str], typer.Option("--password", help="Password of encrypted PDFs.")] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", help="Password of encrypted PDFs.")
+    ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per poppler call.")] = 120.0,
-    prune: Annotated[bool, typer.Option("--prune", help="Remove documents whose files are gone.")] = False,
+    prune: Annotated[
+        bool, typer.Option("--prune", help="Remove documents whose files are gone.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index PDFs: render, encode, pool and store every page; skip unchanged files."""
@@ -134,10 +143,18 @@ def index_cmd(
                 settings = IndexSettings(
                     pool_factor=pool_factor, candidate_factor=base.candidate_factor, fp16=base.fp16
                 )
-            render = RenderSettings(dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout)
+            render = RenderSettings(
+                dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout
+            )
             encoder = load_encoder(_model_for(idx, model), device=device, batch_size=batch_size)
             report = index_paths(
-                idx, encoder, paths, settings=settings, render=render, prune=prune, progress=_progress()
+                idx,
+                encoder,
+                paths,
+                settings=settings,
+                render=render,
+                prune=prune,
+                progress=_progress(),
             )
     except PagelensError as exc:
         _fail(exc)
@@ -177,8 +194,8 @@ def search_cmd(
     candidates: Annotated[
         int, typer.Option("--candidates", min=0, help="First-stage candidates; 0 = exact search.")
     ] = 200,
-    doc: Annotated[Optional[list[str]], typer.Option("--doc", help="Only these documents.")] = None,
-    prefix: Annotated[Optional[str], typer.Option("--prefix", help="Only under this folder.")] = None,
+    doc: Annotated[list[str] | None, typer.Option("--doc", help="Only these documents.")] = None,
+    prefix: Annotated[str | None, typer.Option("--prefix", help="Only under this folder.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index with questions; print the best pages."""
@@ -193,7 +210,11 @@ def search_cmd(
             encoder = load_encoder(_model_for(idx, model), device=device)
             flt = SearchFilter(doc_paths=tuple(doc) if doc else None, path_prefix=prefix)
             results = search(
-                idx, encoder, queries, k=k, candidates=candidates or None,
+                idx,
+                encoder,
+                queries,
+                k=k,
+                candidates=candidates or None,
                 filter=flt if (doc or prefix) else None,
             )
     except PagelensError as exc:
@@ -203,16 +224,21 @@ def search_cmd(
             {
                 "query": q,
                 "hits": [
-                    {"doc_path": h.doc_path, "page_number": h.page_number, "score": h.score,
-                     "doc_sha256": h.doc_sha256, "source": h.payload.get("source")}
+                    {
+                        "doc_path": h.doc_path,
+                        "page_number": h.page_number,
+                        "score": h.score,
+                        "doc_sha256": h.doc_sha256,
+                        "source": h.payload.get("source"),
+                    }
                     for h in hits
                 ],
             }
-            for q, hits in zip(queries, results)
+            for q, hits in zip(queries, results, strict=False)
         ]
         typer.echo(json.dumps(out, indent=2))
         return
-    for q, hits in zip(queries, results):
+    for q, hits in zip(queries, results, strict=False):
         typer.echo(q)
         for rank, h in enumerate(hits, 1):
             typer.echo(f"  {rank:>2}. {h.score:8.3f}  {h.doc_path}  page {h.page_number}")
@@ -293,12 +319,12 @@ def eval_run_cmd(
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 4,
     fmt: Annotated[
-        Optional[str], typer.Option("--format", help="vidore-v1, vidore-v2, vidore-v3 or pdf.")
+        str | None, typer.Option("--format", help="vidore-v1, vidore-v2, vidore-v3 or pdf.")
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split.")] = "test",
-    language: Annotated[Optional[str], typer.Option("--language", help="Only this language.")] = None,
+    language: Annotated[str | None, typer.Option("--language", help="Only this language.")] = None,
     limit_queries: Annotated[
-        Optional[int], typer.Option("--limit-queries", min=1, help="Use the first N queries.")
+        int | None, typer.Option("--limit-queries", min=1, help="Use the first N queries.")
     ] = None,
     pool_factor: Annotated[
         str, typer.Option("--pool-factor", help="One factor, or several (1,2,3,4) for a sweep.")
@@ -306,16 +332,19 @@ def eval_run_cmd(
     candidates: Annotated[
         int, typer.Option("--candidates", min=0, help="First-stage candidates; 0 = exact.")
     ] = 200,
-    scope: Annotated[
-        str, typer.Option("--scope", help="corpus, document or both.")
-    ] = "both",
+    scope: Annotated[str, typer.Option("--scope", help="corpus, document or both.")] = "both",
     breakdown: Annotated[
-        Optional[list[str]], typer.Option("--breakdown", help="Query field to break down by.")
+        list[str] | None, typer.Option("--breakdown", help="Query field to break down by.")
     ] = None,
     dpi: Annotated[int, typer.Option("--dpi", min=10, help="Render resolution (PDF sets).")] = 150,
     cache_dir: Annotated[
-        Path, typer.Option("--cache-dir", envvar="PAGELENS_EVAL_CACHE", help="Cached eval indexes.")
-    ] = Path.home() / ".cache" / "pagelens" / "eval",
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            envvar="PAGELENS_EVAL_CACHE",
+            help="Cached eval indexes (default ~/.cache/pagelens/eval).",
+        ),
+    ] = None,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the index again.")] = False,
@@ -343,7 +372,7 @@ def eval_run_cmd(
         encoder = load_encoder(model or DEFAULT_MODEL, device=device, batch_size=batch_size)
         kwargs: dict[str, Any] = dict(
             render=RenderSettings(dpi=dpi),
-            cache_dir=None if url else cache_dir,
+            cache_dir=None if url else cache_dir or Path.home() / ".cache/pagelens/eval",
             url=url,
             api_key=api_key,
             scopes=scopes[scope],
@@ -376,9 +405,13 @@ def eval_run_cmd(
 
 @eval_app.command("compare")
 def eval_compare_cmd(
-    results: Annotated[list[Path], typer.Argument(help="Result JSON files; the first is the baseline.")],
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", help="Metric key(s).")] = None,
-    scope: Annotated[Optional[list[str]], typer.Option("--scope", help="corpus and/or document.")] = None,
+    results: Annotated[
+        list[Path], typer.Argument(help="Result JSON files; the first is the baseline.")
+    ],
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="Metric key(s).")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", help="corpus and/or document.")
+    ] = None,
     resamples: Annotated[int, typer.Option("--resamples", min=100)] = 10_000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     alpha: Annotated[float, typer.Option("--alpha")] = 0.05,
@@ -386,14 +419,18 @@ def eval_compare_cmd(
 ) -> None:
     """Side-by-side table of runs with a paired randomisation test per metric."""
     from pagelens.eval.metrics import METRIC_KEYS
-    from pagelens.eval.report import comparison_markdown, compare_files
+    from pagelens.eval.report import compare_files, comparison_markdown
 
     try:
         if len(results) < 2:
             raise PagelensError("compare needs at least two result files")
         comparison = compare_files(
-            results, metrics=metric or METRIC_KEYS, scopes=scope, n_resamples=resamples,
-            seed=seed, alpha=alpha,
+            results,
+            metrics=metric or METRIC_KEYS,
+            scopes=scope,
+            n_resamples=resamples,
+            seed=seed,
+            alpha=alpha,
         )
     except PagelensError as exc:
         _fail(exc)

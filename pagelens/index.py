@@ -48,6 +48,7 @@ class IndexSettings:
             carry the HNSW graph. 16 (about 38 vectors for a median page) kept
             98.6% of the exact top-10 with 200 candidates in the same measurements.
         fp16: store vectors as float16 (measured to change no metric).
+
     """
 
     pool_factor: int = 3
@@ -166,6 +167,7 @@ class Index:
                 experiments with the server code path.
 
         Exactly one of ``path``, ``url`` and ``location`` must be given.
+
         """
         given = [n for n, v in (("path", path), ("url", url), ("location", location)) if v]
         if len(given) != 1:
@@ -202,6 +204,7 @@ class Index:
 
         Raises:
             IndexMismatchError: the index was built with another encoder or settings.
+
         """
         if self._manifest is not None:
             self.check_encoder(encoder)
@@ -265,6 +268,7 @@ class Index:
 
         Raises:
             PagelensError: no such document in the index.
+
         """
         matches = [r for r in self.documents() if doc in (r.doc_path, r.doc_sha256)]
         if not matches:
@@ -290,7 +294,7 @@ class Index:
         return pages
 
     def info(self) -> IndexInfo:
-        """Counts and sizes of the index."""
+        """Count the documents, pages and bytes of the index."""
         docs = self.documents()
         pages = sum(d.page_count for d in docs)
         vectors = sum(d.vectors for d in docs)

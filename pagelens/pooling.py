@@ -41,6 +41,7 @@ def ward_pool(vectors: MultiVector, factors: Sequence[int]) -> list[MultiVector]
     Returns:
         One array per factor, float32 ``(ceil(n / factor), dim)`` (fewer rows only
         when the page has duplicate vectors), rows L2-normalised.
+
     """
     for factor in factors:
         _check_factor(factor)

@@ -26,6 +26,7 @@ class SearchFilter:
     Attributes:
         doc_paths: only these documents (paths as indexed).
         path_prefix: only documents under this folder prefix (or this exact path).
+
     """
 
     doc_paths: tuple[str, ...] | None = None
@@ -50,6 +51,7 @@ def search_vectors(
 
     Returns:
         One list of at most ``k`` hits per query, best first.
+
     """
     if k < 1:
         raise PagelensError(f"k must be >= 1, got {k!r}")
@@ -94,6 +96,7 @@ def search(
 
     Returns:
         One ranked list of :class:`~pagelens.types.Hit` per question.
+
     """
     index.check_encoder(encoder.spec)
     if isinstance(queries, str):

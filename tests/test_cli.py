@@ -31,7 +31,9 @@ def test_index_search_info_delete(tmp_path, model):
     pf.text_pdf(pdfs / "b.pdf", 2, prefix="Staff")
     pf.empty_file(pdfs / "empty.pdf")
     idx = str(tmp_path / "idx")
-    report = json.loads(_run("index", str(pdfs), "--index", idx, "--model", model, "--dpi", "40", "--json"))
+    report = json.loads(
+        _run("index", str(pdfs), "--index", idx, "--model", model, "--dpi", "40", "--json")
+    )
     assert sorted(report["indexed"]) == ["a.pdf", "b.pdf"] and report["pages"] == 5
     assert report["skipped"] == [{"path": "empty.pdf", "cause": "empty file"}]
     # search needs no --model: the manifest names it
@@ -48,7 +50,9 @@ def test_index_search_info_delete(tmp_path, model):
 
 def test_cli_errors_are_clear(tmp_path, model):
     idx = str(tmp_path / "idx")
-    result = runner.invoke(app, ["index", str(tmp_path / "missing"), "--index", idx, "--model", model])
+    result = runner.invoke(
+        app, ["index", str(tmp_path / "missing"), "--index", idx, "--model", model]
+    )
     assert result.exit_code == 1 and "no such file or directory" in result.output
     result = runner.invoke(app, ["search", "q", "--index", idx, "--url", "http://localhost:1"])
     assert result.exit_code == 1 and "exclude each other" in result.output
@@ -74,7 +78,19 @@ def test_eval_on_a_pdf_set_both_scopes(tmp_path, model):
     data = build_pdf_set(tmp_path / "set")
     out = tmp_path / "out"
     result = json.loads(
-        _run("eval", "run", str(data), "--model", model, "--dpi", "40", "--cache-dir",
-             str(tmp_path / "cache"), "--out", str(out), "--json")
+        _run(
+            "eval",
+            "run",
+            str(data),
+            "--model",
+            model,
+            "--dpi",
+            "40",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+            "--json",
+        )
     )
     assert set(result["scopes"]) == {"corpus", "document"}

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -43,7 +42,6 @@ def corpus(tmp_path):
     return root
 
 
-
 def _page_ids(index):
     from pagelens.storage.base import PayloadFilter
 
@@ -78,7 +76,7 @@ def test_two_stage_equals_exact_through_the_api(index, corpus):
     queries = ["alpha", "beta one", "page three"]
     exact = search(index, enc, queries, k=5, candidates=None)
     two = search(index, enc, queries, k=5, candidates=5)
-    for e, t in zip(exact, two):
+    for e, t in zip(exact, two, strict=False):
         # the same pages with the same scores (the fake's pages tie, so order may not)
         assert {h.page_id: h.score for h in e} == pytest.approx({h.page_id: h.score for h in t})
         assert [h.score for h in e] == pytest.approx([h.score for h in t])
@@ -134,7 +132,13 @@ def test_bad_files_are_skipped_and_nothing_indexed_is_lost(index, corpus, tmp_pa
     pf.text_pdf(bad / "good.pdf", 1, prefix="Fine")
     report = index_paths(index, enc, [corpus], render=RENDER, progress=False)
     causes = {s.path: s.cause for s in report.skipped}
-    assert set(causes) >= {"bad/empty.pdf", "bad/truncated.pdf", "bad/text.pdf", "bad/locked.pdf", "bad/broken.pdf"}
+    assert set(causes) >= {
+        "bad/empty.pdf",
+        "bad/truncated.pdf",
+        "bad/text.pdf",
+        "bad/locked.pdf",
+        "bad/broken.pdf",
+    }
     assert "password" in causes["bad/locked.pdf"]
     assert "page 3" in causes["bad/broken.pdf"]
     assert report.indexed == ("bad/good.pdf",)
@@ -147,9 +151,21 @@ def test_password_unlocks_an_encrypted_pdf(index, tmp_path):
     folder = tmp_path / "locked"
     folder.mkdir()
     pf.encrypted_pdf(folder / "locked.pdf", 2, password="secret")
-    wrong = index_paths(index, FakeEncoder(), [folder], render=RenderSettings(dpi=30, password="nope"), progress=False)
+    wrong = index_paths(
+        index,
+        FakeEncoder(),
+        [folder],
+        render=RenderSettings(dpi=30, password="nope"),
+        progress=False,
+    )
     assert "wrong password" in wrong.skipped[0].cause
-    ok = index_paths(index, FakeEncoder(), [folder], render=RenderSettings(dpi=30, password="secret"), progress=False)
+    ok = index_paths(
+        index,
+        FakeEncoder(),
+        [folder],
+        render=RenderSettings(dpi=30, password="secret"),
+        progress=False,
+    )
     assert ok.indexed == ("locked.pdf",) and ok.pages == 2
 
 
@@ -161,7 +177,14 @@ def test_encoder_mismatch_is_refused(index, corpus):
     with pytest.raises(IndexMismatchError, match="refusing encoder"):
         search(index, other, ["q"])
     with pytest.raises(IndexMismatchError, match="pool_factor=3"):
-        index_paths(index, FakeEncoder(), [corpus], settings=IndexSettings(pool_factor=2), render=RENDER, progress=False)
+        index_paths(
+            index,
+            FakeEncoder(),
+            [corpus],
+            settings=IndexSettings(pool_factor=2),
+            render=RENDER,
+            progress=False,
+        )
     assert index.info().pages == 5
 
 
@@ -222,7 +245,8 @@ CHILD = textwrap.dedent(
             return out
 
     index = Index.open({index!r})
-    index_paths(index, Slow(), [{corpus!r}], render=RenderSettings(dpi=30, batch_pages=2), progress=False)
+    render = RenderSettings(dpi=30, batch_pages=2)
+    index_paths(index, Slow(), [{corpus!r}], render=render, progress=False)
     print("done", flush=True)
     """
 )

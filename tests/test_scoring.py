@@ -35,6 +35,9 @@ def test_matrix_matches_pairwise_and_empty_page():
 
 def test_rank_orders_and_breaks_ties_by_index():
     q = np.array([[1.0, 0.0]], dtype=np.float32)
-    pages = [np.array([[0.2, 0]], np.float32), np.array([[0.9, 0]], np.float32),
-             np.array([[0.2, 0]], np.float32)]
+    pages = [
+        np.array([[0.2, 0]], np.float32),
+        np.array([[0.9, 0]], np.float32),
+        np.array([[0.2, 0]], np.float32),
+    ]
     assert [i for i, _ in rank([q], pages, k=3)[0]] == [1, 0, 2]

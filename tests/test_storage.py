@@ -59,7 +59,9 @@ def _corpus(n_pages=30, seed=0):
             "path_prefixes": path_prefixes(doc),
             "page_number": i,
         }
-        points.append(PointRecord(page_point_id(f"sha{i % 5}", i), payload, {PAGES: v, POOLED: v[:2]}))
+        points.append(
+            PointRecord(page_point_id(f"sha{i % 5}", i), payload, {PAGES: v, POOLED: v[:2]})
+        )
     return pages, points
 
 
@@ -78,7 +80,7 @@ def test_exact_query_matches_numpy_oracle(make_store):
     queries = [_unit(rng.normal(size=(m, DIM))) for m in (1, 3, 6)]
     got = store.query(queries, k=5, candidates=None)
     want = rank(queries, pages, k=5)
-    for hits, ref in zip(got, want):
+    for hits, ref in zip(got, want, strict=False):
         assert [h.payload["page_number"] for h in hits] == [i for i, _ in ref]
         np.testing.assert_allclose([h.score for h in hits], [s for _, s in ref], rtol=1e-4)
 
@@ -107,10 +109,16 @@ def test_filters_by_document_and_prefix(make_store):
     store = make_store()
     pages, points = _fill(store)
     q = [_unit(np.random.default_rng(3).normal(size=(2, DIM)))]
-    hits = store.query(q, k=30, candidates=None, where=PayloadFilter(kind="page", doc_paths=("folder1/doc1.pdf",)))[0]
+    hits = store.query(
+        q, k=30, candidates=None, where=PayloadFilter(kind="page", doc_paths=("folder1/doc1.pdf",))
+    )[0]
     assert hits and {h.payload["doc_path"] for h in hits} == {"folder1/doc1.pdf"}
-    hits = store.query(q, k=30, candidates=30, where=PayloadFilter(kind="page", path_prefix="folder2/"))[0]
-    want = {p.payload["page_number"] for p in points if p.payload["doc_path"].startswith("folder2/")}
+    hits = store.query(
+        q, k=30, candidates=30, where=PayloadFilter(kind="page", path_prefix="folder2/")
+    )[0]
+    want = {
+        p.payload["page_number"] for p in points if p.payload["doc_path"].startswith("folder2/")
+    }
     assert {h.payload["page_number"] for h in hits} == want
 
 
@@ -127,13 +135,21 @@ def test_upsert_is_idempotent_and_delete_counts(make_store):
 def test_vectorless_records_scroll_and_set_payload(make_store):
     store = make_store()
     _fill(store)
-    store.upsert([PointRecord("00000000-0000-0000-0000-000000000001", {"kind": "document", "doc_path": "x.pdf"})])
+    store.upsert(
+        [
+            PointRecord(
+                "00000000-0000-0000-0000-000000000001", {"kind": "document", "doc_path": "x.pdf"}
+            )
+        ]
+    )
     assert [p["doc_path"] for p in store.scroll(PayloadFilter(kind="document"))] == ["x.pdf"]
     # a vectorless point never shows up in a vector query
     hits = store.query([_unit(np.ones((1, DIM)))], k=100, candidates=None)[0]
     assert all(h.payload["kind"] == "page" for h in hits)
     store.set_payload(PayloadFilter(doc_sha256=("sha1",)), {"doc_path": "moved.pdf"})
-    assert {p["doc_path"] for p in store.scroll(PayloadFilter(doc_sha256=("sha1",)))} == {"moved.pdf"}
+    assert {p["doc_path"] for p in store.scroll(PayloadFilter(doc_sha256=("sha1",)))} == {
+        "moved.pdf"
+    }
     assert len(list(store.scroll(PayloadFilter(kind="page")))) == 30
 
 

@@ -19,7 +19,7 @@ class EncoderSpec:
     model_id: str  # hub id or local folder name as given by the user
     revision: str  # hub revision / commit, or a content hash of a local folder
     dim: int
-    family: str  # e.g. "colpali", "colqwen2", "colqwen2_5", "colidefics3", "colmodernvbert", "minilm"
+    family: str  # e.g. "colpali", "colqwen2_5", "colidefics3", "minilm"
 
 
 @runtime_checkable

@@ -10,7 +10,6 @@ and a file that changed or vanished since indexing is reported instead of shown.
 from __future__ import annotations
 
 import hashlib
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +34,7 @@ def page_image(hit: Hit, *, dpi: int = 100, password: str | None = None) -> Imag
 
     Raises:
         InputError: the source file is gone, changed since indexing, or unreadable.
+
     """
     source = hit.payload.get("source")
     if not source:
@@ -44,13 +44,16 @@ def page_image(hit: Hit, *, dpi: int = 100, password: str | None = None) -> Imag
         raise InputError(str(path), "file no longer exists (moved? re-run `pagelens index`)")
     if _sha256(path) != hit.doc_sha256:
         raise InputError(str(path), "file changed since it was indexed (re-run `pagelens index`)")
-    doc = Document(source=str(path), path=hit.doc_path, sha256=hit.doc_sha256, size_bytes=path.stat().st_size)
+    doc = Document(
+        source=str(path), path=hit.doc_path, sha256=hit.doc_sha256, size_bytes=path.stat().st_size
+    )
     settings = RenderSettings(dpi=dpi, password=password, batch_pages=1, threads=1)
     info = probe(doc, settings)
     pages = render_pages(doc, info, settings, first_page=hit.page_number)
     try:
-        (page,) = islice(pages, 1)
+        page = next(pages)
     finally:
-        pages.close()
-    assert page.image is not None  # render_pages always sets it
+        pages.close()  # stop rendering the pages after it
+    if page.image is None:  # pragma: no cover - render_pages always sets it
+        raise InputError(str(path), f"page {hit.page_number} rendered no image")
     return page.image

@@ -30,8 +30,8 @@ from pagelens.pooling import ward_pool
 from pagelens.storage.base import (
     KIND_DOCUMENT,
     KIND_PAGE,
-    POOLED,
     PAGES,
+    POOLED,
     PayloadFilter,
     PointRecord,
     document_point_id,
@@ -140,7 +140,7 @@ def _store_batch(
     t2 = time.perf_counter()
     points = []
     n_vectors = n_pooled = 0
-    for page, raw, (stored, candidates) in zip(batch, vectors, pooled):
+    for page, raw, (stored, candidates) in zip(batch, vectors, pooled, strict=False):
         payload = {
             "kind": KIND_PAGE,
             "doc_path": page.doc_path,
@@ -178,9 +178,7 @@ def _commit(index: Index, doc: Document, page_count: int) -> None:
         vectors += int(payload.get("vectors", 0))
         pooled += int(payload.get("pooled_vectors", 0))
     if pages != page_count:
-        raise PagelensError(
-            f"{doc.path}: {pages} of {page_count} pages stored; refusing to commit"
-        )
+        raise PagelensError(f"{doc.path}: {pages} of {page_count} pages stored; refusing to commit")
     record = {
         "kind": KIND_DOCUMENT,
         "doc_path": doc.path,
@@ -222,6 +220,7 @@ def index_paths(
 
     Returns:
         An :class:`IndexReport`; bad files are in ``skipped`` with their causes.
+
     """
     start = time.perf_counter()
     render = render or RenderSettings()
@@ -247,10 +246,10 @@ def index_paths(
     try:
         for doc in found.documents:
             files_bar.set_postfix_str(doc.path[-40:], refresh=False)
-            record = committed.get(doc.sha256)
-            if record is not None:
-                if record.doc_path != doc.path:  # moved or renamed: same bytes, new path
-                    _move(index, record, doc)
+            known = committed.get(doc.sha256)
+            if known is not None:
+                if known.doc_path != doc.path:  # moved or renamed: same bytes, new path
+                    _move(index, known, doc)
                 unchanged.append(doc.path)
                 files_bar.update(1)
                 continue
@@ -299,7 +298,11 @@ def index_paths(
     )
     logger.info(
         "indexed %d documents (%d pages), %d unchanged, %d skipped, in %.1f s",
-        len(indexed), pages_done, len(unchanged), len(skipped), report.seconds,
+        len(indexed),
+        pages_done,
+        len(unchanged),
+        len(skipped),
+        report.seconds,
     )
     return report
 
@@ -333,7 +336,9 @@ def _index_document(
     pages_bar.total = (pages_bar.total or 0) + info.page_count
     pages_bar.update(first - 1)
     done = 0
-    rendered = _prefetch(_batched(render_pages(doc, info, render, first_page=first), render.batch_pages))
+    rendered = _prefetch(
+        _batched(render_pages(doc, info, render, first_page=first), render.batch_pages)
+    )
     while True:
         t0 = time.perf_counter()
         batch = next(rendered, None)
@@ -403,7 +408,7 @@ def index_pages(
 def _new_pages(
     pages: Iterable[Page], committed: set[str], unchanged: list[str], bar: tqdm
 ) -> Iterator[Page]:
-    """The pages whose document is not committed yet; the others are counted."""
+    """Yield the pages whose document is not committed yet; count the others."""
     for page in pages:
         if page.doc_sha256 in committed:
             if page.page_number == 1:

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -137,7 +137,7 @@ def probe(doc: Document, settings: RenderSettings) -> PdfInfo:
 
 def render_pages(
     doc: Document, info: PdfInfo, settings: RenderSettings, *, first_page: int = 1
-) -> Iterator[Page]:
+) -> Generator[Page, None, None]:
     """Render the pages of ``doc`` from ``first_page`` on, in order.
 
     Pages are rendered in batches of ``settings.batch_pages``, one ``pdftoppm``

@@ -174,9 +174,7 @@ class EdgeStore:
     def set_payload(self, where: PayloadFilter, payload: Mapping[str, Any]) -> None:
         shard = self._require()
         m = self._m
-        shard.update(
-            m.UpdateOperation.set_payload_by_filter(build_filter(m, where), dict(payload))
-        )
+        shard.update(m.UpdateOperation.set_payload_by_filter(build_filter(m, where), dict(payload)))
         shard.flush()
 
     def optimize(self) -> None:

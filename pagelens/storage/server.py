@@ -134,7 +134,7 @@ class ServerStore:
         )
 
     def optimize(self) -> None:
-        """A server builds its indexes in the background; nothing to do."""
+        """Do nothing: a server builds its indexes in the background."""
 
     def scroll(self, where: PayloadFilter) -> Iterator[dict[str, Any]]:
         self._require()
