@@ -329,3 +329,12 @@ def tiny_pages(sizes: list[tuple[int, int]], *, seed: int = 0) -> list[Page]:
         )
         for i, (w, h) in enumerate(sizes)
     ]
+
+
+if __name__ == "__main__":
+    # python -m tests.tiny_models FAMILY FOLDER: a tiny checkpoint for smoke runs
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] not in FAMILIES:
+        sys.exit(f"usage: python -m tests.tiny_models {{{','.join(FAMILIES)}}} FOLDER")
+    print(build_tiny_checkpoint(sys.argv[1], Path(sys.argv[2])))
