@@ -186,3 +186,135 @@ def test_edge_open_creates_nothing_until_an_index_is_made(tmp_path):
     store = EdgeStore(tmp_path / "not-yet")
     assert not store.exists() and not (tmp_path / "not-yet").exists()
     store.close()
+
+
+# -- BM25 and hybrid fusion -----------------------------------------------------------
+
+TEXTS = [  # BM25 scores for "staff revenue" are all distinct: no ties to order
+    "annual revenue grew in europe",
+    "revenue by region table revenue",
+    "staff headcount and hiring plans for next year",
+    "the chart of revenue and staff",
+    "nothing relevant here at all",
+    "europe staff offices",
+]
+
+
+def _fill_text(store):
+    from pagelens.bm25 import bm25_documents
+
+    store.create(CollectionSpec(dim=DIM, fp16=False))
+    pages, points = _corpus(len(TEXTS))
+    sparse = bm25_documents(TEXTS)
+    points = [
+        PointRecord(p.id, p.payload, {**p.vectors, "bm25": s})
+        for p, s in zip(points, sparse, strict=True)
+    ]
+    store.upsert(points)
+    store.optimize()
+    return pages
+
+
+def _bm25_oracle(query_text):
+    """Qdrant's IDF times the stored term weights, by hand."""
+    import math
+
+    from pagelens.bm25 import bm25_documents, bm25_queries
+
+    docs = bm25_documents(TEXTS)
+    (q,) = bm25_queries([query_text])
+    n = len(docs)
+    scores = {}
+    for i, d in enumerate(docs):
+        weights = dict(zip(d.indices, d.values, strict=True))
+        s = 0.0
+        for term in q.indices:
+            df = sum(term in doc.indices for doc in docs)
+            if term in weights:
+                s += math.log((n - df + 0.5) / (df + 0.5) + 1) * weights[term]
+        if s > 0:
+            scores[i] = s
+    return scores
+
+
+def test_bm25_channel_matches_hand_computed_idf(make_store):
+    from pagelens.bm25 import bm25_queries
+    from pagelens.storage.base import HybridQuery
+
+    store = make_store()
+    _fill_text(store)
+    (q,) = bm25_queries(["revenue in europe"])
+    (hits,) = store.hybrid([HybridQuery(dense=None, sparse=q)], k=10)
+    want = _bm25_oracle("revenue in europe")
+    assert {h.payload["page_number"]: h.score for h in hits} == pytest.approx(want, rel=1e-4)
+    assert all(h.channels == ("bm25",) for h in hits)
+
+
+@pytest.mark.parametrize("weights", [None, (1.0, 0.0)])
+def test_rrf_fusion_matches_its_formula(make_store, weights):
+    from pagelens.bm25 import bm25_queries
+    from pagelens.storage.base import HybridQuery
+
+    store = make_store()
+    pages = _fill_text(store)
+    dense = _unit(np.random.default_rng(4).normal(size=(3, DIM)))
+    (sparse,) = bm25_queries(["staff revenue"])
+    query = HybridQuery(dense=dense, sparse=sparse, candidates=None, weights=weights, rrf_k=60)
+    (fused,) = store.hybrid([query], k=6)
+    dense_rank = [i for i, _ in rank([dense], pages, k=6)[0]]
+    bm25 = _bm25_oracle("staff revenue")
+    sparse_rank = sorted(bm25, key=lambda i: -bm25[i])
+    assert len(set(bm25.values())) == len(bm25)  # no ties
+    w_d, w_s = weights or (1.0, 1.0)  # weight 0 silences a channel
+    want = {}
+    for r, i in enumerate(dense_rank):
+        want[i] = want.get(i, 0) + w_d / (60 + r)  # Qdrant ranks from 0
+    for r, i in enumerate(sparse_rank):
+        want[i] = want.get(i, 0) + w_s / (60 + r)
+    assert {h.payload["page_number"]: h.score for h in fused} == pytest.approx(want, rel=1e-4)
+    for h in fused:
+        expected = tuple(
+            c
+            for c, ids in (("dense", dense_rank), ("bm25", sparse_rank))
+            if h.payload["page_number"] in ids
+        )
+        assert h.channels == expected
+
+
+def test_dbsf_fusion_and_bad_options(make_store):
+    from pagelens.bm25 import bm25_queries
+    from pagelens.errors import PagelensError
+    from pagelens.storage.base import HybridQuery
+
+    store = make_store()
+    _fill_text(store)
+    dense = _unit(np.random.default_rng(5).normal(size=(2, DIM)))
+    (sparse,) = bm25_queries(["europe"])
+    (hits,) = store.hybrid([HybridQuery(dense=dense, sparse=sparse, fusion="dbsf")], k=6)
+    assert len(hits) == 6 and hits[0].score >= hits[-1].score
+    with pytest.raises(PagelensError, match="fusion must be one of"):
+        store.hybrid([HybridQuery(dense=dense, sparse=sparse, fusion="sum")], k=3)
+    with pytest.raises(PagelensError, match="rrf"):
+        store.hybrid([HybridQuery(dense=dense, sparse=sparse, fusion="dbsf", weights=(1, 2))], k=3)
+    with pytest.raises(PagelensError, match="dense or a sparse"):
+        store.hybrid([HybridQuery(dense=None, sparse=None)], k=3)
+
+
+def test_a_heavier_channel_weight_pulls_its_results_up(make_store):
+    from pagelens.bm25 import bm25_queries
+    from pagelens.storage.base import HybridQuery
+
+    store = make_store()
+    _fill_text(store)
+    dense = _unit(np.random.default_rng(4).normal(size=(3, DIM)))
+    (sparse,) = bm25_queries(["staff revenue"])
+    bm25 = _bm25_oracle("staff revenue")
+    best_bm25 = max(bm25, key=bm25.get)
+
+    def position(weights):
+        q = HybridQuery(dense=dense, sparse=sparse, candidates=None, weights=weights)
+        (hits,) = store.hybrid([q], k=6)
+        return [h.payload["page_number"] for h in hits].index(best_bm25)
+
+    assert position((1.0, 5.0)) <= position((1.0, 1.0)) <= position((5.0, 1.0))
+    assert position((1.0, 5.0)) == 0

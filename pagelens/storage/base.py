@@ -9,6 +9,9 @@ with MaxSim over dot products of L2-normalised vectors:
   scores a few hundred candidates.
 - ``pooled``: a small Ward-pooled view of the page (tens of vectors) with an HNSW
   graph, from which the first stage draws candidates.
+- ``bm25``: a sparse vector of the page text's BM25 term weights; the engine
+  multiplies in each term's IDF at query time (``Modifier.IDF``), so the IDF
+  stays right as documents come and go.
 
 Besides pages the collection holds vectorless bookkeeping points: one per fully
 indexed document (the commit record of that document) and one manifest.
@@ -26,6 +29,7 @@ from pagelens.types import MultiVector
 
 PAGES = "pages"
 POOLED = "pooled"
+BM25 = "bm25"
 
 KIND_PAGE = "page"
 KIND_DOCUMENT = "document"
@@ -58,21 +62,60 @@ class CollectionSpec:
 
 
 @dataclass(frozen=True)
+class SparseVector:
+    """Term ids and weights (the ``bm25`` vector of a page or query)."""
+
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class PointRecord:
-    """A point to upsert: vectors by name (each float32 ``(n, dim)``), and payload."""
+    """A point to upsert: vectors by name, and payload.
+
+    ``vectors`` maps ``pages``/``pooled`` to float32 ``(n, dim)`` arrays and
+    ``bm25`` to a :class:`SparseVector`.
+    """
 
     id: str
     payload: Mapping[str, Any]
-    vectors: Mapping[str, MultiVector] = field(default_factory=dict)
+    vectors: Mapping[str, MultiVector | SparseVector] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class ScoredRecord:
-    """A point returned by a query."""
+    """A point returned by a query; ``channels`` names the channels that found it."""
 
     id: str
     score: float
     payload: Mapping[str, Any]
+    channels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HybridQuery:
+    """One query over several channels, fused by the engine.
+
+    Attributes:
+        dense: query multi-vector for MaxSim on ``pages`` (two-stage through
+            ``pooled`` when ``candidates`` is set), or ``None`` to leave it out.
+        sparse: query BM25 vector, or ``None`` to leave it out.
+        candidates: first-stage candidates of the dense channel; ``None`` = exact.
+        channel_limit: results each channel contributes to the fusion.
+        fusion: ``"rrf"`` (reciprocal rank fusion) or ``"dbsf"`` (Qdrant's
+            distribution-based score fusion: scores normalised per channel, summed).
+        weights: per-channel RRF weights ``(dense, sparse)``; ``None`` = equal.
+        rrf_k: the RRF constant.
+
+    """
+
+    dense: MultiVector | None
+    sparse: SparseVector | None
+    candidates: int | None = 200
+    channel_limit: int = 100
+    fusion: str = "rrf"
+    weights: tuple[float, float] | None = None
+    rrf_k: int = 60
 
 
 @dataclass(frozen=True)
@@ -97,6 +140,43 @@ def path_prefixes(doc_path: str) -> list[str]:
     """
     parts = doc_path.strip("/").split("/")
     return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+FUSIONS = ("rrf", "dbsf")
+DENSE = "dense"
+
+
+def check_hybrid(query: HybridQuery) -> None:
+    """Reject a hybrid query whose options contradict each other."""
+    from pagelens.errors import PagelensError
+
+    if query.dense is None and query.sparse is None:
+        raise PagelensError("a hybrid query needs a dense or a sparse vector (or both)")
+    if query.fusion not in FUSIONS:
+        raise PagelensError(f"fusion must be one of {FUSIONS}, got {query.fusion!r}")
+    if query.weights is not None:
+        if query.fusion != "rrf":
+            raise PagelensError("channel weights apply to fusion='rrf' only")
+        if len(query.weights) != 2 or min(query.weights) < 0:
+            raise PagelensError(f"weights must be two non-negative numbers, got {query.weights!r}")
+    if query.channel_limit < 1:
+        raise PagelensError(f"channel_limit must be >= 1, got {query.channel_limit!r}")
+
+
+def channel_names(query: HybridQuery) -> list[str]:
+    """Name the channels a hybrid query uses, in the order their prefetches are built."""
+    return [name for name, v in ((DENSE, query.dense), (BM25, query.sparse)) if v is not None]
+
+
+def annotate(
+    fused: list[ScoredRecord], per_channel: dict[str, list[ScoredRecord]]
+) -> list[ScoredRecord]:
+    """Mark each fused record with the channels whose own results held it."""
+    found = {name: {r.id for r in records} for name, records in per_channel.items()}
+    return [
+        ScoredRecord(r.id, r.score, r.payload, tuple(n for n, ids in found.items() if r.id in ids))
+        for r in fused
+    ]
 
 
 class Store(Protocol):
@@ -143,6 +223,16 @@ class Store(Protocol):
         With ``candidates`` set, the first stage draws that many candidates by
         MaxSim on ``pooled`` (HNSW) and only those are reranked; ``None`` scores
         every page exactly.
+        """
+        ...
+
+    def hybrid(
+        self, queries: Sequence[HybridQuery], *, k: int, where: PayloadFilter | None = None
+    ) -> list[list[ScoredRecord]]:
+        """Top-``k`` pages per query from the fusion of its channels.
+
+        Each record's ``channels`` names the channels (``"dense"``, ``"bm25"``)
+        whose own top ``channel_limit`` held it.
         """
         ...
 

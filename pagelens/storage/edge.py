@@ -11,12 +11,18 @@ from typing import Any
 
 from pagelens.errors import MissingExtraError, StoreError
 from pagelens.storage.base import (
+    BM25,
     PAGES,
     POOLED,
     CollectionSpec,
+    HybridQuery,
     PayloadFilter,
     PointRecord,
     ScoredRecord,
+    SparseVector,
+    annotate,
+    channel_names,
+    check_hybrid,
 )
 from pagelens.types import MultiVector
 
@@ -61,6 +67,12 @@ def build_filter(m: Any, where: PayloadFilter | None) -> Any:
 
 def _as_lists(vectors: MultiVector) -> list[list[float]]:
     return vectors.astype("float32").tolist()
+
+
+def _records(points: Any, channels: tuple[str, ...] = ()) -> list[ScoredRecord]:
+    return [
+        ScoredRecord(str(p.id), float(p.score), dict(p.payload or {}), channels) for p in points
+    ]
 
 
 class EdgeStore:
@@ -133,6 +145,7 @@ class EdgeStore:
                     ),
                 ),
             },
+            sparse_vectors={BM25: m.EdgeSparseVectorParams(modifier=m.Modifier.Idf)},
         )
         self._shard = m.EdgeShard.create(str(self.folder / _SHARD), config)
         for name in _KEYWORD_FIELDS:
@@ -160,11 +173,16 @@ class EdgeStore:
         m = self._m
         shard = self._require()
         edge_points = [
-            m.Point(p.id, {name: _as_lists(v) for name, v in p.vectors.items()}, dict(p.payload))
+            m.Point(p.id, {name: self._vector(v) for name, v in p.vectors.items()}, dict(p.payload))
             for p in points
         ]
         shard.update(m.UpdateOperation.upsert_points(edge_points))
         shard.flush()
+
+    def _vector(self, v: MultiVector | SparseVector) -> Any:
+        if isinstance(v, SparseVector):
+            return self._m.SparseVector(list(v.indices), list(v.values))
+        return _as_lists(v)
 
     def delete(self, where: PayloadFilter) -> None:
         shard = self._require()
@@ -199,6 +217,29 @@ class EdgeStore:
         m = self._m
         return int(self._require().count(m.CountRequest(filter=build_filter(m, where), exact=True)))
 
+    def _dense(
+        self, query: MultiVector, limit: int, candidates: int | None, flt: Any
+    ) -> tuple[Any, list[Any] | None, Any]:
+        """Build the dense channel: query on ``pages``, prefetch on ``pooled``, outer filter."""
+        m = self._m
+        vectors = _as_lists(query)
+        if candidates is None:
+            return m.Query.Nearest(vectors, using=PAGES), None, flt
+        stage1 = m.Prefetch(
+            limit=max(candidates, limit), query=m.Query.Nearest(vectors, using=POOLED), filter=flt
+        )
+        return m.Query.Nearest(vectors, using=PAGES), [stage1], None
+
+    def _channels(self, query: HybridQuery, flt: Any) -> list[tuple[Any, list[Any] | None, Any]]:
+        m = self._m
+        out = []
+        if query.dense is not None:
+            out.append(self._dense(query.dense, query.channel_limit, query.candidates, flt))
+        if query.sparse is not None:
+            sparse = m.SparseVector(list(query.sparse.indices), list(query.sparse.values))
+            out.append((m.Query.Nearest(sparse, using=BM25), None, flt))
+        return out
+
     def query(
         self,
         queries: Sequence[MultiVector],
@@ -208,31 +249,66 @@ class EdgeStore:
         where: PayloadFilter | None = None,
     ) -> list[list[ScoredRecord]]:
         m = self._m
-        shard = self._require()
         flt = build_filter(m, where)
         requests = []
         for query in queries:
-            vectors = _as_lists(query)
-            prefetches = None
-            if candidates is not None:
-                prefetches = [
-                    m.Prefetch(
-                        limit=max(candidates, k),
-                        query=m.Query.Nearest(vectors, using=POOLED),
-                        filter=flt,
-                    )
-                ]
+            scoring, prefetches, outer = self._dense(query, k, candidates, flt)
             requests.append(
                 m.QueryRequest(
-                    limit=k,
-                    query=m.Query.Nearest(vectors, using=PAGES),
-                    prefetches=prefetches,
-                    filter=flt if candidates is None else None,
-                    with_payload=True,
+                    limit=k, query=scoring, prefetches=prefetches, filter=outer, with_payload=True
                 )
             )
-        results = shard.query_batch(m.QueryBatchRequest(requests))
+        results = self._require().query_batch(m.QueryBatchRequest(requests))
+        return [_records(points) for points in results]
+
+    def hybrid(
+        self, queries: Sequence[HybridQuery], *, k: int, where: PayloadFilter | None = None
+    ) -> list[list[ScoredRecord]]:
+        m = self._m
+        flt = build_filter(m, where)
+        requests: list[Any] = []
+        layout = []  # per query: (index of its fused request, [(channel, request index)])
+        for query in queries:
+            check_hybrid(query)
+            channels = self._channels(query, flt)
+            if len(channels) == 1:
+                scoring, prefetches, outer = channels[0]
+                fused = m.QueryRequest(
+                    limit=k, query=scoring, prefetches=prefetches, filter=outer, with_payload=True
+                )
+            else:
+                weights = list(query.weights) if query.weights else None
+                fused = m.QueryRequest(
+                    limit=k,
+                    query=(
+                        m.Fusion.Rrf(k=query.rrf_k, weights=weights)
+                        if query.fusion == "rrf"
+                        else m.Fusion.Dbsf()
+                    ),
+                    prefetches=[
+                        m.Prefetch(limit=query.channel_limit, query=s, prefetches=p, filter=o)
+                        for s, p, o in channels
+                    ],
+                    with_payload=True,
+                )
+            requests.append(fused)
+            own = []
+            for name, (scoring, prefetches, outer) in zip(
+                channel_names(query), channels, strict=True
+            ):
+                own.append((name, len(requests)))
+                requests.append(
+                    m.QueryRequest(
+                        limit=query.channel_limit,
+                        query=scoring,
+                        prefetches=prefetches,
+                        filter=outer,
+                        with_payload=False,
+                    )
+                )
+            layout.append((len(requests) - 1 - len(own), own))
+        results = self._require().query_batch(m.QueryBatchRequest(requests))
         return [
-            [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
-            for points in results
+            annotate(_records(results[start]), {n: _records(results[i]) for n, i in own})
+            for start, own in layout
         ]

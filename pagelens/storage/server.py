@@ -12,14 +12,20 @@ from typing import Any
 
 from pagelens.errors import StoreError
 from pagelens.storage.base import (
+    BM25,
     PAGES,
     POOLED,
     CollectionSpec,
+    HybridQuery,
     PayloadFilter,
     PointRecord,
     ScoredRecord,
+    SparseVector,
+    annotate,
+    channel_names,
+    check_hybrid,
 )
-from pagelens.storage.edge import _KEYWORD_FIELDS, _as_lists, build_filter
+from pagelens.storage.edge import _KEYWORD_FIELDS, _as_lists, _records, build_filter
 from pagelens.types import MultiVector
 
 logger = logging.getLogger(__name__)
@@ -83,6 +89,7 @@ class ServerStore:
                     ),
                 ),
             },
+            sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},
         )
         if not self._local:  # local mode has no payload indexes (and warns)
             for name in _KEYWORD_FIELDS:
@@ -110,13 +117,18 @@ class ServerStore:
             points=[
                 m.PointStruct(
                     id=p.id,
-                    vector={name: _as_lists(v) for name, v in p.vectors.items()},
+                    vector={name: self._vector(v) for name, v in p.vectors.items()},
                     payload=dict(p.payload),
                 )
                 for p in points
             ],
             wait=True,
         )
+
+    def _vector(self, v: MultiVector | SparseVector) -> Any:
+        if isinstance(v, SparseVector):
+            return self._m.SparseVector(indices=list(v.indices), values=list(v.values))
+        return _as_lists(v)
 
     def delete(self, where: PayloadFilter) -> None:
         self._require()
@@ -156,6 +168,29 @@ class ServerStore:
         )
         return int(result.count)
 
+    def _dense(
+        self, query: MultiVector, limit: int, candidates: int | None, flt: Any
+    ) -> dict[str, Any]:
+        """Build the dense channel: MaxSim on ``pages``, two-stage through ``pooled``."""
+        m = self._m
+        vectors = _as_lists(query)
+        if candidates is None:
+            return {"query": vectors, "using": PAGES, "filter": flt}
+        stage1 = m.Prefetch(query=vectors, using=POOLED, limit=max(candidates, limit), filter=flt)
+        return {"query": vectors, "using": PAGES, "prefetch": [stage1]}
+
+    def _channels(self, query: HybridQuery, flt: Any) -> list[dict[str, Any]]:
+        m = self._m
+        out = []
+        if query.dense is not None:
+            out.append(self._dense(query.dense, query.channel_limit, query.candidates, flt))
+        if query.sparse is not None:
+            sparse = m.SparseVector(
+                indices=list(query.sparse.indices), values=list(query.sparse.values)
+            )
+            out.append({"query": sparse, "using": BM25, "filter": flt})
+        return out
+
     def query(
         self,
         queries: Sequence[MultiVector],
@@ -167,26 +202,56 @@ class ServerStore:
         self._require()
         m = self._m
         flt = build_filter(m, where)
-        requests = []
+        requests = [
+            m.QueryRequest(**self._dense(q, k, candidates, flt), limit=k, with_payload=True)
+            for q in queries
+        ]
+        responses = self._client.query_batch_points(self.collection, requests=requests)
+        return [_records(r.points) for r in responses]
+
+    def hybrid(
+        self, queries: Sequence[HybridQuery], *, k: int, where: PayloadFilter | None = None
+    ) -> list[list[ScoredRecord]]:
+        self._require()
+        m = self._m
+        flt = build_filter(m, where)
+        requests: list[Any] = []
+        layout = []  # per query: (index of its fused request, [(channel, request index)])
         for query in queries:
-            vectors = _as_lists(query)
-            prefetch = None
-            if candidates is not None:
-                prefetch = [
-                    m.Prefetch(query=vectors, using=POOLED, limit=max(candidates, k), filter=flt)
-                ]
-            requests.append(
-                m.QueryRequest(
-                    query=vectors,
-                    using=PAGES,
-                    prefetch=prefetch,
-                    filter=flt if candidates is None else None,
+            check_hybrid(query)
+            channels = self._channels(query, flt)
+            if len(channels) == 1:
+                fused = m.QueryRequest(**channels[0], limit=k, with_payload=True)
+            else:
+                fusion = (
+                    m.RrfQuery(
+                        rrf=m.Rrf(
+                            k=query.rrf_k, weights=list(query.weights) if query.weights else None
+                        )
+                    )
+                    if query.fusion == "rrf"
+                    else m.FusionQuery(fusion=m.Fusion.DBSF)
+                )
+                fused = m.QueryRequest(
+                    prefetch=[m.Prefetch(**c, limit=query.channel_limit) for c in channels],
+                    query=fusion,
                     limit=k,
                     with_payload=True,
                 )
-            )
+            start = len(requests)
+            requests.append(fused)
+            own = []
+            for name, channel in zip(channel_names(query), channels, strict=True):
+                own.append((name, len(requests)))
+                requests.append(
+                    m.QueryRequest(**channel, limit=query.channel_limit, with_payload=False)
+                )
+            layout.append((start, own))
         responses = self._client.query_batch_points(self.collection, requests=requests)
         return [
-            [ScoredRecord(str(p.id), float(p.score), dict(p.payload or {})) for p in r.points]
-            for r in responses
+            annotate(
+                _records(responses[start].points),
+                {n: _records(responses[i].points) for n, i in own},
+            )
+            for start, own in layout
         ]
