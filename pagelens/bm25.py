@@ -39,7 +39,7 @@ def _model(settings: Bm25Settings) -> Any:
         b=settings.b,
         avg_len=settings.avg_len,
         language=settings.language,
-        **({} if settings.stemming else {"stemmer": qe.DisabledStemmer()}),
+        stemmer=None if settings.stemming else qe.DisabledStemmer(),  # None: the language's
     )
     return qe.Bm25(config)
 

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -123,6 +123,19 @@ def index_cmd(
         str | None, typer.Option("--password", help="Password of encrypted PDFs.")
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds per poppler call.")] = 120.0,
+    text: Annotated[
+        bool | None,
+        typer.Option(
+            "--text/--no-text",
+            help="Store page text and BM25 for hybrid search (new index: off; on for text models).",
+        ),
+    ] = None,
+    ocr: Annotated[
+        str,
+        typer.Option(
+            "--ocr", help="With text: OCR pages without a text layer (auto, never, always)."
+        ),
+    ] = "auto",
     prune: Annotated[
         bool, typer.Option("--prune", help="Remove documents whose files are gone.")
     ] = False,
@@ -133,16 +146,20 @@ def index_cmd(
     from pagelens.index import IndexSettings
     from pagelens.pipeline.job import index_paths
     from pagelens.pipeline.render import RenderSettings
+    from pagelens.pipeline.text import TextSettings
 
     try:
         idx = _open(index, url, api_key, collection)
         with idx:
             settings = None
-            if pool_factor is not None:
+            if pool_factor is not None or text is not None:
                 base = idx.manifest.settings if idx.manifest else IndexSettings()
-                settings = IndexSettings(
-                    pool_factor=pool_factor, candidate_factor=base.candidate_factor, fp16=base.fp16
+                settings = replace(
+                    base,
+                    pool_factor=base.pool_factor if pool_factor is None else pool_factor,
+                    text=base.text if text is None else text,
                 )
+            text_settings = TextSettings(ocr=ocr)  # type: ignore[arg-type]  # it checks the value
             render = RenderSettings(
                 dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout
             )
@@ -153,6 +170,7 @@ def index_cmd(
                 paths,
                 settings=settings,
                 render=render,
+                text=text_settings,
                 prune=prune,
                 progress=_progress(),
             )
@@ -181,6 +199,18 @@ def index_cmd(
         typer.echo(f"  skipped {skipped.path}: {skipped.cause}")
 
 
+def _weights(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise PagelensError(f"--weights takes two numbers like 1,2; got {text!r}") from None
+    if len(values) != 2:
+        raise PagelensError(f"--weights takes two numbers (dense,bm25); got {text!r}")
+    return values[0], values[1]
+
+
 @app.command("search")
 def search_cmd(
     queries: Annotated[list[str], typer.Argument(help="One or more questions.")],
@@ -196,6 +226,13 @@ def search_cmd(
     ] = 200,
     doc: Annotated[list[str] | None, typer.Option("--doc", help="Only these documents.")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix", help="Only under this folder.")] = None,
+    channels: Annotated[
+        str, typer.Option("--channels", help="dense, bm25, or dense,bm25 for a hybrid.")
+    ] = "dense",
+    fusion: Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf or dbsf.")] = "rrf",
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="RRF weights dense,bm25, e.g. 1,2.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index with questions; print the best pages."""
@@ -216,6 +253,9 @@ def search_cmd(
                 k=k,
                 candidates=candidates or None,
                 filter=flt if (doc or prefix) else None,
+                channels=[c.strip() for c in channels.split(",") if c.strip()],
+                fusion=fusion,
+                weights=_weights(weights),
             )
     except PagelensError as exc:
         _fail(exc)
@@ -225,6 +265,7 @@ def search_cmd(
                 "query": q,
                 "hits": [
                     {
+                        "channels": list(h.channels),
                         "doc_path": h.doc_path,
                         "page_number": h.page_number,
                         "score": h.score,
@@ -241,7 +282,12 @@ def search_cmd(
     for q, hits in zip(queries, results, strict=False):
         typer.echo(q)
         for rank, h in enumerate(hits, 1):
-            typer.echo(f"  {rank:>2}. {h.score:8.3f}  {h.doc_path}  page {h.page_number}")
+            found = (
+                f"  [{'+'.join(h.channels)}]"
+                if len(h.channels) and h.channels != ("dense",)
+                else ""
+            )
+            typer.echo(f"  {rank:>2}. {h.score:8.3f}  {h.doc_path}  page {h.page_number}{found}")
 
 
 @app.command("info")

@@ -48,12 +48,16 @@ class IndexSettings:
             carry the HNSW graph. 16 (about 38 vectors for a median page) kept
             98.6% of the exact top-10 with 200 candidates in the same measurements.
         fp16: store vectors as float16 (measured to change no metric).
+        text: extract page text (text layer, OCR where it has none) into the
+            payload and a BM25 sparse vector, for hybrid search. Always on for
+            text encoders.
 
     """
 
     pool_factor: int = 3
     candidate_factor: int = 16
     fp16: bool = True
+    text: bool = False
 
     def __post_init__(self) -> None:
         for name in ("pool_factor", "candidate_factor"):

@@ -1,22 +1,28 @@
-"""Search: rank pages for a batch of questions by MaxSim late interaction.
+"""Search: rank pages for a batch of questions.
 
-Two-stage by default: the ``pooled`` vectors (Ward, pool factor 16) give
-``candidates`` pages through their HNSW graph, and those are reranked by exact
-MaxSim on the stored page vectors. ``candidates=None`` scores every page exactly.
+The ``dense`` channel is MaxSim late interaction, two-stage by default: the
+``pooled`` vectors (Ward, pool factor 16) give ``candidates`` pages through their
+HNSW graph, and those are reranked by exact MaxSim on the stored page vectors
+(``candidates=None`` scores every page exactly). Where the index holds page text,
+the ``bm25`` channel ranks by BM25, and several channels are fused by the engine
+(reciprocal rank fusion, or Qdrant's normalised score fusion ``dbsf``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from pagelens.bm25 import bm25_queries
 from pagelens.encoders.base import Encoder
 from pagelens.errors import PagelensError
 from pagelens.index import Index
-from pagelens.storage.base import KIND_PAGE, PayloadFilter
+from pagelens.storage.base import BM25, DENSE, FUSIONS, KIND_PAGE, HybridQuery, PayloadFilter
 from pagelens.types import Hit, MultiVector
 
 DEFAULT_CANDIDATES = 200
+CHANNELS = (DENSE, BM25)
 
 
 @dataclass(frozen=True)
@@ -60,19 +66,18 @@ def search_vectors(
     if not queries:
         return []
     results = index.store.query(queries, k=k, candidates=candidates, where=_where(filter))
-    return [
-        [
-            Hit(
-                doc_path=str(r.payload["doc_path"]),
-                page_number=int(r.payload["page_number"]),
-                score=r.score,
-                doc_sha256=str(r.payload["doc_sha256"]),
-                payload=r.payload,
-            )
-            for r in records
-        ]
-        for records in results
-    ]
+    return [[_hit(r.payload, r.score, (DENSE,)) for r in records] for records in results]
+
+
+def _hit(payload: Mapping[str, Any], score: float, channels: tuple[str, ...]) -> Hit:
+    return Hit(
+        doc_path=str(payload["doc_path"]),
+        page_number=int(payload["page_number"]),
+        score=score,
+        doc_sha256=str(payload["doc_sha256"]),
+        payload=payload,
+        channels=channels,
+    )
 
 
 def search(
@@ -83,6 +88,10 @@ def search(
     k: int = 10,
     candidates: int | None = DEFAULT_CANDIDATES,
     filter: SearchFilter | None = None,
+    channels: Sequence[str] = (DENSE,),
+    fusion: str = "rrf",
+    weights: tuple[float, float] | None = None,
+    channel_limit: int = 100,
 ) -> list[list[Hit]]:
     """Answer a batch of questions with the pages that best match each.
 
@@ -91,15 +100,52 @@ def search(
         encoder: the same encoder the index was built with (else IndexMismatchError).
         queries: question texts.
         k: hits per question.
-        candidates: first-stage candidates per question; ``None`` for exact search.
+        candidates: first-stage candidates of the dense channel; ``None`` = exact.
         filter: restrict to some documents.
+        channels: ``("dense",)`` (MaxSim, the default), ``("bm25",)``, or both for
+            a hybrid fused by the engine; BM25 needs an index built with text.
+        fusion: ``"rrf"`` or ``"dbsf"`` (normalised score fusion), for hybrids.
+        weights: RRF weights ``(dense, bm25)``; Qdrant divides each channel's rank
+            by its weight.
+        channel_limit: results each channel brings to the fusion.
 
     Returns:
-        One ranked list of :class:`~pagelens.types.Hit` per question.
+        One ranked list of :class:`~pagelens.types.Hit` per question; each hit
+        names the channels whose own results held it.
 
     """
-    index.check_encoder(encoder.spec)
     if isinstance(queries, str):
         raise PagelensError("queries must be a list of strings, not one string")
-    vectors = encoder.encode_queries(list(queries))
-    return search_vectors(index, vectors, k=k, candidates=candidates, filter=filter)
+    chosen = tuple(dict.fromkeys(channels))
+    unknown = [c for c in chosen if c not in CHANNELS]
+    if unknown or not chosen:
+        raise PagelensError(f"channels must be among {CHANNELS}, got {tuple(channels)!r}")
+    if fusion not in FUSIONS:
+        raise PagelensError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    index.check_encoder(encoder.spec)
+    if BM25 in chosen and not (index.manifest and index.manifest.settings.text):
+        raise PagelensError(
+            f"index {index.location} holds no page text, so no bm25 channel: "
+            "index with --text (or a text encoder) to search it"
+        )
+    queries = list(queries)
+    if chosen == (DENSE,):
+        vectors = encoder.encode_queries(queries)
+        return search_vectors(index, vectors, k=k, candidates=candidates, filter=filter)
+    if k < 1:
+        raise PagelensError(f"k must be >= 1, got {k!r}")
+    dense = encoder.encode_queries(queries) if DENSE in chosen else [None] * len(queries)
+    sparse = bm25_queries(queries) if BM25 in chosen else [None] * len(queries)
+    requests = [
+        HybridQuery(
+            dense=d,
+            sparse=s,
+            candidates=candidates,
+            channel_limit=max(channel_limit, k),
+            fusion=fusion,
+            weights=weights,
+        )
+        for d, s in zip(dense, sparse, strict=True)
+    ]
+    results = index.store.hybrid(requests, k=k, where=_where(filter))
+    return [[_hit(r.payload, r.score, r.channels) for r in records] for records in results]

@@ -44,6 +44,7 @@ class Page:
     page_count: int
     image: Image.Image | None = None
     text: str | None = None
+    text_source: str | None = None  # "layer", "ocr" or "none" when text was extracted
     width_pt: float = 0.0  # page size in PDF points (1/72 inch)
     height_pt: float = 0.0
 
@@ -57,6 +58,7 @@ class Hit:
     score: float
     doc_sha256: str
     payload: Mapping[str, Any] = field(default_factory=dict)
+    channels: tuple[str, ...] = ()  # the channels ("dense", "bm25") whose results held it
 
     @property
     def page_id(self) -> str:

