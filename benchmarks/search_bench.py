@@ -46,35 +46,38 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 class Corpus:
-    def __init__(self, seed: int, vectors: int, topics: int = 6, background: int = 64) -> None:
+    """Pages and queries over a shared, Zipf-distributed vocabulary of topics.
+
+    Every page draws a dozen topics (popular ones often, as words are) and its
+    vectors scatter around them; a query takes most of its tokens from one page's
+    topics and the rest at random (words that match nothing in particular). Pages
+    share topics, so relevance is graded rather than one page against noise.
+    """
+
+    def __init__(self, seed: int, vectors: int, vocabulary: int = 4000, topics: int = 12) -> None:
         self.rng = np.random.default_rng(seed)
         self.vectors = vectors
         self.topics = topics
-        self.background = _unit(self.rng.normal(size=(background, DIM)))
+        self.centres = _unit(self.rng.normal(size=(vocabulary, DIM)))
+        popularity = 1.0 / np.arange(1, vocabulary + 1)
+        self.popularity = popularity / popularity.sum()
         self.page_topics: list[np.ndarray] = []
 
     def page(self) -> np.ndarray:
         rng = self.rng
-        topics = _unit(rng.normal(size=(self.topics, DIM)))
+        topics = rng.choice(len(self.centres), size=self.topics, replace=False, p=self.popularity)
         self.page_topics.append(topics)
-        n_topic = self.vectors // 3
-        t = (
-            topics[rng.integers(0, self.topics, n_topic)]
-            + 0.35 * rng.normal(size=(n_topic, DIM)) / math.sqrt(DIM) * 4
-        )
-        b_idx = rng.integers(0, len(self.background), self.vectors - n_topic)
-        b = self.background[b_idx] + 0.2 * rng.normal(size=(len(b_idx), DIM)) / math.sqrt(DIM) * 4
-        return _unit(np.concatenate([t, b]))
+        mix = rng.dirichlet(np.ones(self.topics))
+        chosen = rng.choice(topics, size=self.vectors, p=mix)
+        noise = rng.normal(size=(self.vectors, DIM)) * (0.5 / math.sqrt(DIM))
+        return _unit(self.centres[chosen] + noise)
 
-    def query(self, page: int, tokens: int = 20) -> np.ndarray:
+    def query(self, page: int, tokens: int = 20, stray: float = 0.3) -> np.ndarray:
         rng = self.rng
-        topics = self.page_topics[page]
-        n_topic = tokens // 2
-        t = (
-            topics[rng.integers(0, self.topics, n_topic)]
-            + 0.6 * rng.normal(size=(n_topic, DIM)) / math.sqrt(DIM) * 4
-        )
-        g = rng.normal(size=(tokens - n_topic, DIM))  # query words that match nothing in particular
+        n_stray = int(tokens * stray)
+        own = rng.choice(self.page_topics[page], size=tokens - n_stray)
+        t = self.centres[own] + rng.normal(size=(len(own), DIM)) * (0.8 / math.sqrt(DIM))
+        g = rng.normal(size=(n_stray, DIM))
         return _unit(np.concatenate([t, g]))
 
 

@@ -123,7 +123,7 @@ class IndexInfo:
     pages: int
     vectors_per_page: float
     pooled_vectors_per_page: float
-    bytes_per_page: float  # rerank + candidate vectors as stored (fp16 or fp32)
+    bytes_per_page: float  # rerank vectors (fp16 or fp32) + candidate vectors (fp32)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -308,7 +308,8 @@ class Index:
         if self._manifest is not None:
             bytes_per_value = 2 if self._manifest.settings.fp16 else 4
             dim = self._manifest.encoder.dim
-        per_page = (vectors + pooled) * dim * bytes_per_value / pages if pages else 0.0
+        # rerank vectors at fp16 or fp32, candidate vectors always fp32 (see CollectionSpec)
+        per_page = (vectors * bytes_per_value + pooled * 4) * dim / pages if pages else 0.0
         return IndexInfo(
             location=self.location,
             manifest=self._manifest,

@@ -59,6 +59,9 @@ def test_index_then_search(index, corpus):
     assert (info.documents, info.pages) == (2, 5)
     # 64 cells pooled by 3: at most 22 vectors (fewer: blank cells are identical vectors)
     assert 1 <= info.vectors_per_page <= 22
+    # rerank vectors at fp16, candidate vectors at fp32, dim 16
+    want = (info.vectors_per_page * 2 + info.pooled_vectors_per_page * 4) * 16
+    assert info.bytes_per_page == pytest.approx(want)
     hits = search(index, enc, ["alpha page", "beta"], k=3)
     assert [len(h) for h in hits] == [3, 3]
     assert hits[0][0].score >= hits[0][1].score >= hits[0][2].score

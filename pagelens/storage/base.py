@@ -7,8 +7,8 @@ with MaxSim over dot products of L2-normalised vectors:
   rerank. No HNSW graph is built on them (``m=0``): a graph over hundreds of
   vectors per point costs minutes per thousand pages and the rerank only ever
   scores a few hundred candidates.
-- ``pooled``: a small Ward-pooled view of the page (tens of vectors) with an HNSW
-  graph, from which the first stage draws candidates.
+- ``pooled``: a small Ward-pooled view of the page (tens of vectors, float32) with
+  an HNSW graph, from which the first stage draws candidates.
 - ``bm25``: a sparse vector of the page text's BM25 term weights; the engine
   multiplies in each term's IDF at query time (``Modifier.IDF``), so the IDF
   stays right as documents come and go.
@@ -56,7 +56,11 @@ class CollectionSpec:
     """How the collection is laid out; fixed when it is created."""
 
     dim: int
-    fp16: bool = True  # fp16 storage: measured to change no metric (project notes)
+    # fp16 storage of the ``pages`` vectors: measured to change no metric (project
+    # notes). The small ``pooled`` vectors stay float32: the engine scans them per
+    # query, and float32 halved that scan's time (10 ms against 22 ms at 1k pages,
+    # benchmarks/search_bench.py) for 16% more bytes per page.
+    fp16: bool = True
     hnsw_m: int = 16  # graph degree for the ``pooled`` vectors
     hnsw_ef_construct: int = 100
 

@@ -137,7 +137,7 @@ class EdgeStore:
                     size=spec.dim,
                     distance=m.Distance.Dot,
                     multivector_config=maxsim,
-                    datatype=dtype,
+                    datatype=m.VectorStorageDatatype.Float32,
                     hnsw_config=m.HnswIndexConfig(
                         m=spec.hnsw_m,
                         ef_construct=spec.hnsw_ef_construct,

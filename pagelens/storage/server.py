@@ -83,7 +83,7 @@ class ServerStore:
                     size=spec.dim,
                     distance=m.Distance.DOT,
                     multivector_config=maxsim,
-                    datatype=dtype,
+                    datatype=m.Datatype.FLOAT32,
                     hnsw_config=m.HnswConfigDiff(
                         m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct
                     ),
