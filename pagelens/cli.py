@@ -393,6 +393,19 @@ def eval_run_cmd(
     ] = None,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
+    channels: Annotated[
+        str, typer.Option("--channels", help="dense, bm25, or dense,bm25 for a hybrid.")
+    ] = "dense",
+    fusion: Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf or dbsf.")] = "rrf",
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="RRF weights dense,bm25, e.g. 1,2.")
+    ] = None,
+    text: Annotated[
+        bool, typer.Option("--text/--no-text", help="Index page text and BM25 (PDF sets).")
+    ] = False,
+    ocr: Annotated[
+        str, typer.Option("--ocr", help="With text: OCR pages without a text layer.")
+    ] = "auto",
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the index again.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for JSON, markdown, plots.")] = Path(
         "eval-results"
@@ -406,6 +419,7 @@ def eval_run_cmd(
     from pagelens.eval.run import evaluate, sweep
     from pagelens.index import IndexSettings
     from pagelens.pipeline.render import RenderSettings
+    from pagelens.pipeline.text import TextSettings
 
     scopes = {"both": None, "corpus": ["corpus"], "document": ["document"]}
     try:
@@ -424,27 +438,33 @@ def eval_run_cmd(
             scopes=scopes[scope],
             breakdown_fields=breakdown,
             candidates=candidates or None,
+            channels=[c.strip() for c in channels.split(",") if c.strip()],
+            fusion=fusion,
+            weights=_weights(weights),
+            text=TextSettings(ocr=ocr),  # type: ignore[arg-type]  # it checks the value
             rebuild=rebuild,
             progress=_progress(),
         )
         if len(factors) == 1:
-            result = evaluate(
-                eval_set, encoder, settings=IndexSettings(pool_factor=factors[0]), **kwargs
-            )
-            written = write_result(result, out, stem=result.label.replace("=", "-"))
-            text = result_markdown(result)
+            settings = IndexSettings(pool_factor=factors[0], text=text)
+            result = evaluate(eval_set, encoder, settings=settings, **kwargs)
+            stem = "".join(c if c.isalnum() or c in "-_.," else "-" for c in result.label)
+            written = write_result(result, out, stem=stem)
+            table = result_markdown(result)
             payload: Any = json.loads(written[0].read_text())
         else:
-            results = sweep(eval_set, encoder, pool_factors=factors, **kwargs)
+            results = sweep(
+                eval_set, encoder, pool_factors=factors, settings=IndexSettings(text=text), **kwargs
+            )
             written = write_sweep(results, out)
-            text = sweep_markdown(results)
+            table = sweep_markdown(results)
             payload = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]
     except PagelensError as exc:
         _fail(exc)
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
         return
-    typer.echo(text)
+    typer.echo(table)
     for path in written:
         typer.echo(f"wrote {path}")
 

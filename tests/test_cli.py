@@ -129,3 +129,31 @@ def test_eval_on_a_pdf_set_both_scopes(tmp_path, model):
         )
     )
     assert set(result["scopes"]) == {"corpus", "document"}
+
+
+def test_eval_channels_on_a_pdf_set_with_text(tmp_path, model):
+    data = build_pdf_set(tmp_path / "set")
+    common = ["--model", model, "--dpi", "40", "--cache-dir", str(tmp_path / "cache")]
+    out = tmp_path / "out"
+    runs = {}
+    for channels in ("dense", "bm25", "dense,bm25"):
+        runs[channels] = json.loads(
+            _run(
+                "eval",
+                "run",
+                str(data),
+                *common,
+                "--text",
+                "--ocr",
+                "never",
+                "--channels",
+                channels,
+                "--out",
+                str(out),
+                "--json",
+            )
+        )
+    assert runs["bm25"]["settings"]["channels"] == ["bm25"]
+    assert runs["dense,bm25"]["label"] == "pool_factor=3 dense+bm25 rrf"
+    # one index serves the three runs: built once, then reused
+    assert [r["index"]["reused"] for r in runs.values()] == [False, True, True]

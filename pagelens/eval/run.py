@@ -33,6 +33,7 @@ from pagelens.eval.metrics import DEPTH, breakdown, score_run
 from pagelens.eval.report import SCOPES, EvalResult, IndexStats, ScopeResult
 from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.job import index_pages, index_paths
+from pagelens.pipeline.text import TextSettings
 from pagelens.search import DEFAULT_CANDIDATES, SearchFilter, search
 from pagelens.types import Hit
 
@@ -56,11 +57,14 @@ def index_key(
     encoder: Encoder,
     settings: IndexSettings,
     render: RenderSettings | None = None,
+    text: TextSettings | None = None,
 ) -> str:
     """Return the cache key of an evaluation index: corpus, encoder, settings, rendering."""
-    render_part = None
+    render_part: dict[str, Any] | None = None
     if render is not None and isinstance(eval_set.corpus, PdfCorpus):
         render_part = {"dpi": render.dpi, "max_pixels": render.max_pixels}
+    if text is not None and isinstance(eval_set.corpus, PdfCorpus):
+        render_part = {**(render_part or {}), "ocr": text.ocr, "ocr_lang": text.ocr_lang}
     blob = json.dumps(
         {
             "corpus": eval_set.corpus_fingerprint,
@@ -89,12 +93,13 @@ def _open_index(
     settings: IndexSettings,
     render: RenderSettings | None,
     *,
+    text: TextSettings | None,
     cache_dir: str | Path | None,
     url: str | None,
     api_key: str | None,
     rebuild: bool,
 ) -> Iterator[Index]:
-    key = index_key(eval_set, encoder, settings, render)
+    key = index_key(eval_set, encoder, settings, render, text)
     name = f"{_slug(eval_set.name)}-{key}"
     if url is not None:
         if cache_dir is not None:
@@ -134,6 +139,7 @@ def _build(
     settings: IndexSettings,
     render: RenderSettings | None,
     *,
+    text: TextSettings | None = None,
     progress: bool,
 ) -> tuple[bool, float | None]:
     """Index what is missing; returns (reused, build seconds)."""
@@ -165,7 +171,13 @@ def _build(
         )
     else:
         report = index_paths(
-            index, encoder, [corpus.root], settings=settings, render=render, progress=progress
+            index,
+            encoder,
+            [corpus.root],
+            settings=settings,
+            render=render,
+            text=text,
+            progress=progress,
         )
     seconds = time.perf_counter() - start
     missing = expected - {r.doc_path for r in index.documents()}
@@ -186,6 +198,7 @@ def _search_all(
     *,
     batch_size: int,
     candidates: int | None,
+    options: dict[str, Any],
     desc: str,
     progress: bool,
 ) -> tuple[dict[str, list[str]], float]:
@@ -205,6 +218,7 @@ def _search_all(
                     k=DEPTH,
                     candidates=candidates,
                     filter=where,
+                    **options,
                 )
                 seconds += time.perf_counter() - t0
                 for q, found in zip(batch, hits, strict=True):
@@ -253,6 +267,10 @@ def evaluate(
     breakdown_fields: Sequence[str] | None = None,
     query_batch_size: int = 32,
     candidates: int | None = DEFAULT_CANDIDATES,
+    channels: Sequence[str] = ("dense",),
+    fusion: str = "rrf",
+    weights: tuple[float, float] | None = None,
+    text: TextSettings | None = None,
     rebuild: bool = False,
     label: str | None = None,
     progress: bool = True,
@@ -276,8 +294,14 @@ def evaluate(
         query_batch_size: queries per search call.
         candidates: first-stage candidates per query, as in
             :func:`pagelens.search.search` (its default; ``None`` = exact search).
+        channels: search channels, as in :func:`pagelens.search.search`
+            (``("dense",)``, ``("bm25",)`` or both, fused); the index is shared.
+        fusion: ``"rrf"`` or ``"dbsf"`` for a hybrid.
+        weights: RRF weights ``(dense, bm25)``.
+        text: page-text settings (OCR) for indexes with text (PDF sets only).
         rebuild: drop the cached index and build it again.
-        label: the run's name in tables; ``pool_factor=<n>`` by default.
+        label: the run's name in tables; ``pool_factor=<n>`` (and the channels,
+            when not dense) by default.
         progress: show progress bars (they stay off when output is not a terminal).
 
     """
@@ -314,18 +338,26 @@ def evaluate(
         encoder,
         settings,
         render,
+        text=text,
         cache_dir=cache_dir,
         url=url,
         api_key=api_key,
         rebuild=rebuild,
     ) as index:
         reused, build_seconds = _build(
-            index, eval_set, encoder, settings, render, progress=progress
+            index, eval_set, encoder, settings, render, text=text, progress=progress
         )
+        options: dict[str, Any] = {
+            "channels": tuple(channels),
+            "fusion": fusion,
+            "weights": weights,
+        }
         info = index.info()
         # one untimed search first: one-time costs (lazy model or store set-up) are
         # not what a per-query latency should report
-        search(index, encoder, [eval_set.queries[0].text], k=DEPTH, candidates=candidates)
+        search(
+            index, encoder, [eval_set.queries[0].text], k=DEPTH, candidates=candidates, **options
+        )
         results: dict[str, ScopeResult] = {}
         for scope in wanted:
             if scope == "corpus":
@@ -347,6 +379,7 @@ def evaluate(
                 jobs,
                 batch_size=query_batch_size,
                 candidates=candidates,
+                options=options,
                 desc=f"search ({scope})",
                 progress=progress,
             )
@@ -371,11 +404,14 @@ def evaluate(
         k=DEPTH,
         query_batch_size=query_batch_size,
         candidates=candidates,
+        channels=list(channels),
+        fusion=fusion,
+        weights=list(weights) if weights else None,
     )
     if render is not None and isinstance(eval_set.corpus, PdfCorpus):
         run_settings.update(render_dpi=render.dpi, render_max_pixels=render.max_pixels)
     return EvalResult(
-        label=label or f"pool_factor={settings.pool_factor}",
+        label=label or _label(settings, channels, fusion, weights),
         dataset=eval_set.describe(),
         encoder=dataclasses.asdict(encoder.spec),
         settings=run_settings,
@@ -395,6 +431,20 @@ def evaluate(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         pagelens_version=_version(),
     )
+
+
+def _label(
+    settings: IndexSettings,
+    channels: Sequence[str],
+    fusion: str,
+    weights: tuple[float, float] | None,
+) -> str:
+    label = f"pool_factor={settings.pool_factor}"
+    if tuple(channels) != ("dense",):
+        label += " " + "+".join(channels)
+        if len(channels) > 1:
+            label += f" {fusion}" + (f" w={weights[0]:g},{weights[1]:g}" if weights else "")
+    return label
 
 
 def sweep(
