@@ -178,3 +178,20 @@ def test_exact_search_gives_the_same_ranking_here(sets, tmp_path):
     exact = evaluate(sets["v1"], enc, cache_dir=tmp_path, candidates=None, progress=False)
     assert approx.settings["candidates"] == 200 and exact.settings["candidates"] is None
     assert exact.scopes["corpus"].per_query == approx.scopes["corpus"].per_query
+
+
+def test_sweep_encodes_each_page_once(tmp_path):
+    from pagelens.eval.datasets import load_eval_set
+    from pagelens.eval.run import sweep
+    from tests.fakes import FakeEncoder
+    from tests.vidore_fixtures import build_beir
+
+    data = load_eval_set(build_beir(tmp_path / "v2", version=2))
+    enc = FakeEncoder()
+    results = sweep(data, enc, pool_factors=[1, 2, 4], scopes=["corpus"], progress=False)
+    assert [r.label for r in results] == ["pool_factor=1", "pool_factor=2", "pool_factor=4"]
+    assert (
+        enc.pages_seen == data.corpus_size
+        if hasattr(data, "corpus_size")
+        else enc.pages_seen == results[0].index.pages
+    )

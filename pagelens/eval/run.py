@@ -464,16 +464,48 @@ def sweep(
     if "label" in kwargs:
         raise PagelensError("a sweep labels its runs itself; do not pass label")
     base = settings or IndexSettings()
+    # Pool factors change only the pooling: encode each page once for the whole sweep.
+    cached = _PageCache(encoder) if len(set(pool_factors)) > 1 else encoder
     out = []
     for pf in dict.fromkeys(pool_factors):
         logger.info("sweep: pool_factor=%s", pf)
         out.append(
             evaluate(
                 eval_set,
-                encoder,
+                cached,
                 settings=dataclasses.replace(base, pool_factor=pf),
                 label=f"pool_factor={pf}",
                 **kwargs,
             )
         )
     return out
+
+
+class _PageCache:
+    """An encoder that remembers page vectors, keyed by page and content, for sweeps.
+
+    Same spec as the encoder it wraps, so indexes and manifests are unchanged; a
+    page's key holds its document hash, number and text, so pages whose text differs
+    (another OCR setting) are encoded again. Memory: one float32 multi-vector per
+    page of the corpus (about 1.5 GB for mmlongbench-dev's 1,712 pages with MiniLM).
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        self._encoder = encoder
+        self._pages: dict[tuple[str, int, str | None], Any] = {}
+        self.reads = getattr(encoder, "reads", "image")
+
+    @property
+    def spec(self) -> Any:
+        return self._encoder.spec
+
+    def encode_pages(self, pages: Sequence[Any]) -> list[Any]:
+        keys = [(p.doc_sha256, p.page_number, p.text) for p in pages]
+        missing = [p for p, key in zip(pages, keys, strict=True) if key not in self._pages]
+        if missing:
+            for page, vectors in zip(missing, self._encoder.encode_pages(missing), strict=True):
+                self._pages[(page.doc_sha256, page.page_number, page.text)] = vectors
+        return [self._pages[key] for key in keys]
+
+    def encode_queries(self, texts: Sequence[str]) -> list[Any]:
+        return self._encoder.encode_queries(texts)
