@@ -51,6 +51,17 @@ ModelOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Items per forward pass.")]
+ChannelsOpt = Annotated[
+    str, typer.Option("--channels", help="dense, bm25, or dense,bm25 for a hybrid.")
+]
+FusionOpt = Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf or dbsf.")]
+WeightsOpt = Annotated[
+    str | None, typer.Option("--weights", help="RRF weights dense,bm25, e.g. 1,2.")
+]
+OcrOpt = Annotated[
+    str,
+    typer.Option("--ocr", help="With text: OCR pages without a text layer (auto, never, always)."),
+]
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
@@ -130,12 +141,7 @@ def index_cmd(
             help="Store page text and BM25 for hybrid search (new index: off; on for text models).",
         ),
     ] = None,
-    ocr: Annotated[
-        str,
-        typer.Option(
-            "--ocr", help="With text: OCR pages without a text layer (auto, never, always)."
-        ),
-    ] = "auto",
+    ocr: OcrOpt = "auto",
     prune: Annotated[
         bool, typer.Option("--prune", help="Remove documents whose files are gone.")
     ] = False,
@@ -199,6 +205,10 @@ def index_cmd(
         typer.echo(f"  skipped {skipped.path}: {skipped.cause}")
 
 
+def _channels(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
 def _weights(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
@@ -226,13 +236,9 @@ def search_cmd(
     ] = 200,
     doc: Annotated[list[str] | None, typer.Option("--doc", help="Only these documents.")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix", help="Only under this folder.")] = None,
-    channels: Annotated[
-        str, typer.Option("--channels", help="dense, bm25, or dense,bm25 for a hybrid.")
-    ] = "dense",
-    fusion: Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf or dbsf.")] = "rrf",
-    weights: Annotated[
-        str | None, typer.Option("--weights", help="RRF weights dense,bm25, e.g. 1,2.")
-    ] = None,
+    channels: ChannelsOpt = "dense",
+    fusion: FusionOpt = "rrf",
+    weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index with questions; print the best pages."""
@@ -253,7 +259,7 @@ def search_cmd(
                 k=k,
                 candidates=candidates or None,
                 filter=flt if (doc or prefix) else None,
-                channels=[c.strip() for c in channels.split(",") if c.strip()],
+                channels=_channels(channels),
                 fusion=fusion,
                 weights=_weights(weights),
             )
@@ -393,19 +399,13 @@ def eval_run_cmd(
     ] = None,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
-    channels: Annotated[
-        str, typer.Option("--channels", help="dense, bm25, or dense,bm25 for a hybrid.")
-    ] = "dense",
-    fusion: Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf or dbsf.")] = "rrf",
-    weights: Annotated[
-        str | None, typer.Option("--weights", help="RRF weights dense,bm25, e.g. 1,2.")
-    ] = None,
+    channels: ChannelsOpt = "dense",
+    fusion: FusionOpt = "rrf",
+    weights: WeightsOpt = None,
     text: Annotated[
         bool, typer.Option("--text/--no-text", help="Index page text and BM25 (PDF sets).")
     ] = False,
-    ocr: Annotated[
-        str, typer.Option("--ocr", help="With text: OCR pages without a text layer.")
-    ] = "auto",
+    ocr: OcrOpt = "auto",
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Build the index again.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for JSON, markdown, plots.")] = Path(
         "eval-results"
@@ -438,7 +438,7 @@ def eval_run_cmd(
             scopes=scopes[scope],
             breakdown_fields=breakdown,
             candidates=candidates or None,
-            channels=[c.strip() for c in channels.split(",") if c.strip()],
+            channels=_channels(channels),
             fusion=fusion,
             weights=_weights(weights),
             text=TextSettings(ocr=ocr),  # type: ignore[arg-type]  # it checks the value

@@ -157,11 +157,10 @@ def test_missing_weights_package_names_the_extra(monkeypatch):
         MiniLMTokenEncoder.load("minilm")
 
 
-def test_any_local_bert_folder_loads(tmp_path):
-    """A tiny random BERT saved next to the bundled tokenizer loads by path."""
+def tiny_bert(folder, *, max_positions: int):
+    """A tiny random BERT saved beside the bundled tokenizer: loads by path."""
     from transformers import BertConfig, BertModel
 
-    folder = tmp_path / "tiny-bert"
     folder.mkdir()
     src = gt_minilm.get_model_path()
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
@@ -172,9 +171,14 @@ def test_any_local_bert_folder_loads(tmp_path):
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=64,
+        max_position_embeddings=max_positions,
     )
     BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_any_local_bert_folder_loads(tmp_path):
+    folder = tiny_bert(tmp_path / "tiny-bert", max_positions=64)
     enc = MiniLMTokenEncoder.load(str(folder), max_length=16)
     assert enc.spec.model_id == str(folder) and enc.spec.dim == 32
     (vectors,) = enc.encode_pages([page(" ".join(["the"] * 20))])
@@ -186,8 +190,6 @@ def test_any_local_bert_folder_loads(tmp_path):
 
 
 def test_load_encoder_routes_text_models_by_config(tmp_path):
-    from transformers import BertConfig, BertModel
-
     from pagelens.encoders import load_encoder
     from pagelens.encoders.base import reads_text
 
@@ -195,18 +197,6 @@ def test_load_encoder_routes_text_models_by_config(tmp_path):
     assert isinstance(enc, MiniLMTokenEncoder) and reads_text(enc)
     assert enc.spec.family == "minilm" and enc.spec.dim == 384
     # a BERT folder with a misleading name still routes by its config.json
-    folder = tmp_path / "colqwen-lookalike"
-    folder.mkdir()
-    src = gt_minilm.get_model_path()
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(src / name, folder / name)
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=300,
-    )
-    BertModel(config).save_pretrained(folder)
+    folder = tiny_bert(tmp_path / "colqwen-lookalike", max_positions=300)
     routed = load_encoder(str(folder))
     assert isinstance(routed, MiniLMTokenEncoder) and routed.spec.dim == 32

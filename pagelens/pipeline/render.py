@@ -45,6 +45,15 @@ _TMP_PREFIX = "pagelens-render-"  # + "<pid>-": a folder whose process died can 
 _TMP_NAME = re.compile(rf"^{_TMP_PREFIX}(\d+)-")
 
 
+def check_tool_settings(timeout_s: object, poppler_path: str | None) -> None:
+    """Check the settings every call of an external tool shares; name a bad value."""
+    t = timeout_s
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t > 0 and math.isfinite(t)):
+        raise PagelensError(f"timeout_s must be a positive number of seconds, got {t!r}")
+    if poppler_path is not None and not os.path.isdir(poppler_path):
+        raise PagelensError(f"poppler_path is not a folder: {poppler_path!r}")
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """How pages are rendered.
@@ -77,15 +86,7 @@ class RenderSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise PagelensError(f"{name} must be a positive integer, got {value!r}")
-        t = self.timeout_s
-        if (
-            isinstance(t, bool)
-            or not isinstance(t, (int, float))
-            or not (t > 0 and math.isfinite(t))
-        ):
-            raise PagelensError(f"timeout_s must be a positive number of seconds, got {t!r}")
-        if self.poppler_path is not None and not os.path.isdir(self.poppler_path):
-            raise PagelensError(f"poppler_path is not a folder: {self.poppler_path!r}")
+        check_tool_settings(self.timeout_s, self.poppler_path)
 
 
 @dataclass(frozen=True)

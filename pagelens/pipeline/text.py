@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pagelens.errors import InputError, PagelensError
+from pagelens.pipeline.render import check_tool_settings
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +104,7 @@ class TextSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PagelensError(f"{name} must be an integer >= {low}, got {value!r}")
-        t = self.timeout_s
-        if (
-            isinstance(t, bool)
-            or not isinstance(t, (int, float))
-            or not (t > 0 and math.isfinite(t))
-        ):
-            raise PagelensError(f"timeout_s must be a positive number of seconds, got {t!r}")
-        if self.poppler_path is not None and not os.path.isdir(self.poppler_path):
-            raise PagelensError(f"poppler_path is not a folder: {self.poppler_path!r}")
+        check_tool_settings(self.timeout_s, self.poppler_path)
 
 
 @dataclass(frozen=True)
