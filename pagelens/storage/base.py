@@ -21,7 +21,7 @@ Qdrant types never leave a backend; callers see numpy arrays and plain dicts.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -181,6 +181,40 @@ def annotate(
         ScoredRecord(r.id, r.score, r.payload, tuple(n for n, ids in found.items() if r.id in ids))
         for r in fused
     ]
+
+
+HybridLayout = list[tuple[int, list[tuple[str, int]]]]
+
+
+def plan_hybrid(
+    queries: Sequence[HybridQuery], build: Callable[[HybridQuery], tuple[Any, list[Any]]]
+) -> tuple[list[Any], HybridLayout]:
+    """Lay out one batch of engine requests for hybrid queries.
+
+    ``build(query)`` returns a backend's fused request and one request per channel
+    (in :func:`channel_names` order); the batch holds them all, so one round trip
+    answers the fusion and tells which channel found what.
+    """
+    requests: list[Any] = []
+    layout: HybridLayout = []
+    for query in queries:
+        check_hybrid(query)
+        fused, own = build(query)
+        start = len(requests)
+        requests.append(fused)
+        slots = []
+        for name, request in zip(channel_names(query), own, strict=True):
+            slots.append((name, len(requests)))
+            requests.append(request)
+        layout.append((start, slots))
+    return requests, layout
+
+
+def hybrid_records(
+    results: Sequence[list[ScoredRecord]], layout: HybridLayout
+) -> list[list[ScoredRecord]]:
+    """Fused records per query, each marked with the channels that found it."""
+    return [annotate(results[start], {n: results[i] for n, i in slots}) for start, slots in layout]
 
 
 class Store(Protocol):

@@ -20,9 +20,8 @@ from pagelens.storage.base import (
     PointRecord,
     ScoredRecord,
     SparseVector,
-    annotate,
-    channel_names,
-    check_hybrid,
+    hybrid_records,
+    plan_hybrid,
 )
 from pagelens.types import MultiVector
 
@@ -266,49 +265,32 @@ class EdgeStore:
     ) -> list[list[ScoredRecord]]:
         m = self._m
         flt = build_filter(m, where)
-        requests: list[Any] = []
-        layout = []  # per query: (index of its fused request, [(channel, request index)])
-        for query in queries:
-            check_hybrid(query)
+
+        def build(query: HybridQuery) -> tuple[Any, list[Any]]:
             channels = self._channels(query, flt)
+            own = [
+                m.QueryRequest(
+                    limit=query.channel_limit, query=s, prefetches=p, filter=o, with_payload=False
+                )
+                for s, p, o in channels
+            ]
             if len(channels) == 1:
-                scoring, prefetches, outer = channels[0]
-                fused = m.QueryRequest(
-                    limit=k, query=scoring, prefetches=prefetches, filter=outer, with_payload=True
-                )
-            else:
-                weights = list(query.weights) if query.weights else None
-                fused = m.QueryRequest(
-                    limit=k,
-                    query=(
-                        m.Fusion.Rrf(k=query.rrf_k, weights=weights)
-                        if query.fusion == "rrf"
-                        else m.Fusion.Dbsf()
-                    ),
-                    prefetches=[
-                        m.Prefetch(limit=query.channel_limit, query=s, prefetches=p, filter=o)
-                        for s, p, o in channels
-                    ],
-                    with_payload=True,
-                )
-            requests.append(fused)
-            own = []
-            for name, (scoring, prefetches, outer) in zip(
-                channel_names(query), channels, strict=True
-            ):
-                own.append((name, len(requests)))
-                requests.append(
-                    m.QueryRequest(
-                        limit=query.channel_limit,
-                        query=scoring,
-                        prefetches=prefetches,
-                        filter=outer,
-                        with_payload=False,
-                    )
-                )
-            layout.append((len(requests) - 1 - len(own), own))
+                s, p, o = channels[0]
+                fused = m.QueryRequest(limit=k, query=s, prefetches=p, filter=o, with_payload=True)
+                return fused, own
+            weights = list(query.weights) if query.weights else None
+            fusion = (
+                m.Fusion.Rrf(k=query.rrf_k, weights=weights)
+                if query.fusion == "rrf"
+                else m.Fusion.Dbsf()
+            )
+            prefetches = [
+                m.Prefetch(limit=query.channel_limit, query=s, prefetches=p, filter=o)
+                for s, p, o in channels
+            ]
+            fused = m.QueryRequest(limit=k, query=fusion, prefetches=prefetches, with_payload=True)
+            return fused, own
+
+        requests, layout = plan_hybrid(queries, build)
         results = self._require().query_batch(m.QueryBatchRequest(requests))
-        return [
-            annotate(_records(results[start]), {n: _records(results[i]) for n, i in own})
-            for start, own in layout
-        ]
+        return hybrid_records([_records(points) for points in results], layout)

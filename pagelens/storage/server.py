@@ -21,9 +21,8 @@ from pagelens.storage.base import (
     PointRecord,
     ScoredRecord,
     SparseVector,
-    annotate,
-    channel_names,
-    check_hybrid,
+    hybrid_records,
+    plan_hybrid,
 )
 from pagelens.storage.edge import _KEYWORD_FIELDS, _as_lists, _records, build_filter
 from pagelens.types import MultiVector
@@ -215,43 +214,24 @@ class ServerStore:
         self._require()
         m = self._m
         flt = build_filter(m, where)
-        requests: list[Any] = []
-        layout = []  # per query: (index of its fused request, [(channel, request index)])
-        for query in queries:
-            check_hybrid(query)
+
+        def build(query: HybridQuery) -> tuple[Any, list[Any]]:
             channels = self._channels(query, flt)
+            own = [
+                m.QueryRequest(**c, limit=query.channel_limit, with_payload=False) for c in channels
+            ]
             if len(channels) == 1:
-                fused = m.QueryRequest(**channels[0], limit=k, with_payload=True)
-            else:
-                fusion = (
-                    m.RrfQuery(
-                        rrf=m.Rrf(
-                            k=query.rrf_k, weights=list(query.weights) if query.weights else None
-                        )
-                    )
-                    if query.fusion == "rrf"
-                    else m.FusionQuery(fusion=m.Fusion.DBSF)
-                )
-                fused = m.QueryRequest(
-                    prefetch=[m.Prefetch(**c, limit=query.channel_limit) for c in channels],
-                    query=fusion,
-                    limit=k,
-                    with_payload=True,
-                )
-            start = len(requests)
-            requests.append(fused)
-            own = []
-            for name, channel in zip(channel_names(query), channels, strict=True):
-                own.append((name, len(requests)))
-                requests.append(
-                    m.QueryRequest(**channel, limit=query.channel_limit, with_payload=False)
-                )
-            layout.append((start, own))
-        responses = self._client.query_batch_points(self.collection, requests=requests)
-        return [
-            annotate(
-                _records(responses[start].points),
-                {n: _records(responses[i].points) for n, i in own},
+                return m.QueryRequest(**channels[0], limit=k, with_payload=True), own
+            weights = list(query.weights) if query.weights else None
+            fusion = (
+                m.RrfQuery(rrf=m.Rrf(k=query.rrf_k, weights=weights))
+                if query.fusion == "rrf"
+                else m.FusionQuery(fusion=m.Fusion.DBSF)
             )
-            for start, own in layout
-        ]
+            prefetch = [m.Prefetch(**c, limit=query.channel_limit) for c in channels]
+            fused = m.QueryRequest(prefetch=prefetch, query=fusion, limit=k, with_payload=True)
+            return fused, own
+
+        requests, layout = plan_hybrid(queries, build)
+        responses = self._client.query_batch_points(self.collection, requests=requests)
+        return hybrid_records([_records(r.points) for r in responses], layout)
