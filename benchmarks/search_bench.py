@@ -202,12 +202,14 @@ def main() -> None:
         r = run(n, args)
         results.append(r)
         print(
-            f"\n{n} pages: {r['stored_vectors_per_page']} rerank + {r['candidate_vectors_per_page']} "
-            f"candidate vectors/page; build {r['build_s']:.0f} s (optimize {r['optimize_s']:.1f} s); "
+            f"\n{n} pages: {r['stored_vectors_per_page']} rerank + "
+            f"{r['candidate_vectors_per_page']} candidate vectors/page; "
+            f"build {r['build_s']:.0f} s (optimize {r['optimize_s']:.1f} s); "
             f"exact p50 {r['exact_p50_ms']:.1f} ms, p95 {r['exact_p95_ms']:.1f} ms"
         )
         print(
-            f"{'candidates':>10} {'p50 ms':>8} {'p95 ms':>8} {'recall@10':>10} {'speed-up vs exact':>18}"
+            f"{'candidates':>10} {'p50 ms':>8} {'p95 ms':>8} {'recall@10':>10} "
+            f"{'speed-up vs exact':>18}"
         )
         for row in r["two_stage"]:
             print(
