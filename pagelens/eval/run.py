@@ -353,6 +353,8 @@ def evaluate(
             "weights": weights,
         }
         info = index.info()
+        if index.manifest is not None:  # what the index holds (a text encoder forces text)
+            settings = index.manifest.settings
         # one untimed search first: one-time costs (lazy model or store set-up) are
         # not what a per-query latency should report
         search(
