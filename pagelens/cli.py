@@ -323,6 +323,7 @@ def info_cmd(
         f"pooling:    Ward, pool factor {st.pool_factor}, candidate factor {st.candidate_factor}, "
         f"{'fp16' if st.fp16 else 'fp32'}"
     )
+    typer.echo(f"text:       {'page text + BM25 (hybrid search)' if st.text else 'no'}")
     typer.echo(f"documents:  {info.documents}")
     typer.echo(f"pages:      {info.pages}")
     typer.echo(
