@@ -54,7 +54,9 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Items per fo
 ChannelsOpt = Annotated[
     str, typer.Option("--channels", help="dense, bm25, or dense,bm25 for a hybrid.")
 ]
-FusionOpt = Annotated[str, typer.Option("--fusion", help="Hybrid fusion: rrf or dbsf.")]
+FusionOpt = Annotated[
+    str, typer.Option("--fusion", help="Hybrid fusion: dbsf (normalised scores) or rrf.")
+]
 WeightsOpt = Annotated[
     str | None, typer.Option("--weights", help="RRF weights dense,bm25, e.g. 1,2.")
 ]
@@ -237,7 +239,7 @@ def search_cmd(
     doc: Annotated[list[str] | None, typer.Option("--doc", help="Only these documents.")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix", help="Only under this folder.")] = None,
     channels: ChannelsOpt = "dense",
-    fusion: FusionOpt = "rrf",
+    fusion: FusionOpt = "dbsf",
     weights: WeightsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -401,7 +403,7 @@ def eval_run_cmd(
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     channels: ChannelsOpt = "dense",
-    fusion: FusionOpt = "rrf",
+    fusion: FusionOpt = "dbsf",
     weights: WeightsOpt = None,
     text: Annotated[
         bool, typer.Option("--text/--no-text", help="Index page text and BM25 (PDF sets).")

@@ -76,7 +76,16 @@ def test_text_channel_from_the_cli(tmp_path, model):
     assert [h["page_number"] for h in out[0]["hits"]] == [1]
     assert out[0]["hits"][0]["channels"] == ["bm25"]
     hybrid = _run(
-        "search", "hiring", "--index", idx, "--channels", "dense,bm25", "--weights", "1,2"
+        "search",
+        "hiring",
+        "--index",
+        idx,
+        "--channels",
+        "dense,bm25",
+        "--fusion",
+        "rrf",
+        "--weights",
+        "1,2",
     )
     assert "[dense+bm25]" in hybrid
     bad = runner.invoke(app, ["search", "q", "--index", idx, "--weights", "1"])
@@ -154,6 +163,6 @@ def test_eval_channels_on_a_pdf_set_with_text(tmp_path, model):
             )
         )
     assert runs["bm25"]["settings"]["channels"] == ["bm25"]
-    assert runs["dense,bm25"]["label"] == "pool_factor=3 dense+bm25 rrf"
+    assert runs["dense,bm25"]["label"] == "pool_factor=3 dense+bm25 dbsf"
     # one index serves the three runs: built once, then reused
     assert [r["index"]["reused"] for r in runs.values()] == [False, True, True]

@@ -259,7 +259,9 @@ def test_rrf_fusion_matches_its_formula(make_store, weights):
     pages = _fill_text(store)
     dense = _unit(np.random.default_rng(4).normal(size=(3, DIM)))
     (sparse,) = bm25_queries(["staff revenue"])
-    query = HybridQuery(dense=dense, sparse=sparse, candidates=None, weights=weights, rrf_k=60)
+    query = HybridQuery(
+        dense=dense, sparse=sparse, candidates=None, fusion="rrf", weights=weights, rrf_k=60
+    )
     (fused,) = store.hybrid([query], k=6)
     dense_rank = [i for i, _ in rank([dense], pages, k=6)[0]]
     bm25 = _bm25_oracle("staff revenue")

@@ -268,7 +268,7 @@ def evaluate(
     query_batch_size: int = 32,
     candidates: int | None = DEFAULT_CANDIDATES,
     channels: Sequence[str] = ("dense",),
-    fusion: str = "rrf",
+    fusion: str = "dbsf",
     weights: tuple[float, float] | None = None,
     text: TextSettings | None = None,
     rebuild: bool = False,

@@ -117,7 +117,7 @@ class HybridQuery:
     sparse: SparseVector | None
     candidates: int | None = 200
     channel_limit: int = 100
-    fusion: str = "rrf"
+    fusion: str = "dbsf"
     weights: tuple[float, float] | None = None
     rrf_k: int = 60
 
