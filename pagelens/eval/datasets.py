@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pagelens.errors import InputError, MissingExtraError, PagelensError
+from pagelens.pipeline.discover import file_sha256
 from pagelens.types import Page
 
 logger = logging.getLogger(__name__)
@@ -644,7 +645,7 @@ def load_pdf_set(
     queries = _limit(queries, max_queries)
     if not queries:
         raise InputError(str(root), "has no query with a positive judgment")
-    sizes = [(d, (pdf_root / d).stat().st_size, _sha256_file(pdf_root / d)) for d in documents]
+    sizes = [(d, (pdf_root / d).stat().st_size, file_sha256(pdf_root / d)) for d in documents]
     return EvalSet(
         name=root.name,
         format="pdf",
@@ -655,11 +656,3 @@ def load_pdf_set(
         corpus_fingerprint=_fingerprint("pdf", sizes),
         dropped_queries=dropped,
     )
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -171,6 +171,15 @@ def _inspect(cand: _Candidate) -> tuple[Document | None, str]:
     return Document(cand.source, cand.path, digest.hexdigest(), size), ""
 
 
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hash a file's bytes with sha256 (a document's identity), in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _skip(cand: _Candidate, cause: str, *, warn: bool) -> tuple[None, str]:
     # Stray non-PDF files in a folder are normal: count them, log them quietly.
     logger.log(logging.WARNING if warn else logging.DEBUG, "skipping %s: %s", cand.source, cause)

@@ -9,24 +9,16 @@ and a file that changed or vanished since indexing is reported instead of shown.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pagelens.errors import InputError
+from pagelens.pipeline.discover import file_sha256
 from pagelens.pipeline.render import RenderSettings, probe, render_pages
 from pagelens.types import Document, Hit
 
 if TYPE_CHECKING:
     from PIL import Image
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def page_image(hit: Hit, *, dpi: int = 100, password: str | None = None) -> Image.Image:
@@ -42,7 +34,7 @@ def page_image(hit: Hit, *, dpi: int = 100, password: str | None = None) -> Imag
     path = Path(str(source))
     if not path.is_file():
         raise InputError(str(path), "file no longer exists (moved? re-run `pagelens index`)")
-    if _sha256(path) != hit.doc_sha256:
+    if file_sha256(path) != hit.doc_sha256:
         raise InputError(str(path), "file changed since it was indexed (re-run `pagelens index`)")
     doc = Document(
         source=str(path), path=hit.doc_path, sha256=hit.doc_sha256, size_bytes=path.stat().st_size
