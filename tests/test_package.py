@@ -27,7 +27,6 @@ def test_wheel_contains_every_module(tmp_path):
             "wheel",
             "-q",
             "--no-deps",
-            "--no-build-isolation",
             "-w",
             str(tmp_path),
             str(ROOT),
