@@ -52,13 +52,28 @@ ModelOpt = Annotated[
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or mps.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Items per forward pass.")]
 ChannelsOpt = Annotated[
-    str, typer.Option("--channels", help="dense, bm25, or dense,bm25 for a hybrid.")
+    str,
+    typer.Option(
+        "--channels", help="dense, text, bm25, or several (dense,text,bm25) for a hybrid."
+    ),
 ]
 FusionOpt = Annotated[
     str, typer.Option("--fusion", help="Hybrid fusion: dbsf (normalised scores) or rrf.")
 ]
 WeightsOpt = Annotated[
-    str | None, typer.Option("--weights", help="RRF weights dense,bm25, e.g. 1,2.")
+    str | None,
+    typer.Option(
+        "--weights",
+        help="RRF weights per channel: bm25=2 or dense=1,bm25=2 (1 for channels not named).",
+    ),
+]
+TextModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-model",
+        help="Second encoder, of page text, for the text channel (e.g. minilm); "
+        "fixed when an index is created (default: the index's own).",
+    ),
 ]
 OcrOpt = Annotated[
     str,
@@ -114,6 +129,14 @@ def _model_for(idx: Any, model: str | None) -> str:
     return DEFAULT_MODEL
 
 
+def _text_model_for(idx: Any, text_model: str | None) -> str | None:
+    if text_model:
+        return text_model
+    if idx.manifest is not None and idx.manifest.text_encoder is not None:
+        return str(idx.manifest.text_encoder.model_id)
+    return None
+
+
 @app.command("index")
 def index_cmd(
     paths: Annotated[list[Path], typer.Argument(help="PDF files or folders (recursive).")],
@@ -122,6 +145,7 @@ def index_cmd(
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = "pagelens",
     model: ModelOpt = None,
+    text_model: TextModelOpt = None,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 4,
     dpi: Annotated[int, typer.Option("--dpi", min=10, help="Render resolution.")] = 150,
@@ -172,6 +196,10 @@ def index_cmd(
                 dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout
             )
             encoder = load_encoder(_model_for(idx, model), device=device, batch_size=batch_size)
+            text_name = _text_model_for(idx, text_model)
+            text_encoder = (
+                load_encoder(text_name, device=device, batch_size=batch_size) if text_name else None
+            )
             report = index_paths(
                 idx,
                 encoder,
@@ -179,6 +207,7 @@ def index_cmd(
                 settings=settings,
                 render=render,
                 text=text_settings,
+                text_encoder=text_encoder,
                 prune=prune,
                 progress=_progress(),
             )
@@ -211,16 +240,22 @@ def _channels(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
-def _weights(text: str | None) -> tuple[float, float] | None:
+def _weights(text: str | None) -> dict[str, float] | None:
+    """Parse ``bm25=2`` or ``dense=1,bm25=2`` into channel weights."""
     if text is None:
         return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise PagelensError(f"--weights takes two numbers like 1,2; got {text!r}") from None
-    if len(values) != 2:
-        raise PagelensError(f"--weights takes two numbers (dense,bm25); got {text!r}")
-    return values[0], values[1]
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise PagelensError(
+                f"--weights takes channel=number pairs like dense=1,bm25=2; got {text!r}"
+            ) from None
+    return out
 
 
 @app.command("search")
@@ -241,6 +276,7 @@ def search_cmd(
     channels: ChannelsOpt = "dense",
     fusion: FusionOpt = "dbsf",
     weights: WeightsOpt = None,
+    text_model: TextModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index with questions; print the best pages."""
@@ -253,6 +289,11 @@ def search_cmd(
             if idx.manifest is None:
                 raise PagelensError(f"index {idx.location} is empty: run `pagelens index` first")
             encoder = load_encoder(_model_for(idx, model), device=device)
+            chosen = _channels(channels)
+            text_name = _text_model_for(idx, text_model)
+            text_encoder = (
+                load_encoder(text_name, device=device) if text_name and "text" in chosen else None
+            )
             flt = SearchFilter(doc_paths=tuple(doc) if doc else None, path_prefix=prefix)
             results = search(
                 idx,
@@ -261,9 +302,10 @@ def search_cmd(
                 k=k,
                 candidates=candidates or None,
                 filter=flt if (doc or prefix) else None,
-                channels=_channels(channels),
+                channels=chosen,
                 fusion=fusion,
                 weights=_weights(weights),
+                text_encoder=text_encoder,
             )
     except PagelensError as exc:
         _fail(exc)
@@ -321,6 +363,12 @@ def info_cmd(
         return
     enc, st = info.manifest.encoder, info.manifest.settings
     typer.echo(f"encoder:    {enc.model_id} ({enc.family}, revision {enc.revision}, dim {enc.dim})")
+    tenc = info.manifest.text_encoder
+    if tenc is not None:
+        typer.echo(
+            f"text model: {tenc.model_id} ({tenc.family}, revision {tenc.revision}, "
+            f"dim {tenc.dim}): the text channel, {info.text_vectors_per_page:.1f} vectors per page"
+        )
     typer.echo(
         f"pooling:    Ward, pool factor {st.pool_factor}, candidate factor {st.candidate_factor}, "
         f"{'fp16' if st.fp16 else 'fp32'}"
@@ -371,6 +419,10 @@ def _ints(text: str, name: str) -> list[int]:
 def eval_run_cmd(
     dataset: Annotated[str, typer.Argument(help="Local set folder, saved dataset, or hub name.")],
     model: ModelOpt = None,
+    text_model: Annotated[
+        str | None,
+        typer.Option("--text-model", help="Second encoder, of page text: the text channel."),
+    ] = None,
     device: DeviceOpt = "auto",
     batch_size: BatchOpt = 4,
     fmt: Annotated[
@@ -433,6 +485,9 @@ def eval_run_cmd(
             dataset, format=fmt, split=split, language=language, max_queries=limit_queries
         )
         encoder = load_encoder(model or DEFAULT_MODEL, device=device, batch_size=batch_size)
+        text_encoder = (
+            load_encoder(text_model, device=device, batch_size=batch_size) if text_model else None
+        )
         kwargs: dict[str, Any] = dict(
             render=RenderSettings(dpi=dpi),
             cache_dir=None if url else cache_dir or Path.home() / ".cache/pagelens/eval",
@@ -445,6 +500,7 @@ def eval_run_cmd(
             fusion=fusion,
             weights=_weights(weights),
             text=TextSettings(ocr=ocr),  # type: ignore[arg-type]  # it checks the value
+            text_encoder=text_encoder,
             rebuild=rebuild,
             progress=_progress(),
         )

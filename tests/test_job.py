@@ -352,3 +352,103 @@ def test_text_encoder_skips_rendering_and_stores_text(index, tmp_path):
     # the scanned page has no text (OCR off): stored, counted, never found by vectors
     assert index.info().pages == 5
     assert all(h.doc_path != "scan.pdf" for h in search(index, enc, ["scan"], k=5)[0])
+
+
+def test_visual_and_text_channels_in_one_index(index, tmp_path):
+    """A second, text encoder is a channel of the same index, searched like the first."""
+    from pagelens.pipeline.text import TextSettings
+    from pagelens.storage.base import TEXT_PAGES, PayloadFilter
+    from tests.fakes import FakeTextEncoder
+
+    root = _text_corpus(tmp_path)
+    enc, text_enc = FakeEncoder(), FakeTextEncoder(dim=8)  # another dimension than the visual
+    index_paths(
+        index,
+        enc,
+        [root],
+        render=RENDER,
+        text=TextSettings(ocr="never"),
+        text_encoder=text_enc,
+        progress=False,
+    )
+    assert enc.pages_seen == 5 and index.manifest.settings.text  # rendered, and text kept
+    assert index.manifest.text_encoder == text_enc.spec
+    info = index.info()
+    assert info.pages == 5 and info.text_vectors_per_page > 0
+
+    # the text channel ranks exactly as an index (same backend) of the text encoder alone
+    from pagelens.storage.edge import EdgeStore
+
+    edge = isinstance(index.store, EdgeStore)
+    alone = Index.open(tmp_path / "alone") if edge else Index.open(location=":memory:")
+    index_paths(
+        alone, text_enc, [root], render=RENDER, text=TextSettings(ocr="never"), progress=False
+    )
+    queries = ["staff hiring", "europe offices", "weather season"]
+    for candidates in (None, 200):
+        got = search(index, enc, queries, k=4, channels=("text",), text_encoder=text_enc,
+                     candidates=candidates)  # fmt: skip
+        want = search(alone, text_enc, queries, k=4, candidates=candidates)
+        for g, w in zip(got, want, strict=True):
+            assert [h.page_id for h in g] == [h.page_id for h in w]
+            assert [h.score for h in g] == pytest.approx([h.score for h in w], rel=1e-5)
+            assert all(h.channels == ("text",) for h in g)
+    alone.close()
+
+    # the scanned page (no text, OCR off) has visual vectors and no text-channel vectors
+    scan = next(iter(index.store.scroll(PayloadFilter(kind="page", doc_paths=("scan.pdf",)))))
+    assert scan["vectors"] > 0 and scan["text_vectors"] == 0
+    (hits,) = search(index, enc, ["scan"], k=5, channels=("text",), text_encoder=text_enc)
+    assert all(h.doc_path != "scan.pdf" for h in hits)
+    assert TEXT_PAGES == "text_pages"
+
+    # three channels fused in one query; each hit names the channels that found it
+    (fused,) = search(
+        index,
+        enc,
+        ["annual revenue europe"],
+        k=5,
+        channels=("dense", "text", "bm25"),
+        fusion="rrf",
+        weights={"dense": 0.0},  # the fake visual channel ranks noise: silence it
+        text_encoder=text_enc,
+    )
+    assert fused[0].page_id == "money.pdf#1"  # first for both text channels
+    assert set(fused[0].channels) == {"dense", "text", "bm25"}
+    assert all(set(h.channels) <= {"dense", "text", "bm25"} and h.channels for h in fused)
+
+
+def test_text_channel_is_fixed_with_the_index(index, tmp_path):
+    from pagelens.pipeline.text import TextSettings
+    from tests.fakes import FakeTextEncoder
+
+    root = _text_corpus(tmp_path)
+    enc, text_enc = FakeEncoder(), FakeTextEncoder(dim=8)
+    text = TextSettings(ocr="never")
+    with pytest.raises(PagelensError, match="reads page images"):
+        index_paths(index, enc, [root], render=RENDER, text_encoder=FakeEncoder(), progress=False)
+    index_paths(index, enc, [root], render=RENDER, text=text, text_encoder=text_enc, progress=False)
+    with pytest.raises(IndexMismatchError, match="this run has none"):
+        index_paths(index, enc, [root], render=RENDER, text=text, progress=False)
+    other = FakeTextEncoder(dim=4)
+    with pytest.raises(IndexMismatchError, match="text encoder"):
+        index_paths(
+            index, enc, [root], render=RENDER, text=text, text_encoder=other, progress=False
+        )
+    with pytest.raises(PagelensError, match="needs the index's text encoder 'fake-text'"):
+        search(index, enc, ["q"], channels=("text",))
+    with pytest.raises(IndexMismatchError, match="refusing text encoder"):
+        search(index, enc, ["q"], channels=("text",), text_encoder=other)
+
+
+def test_text_channel_needs_an_index_with_one(index, corpus):
+    from tests.fakes import FakeTextEncoder
+
+    enc = FakeEncoder()
+    index_paths(index, enc, [corpus], render=RENDER, progress=False)
+    with pytest.raises(PagelensError, match="has no text channel"):
+        search(index, enc, ["q"], channels=("text",), text_encoder=FakeTextEncoder())
+    with pytest.raises(IndexMismatchError, match="no text encoder"):
+        index_paths(
+            index, enc, [corpus], render=RENDER, text_encoder=FakeTextEncoder(), progress=False
+        )

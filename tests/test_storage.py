@@ -250,7 +250,9 @@ def test_bm25_channel_matches_hand_computed_idf(make_store):
     assert all(h.channels == ("bm25",) for h in hits)
 
 
-@pytest.mark.parametrize("weights", [None, (1.0, 0.0), (1.0, 5.0), (2.0, 1.0)])
+@pytest.mark.parametrize(
+    "weights", [None, {"bm25": 0.0}, {"dense": 1.0, "bm25": 5.0}, {"dense": 2.0}]
+)
 def test_rrf_fusion_matches_its_formula(make_store, weights):
     from pagelens.bm25 import bm25_queries
     from pagelens.storage.base import HybridQuery
@@ -271,7 +273,7 @@ def test_rrf_fusion_matches_its_formula(make_store, weights):
     # 1 / (k - 1 + rank / w); with w = 1 this is the usual 1 / (k + r), r from 0,
     # and w = 0 silences the channel. A heavier weight raises the channel's share
     # of the score but flattens the differences between its own ranks.
-    w_d, w_s = weights or (1.0, 1.0)
+    w_d, w_s = (weights or {}).get("dense", 1.0), (weights or {}).get("bm25", 1.0)
     want: dict[int, float] = {}
     for w, ranked in ((w_d, dense_rank), (w_s, sparse_rank)):
         for r, i in enumerate(ranked):
@@ -300,6 +302,82 @@ def test_dbsf_fusion_and_bad_options(make_store):
     with pytest.raises(PagelensError, match="fusion must be one of"):
         store.hybrid([HybridQuery(dense=dense, sparse=sparse, fusion="sum")], k=3)
     with pytest.raises(PagelensError, match="rrf"):
-        store.hybrid([HybridQuery(dense=dense, sparse=sparse, fusion="dbsf", weights=(1, 2))], k=3)
-    with pytest.raises(PagelensError, match="dense or a sparse"):
+        query = HybridQuery(dense=dense, sparse=sparse, fusion="dbsf", weights={"bm25": 2})
+        store.hybrid([query], k=3)
+    with pytest.raises(PagelensError, match="does not use"):
+        query = HybridQuery(dense=dense, sparse=sparse, fusion="rrf", weights={"text": 2})
+        store.hybrid([query], k=3)
+    with pytest.raises(PagelensError, match="non-negative"):
+        query = HybridQuery(dense=dense, sparse=sparse, fusion="rrf", weights={"bm25": -1})
+        store.hybrid([query], k=3)
+    with pytest.raises(PagelensError, match="dense, text or sparse"):
         store.hybrid([HybridQuery(dense=None, sparse=None)], k=3)
+
+
+TEXT_DIM = 8  # the text channel's own dimension, unlike the visual one
+
+
+def _fill_three(store):
+    """Pages with visual vectors, text-channel vectors (another dim) and BM25."""
+    from pagelens.bm25 import bm25_documents
+    from pagelens.storage.base import TEXT_PAGES, TEXT_POOLED
+
+    store.create(CollectionSpec(dim=DIM, fp16=False, text_dim=TEXT_DIM))
+    pages, points = _corpus(len(TEXTS))
+    rng = np.random.default_rng(11)
+    texts = [_unit(rng.normal(size=(int(rng.integers(2, 9)), TEXT_DIM))) for _ in TEXTS]
+    sparse = bm25_documents(TEXTS)
+    points = [
+        PointRecord(p.id, p.payload, {**p.vectors, TEXT_PAGES: t, TEXT_POOLED: t[:2], "bm25": s})
+        for p, t, s in zip(points, texts, sparse, strict=True)
+    ]
+    store.upsert(points)
+    store.optimize()
+    return pages, texts
+
+
+def test_text_channel_matches_numpy_oracle(make_store):
+    store = make_store()
+    _, texts = _fill_three(store)
+    rng = np.random.default_rng(12)
+    queries = [_unit(rng.normal(size=(m, TEXT_DIM))) for m in (1, 4)]
+    got = store.query(queries, k=6, candidates=None, channel="text")
+    want = rank(queries, texts, k=6)
+    for g, w in zip(got, want, strict=True):
+        assert [h.payload["page_number"] for h in g] == [i for i, _ in w]
+        assert [h.score for h in g] == pytest.approx([s for _, s in w], rel=1e-5)
+    # two-stage with candidates covering the corpus gives the exact answer
+    two = store.query(queries, k=6, candidates=len(texts), channel="text")
+    assert [[h.id for h in q] for q in two] == [[h.id for h in q] for q in got]
+
+
+def test_three_channel_rrf_matches_its_formula(make_store):
+    from pagelens.bm25 import bm25_queries
+    from pagelens.storage.base import HybridQuery
+
+    store = make_store()
+    pages, texts = _fill_three(store)
+    rng = np.random.default_rng(13)
+    dense = _unit(rng.normal(size=(3, DIM)))
+    text = _unit(rng.normal(size=(2, TEXT_DIM)))
+    (sparse,) = bm25_queries(["staff revenue"])
+    weights = {"dense": 0.5, "text": 2.0}  # bm25 left at 1
+    query = HybridQuery(
+        dense=dense, sparse=sparse, text=text, candidates=None, fusion="rrf", weights=weights
+    )
+    (fused,) = store.hybrid([query], k=6)
+    ranked = {
+        "dense": [i for i, _ in rank([dense], pages, k=6)[0]],
+        "text": [i for i, _ in rank([text], texts, k=6)[0]],
+    }
+    bm25 = _bm25_oracle("staff revenue")
+    ranked["bm25"] = sorted(bm25, key=lambda i: -bm25[i])
+    want: dict[int, float] = {}
+    for name, order in ranked.items():
+        w = weights.get(name, 1.0)
+        for r, i in enumerate(order):
+            want[i] = want.get(i, 0.0) + w / (w * 59 + r + 1)
+    assert {h.payload["page_number"]: h.score for h in fused} == pytest.approx(want, rel=1e-4)
+    for h in fused:
+        found = tuple(c for c, order in ranked.items() if h.payload["page_number"] in order)
+        assert h.channels == found

@@ -82,6 +82,7 @@ class EvalResult:
     created_at: str = ""
     pagelens_version: str = ""
     schema_version: int = SCHEMA_VERSION
+    text_encoder: dict[str, Any] | None = None  # the text channel's EncoderSpec, if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,8 +147,11 @@ def _kib(n_bytes: float) -> str:
 def result_markdown(result: EvalResult, *, keys: Sequence[str] = METRIC_KEYS) -> str:
     """Render a markdown report: metrics per scope, index cost, timings, breakdowns."""
     ds, enc, idx = result.dataset, result.encoder, result.index
+    model = str(enc.get("model_id", "?"))
+    if result.text_encoder:
+        model += f" + text {result.text_encoder.get('model_id', '?')}"
     out = [
-        f"## {ds.get('name', '?')} · {enc.get('model_id', '?')} · {result.label}",
+        f"## {ds.get('name', '?')} · {model} · {result.label}",
         "",
         _table(
             ["scope", "queries", *keys, "ms/query"],

@@ -18,7 +18,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,8 +58,9 @@ def index_key(
     settings: IndexSettings,
     render: RenderSettings | None = None,
     text: TextSettings | None = None,
+    text_encoder: Encoder | None = None,
 ) -> str:
-    """Return the cache key of an evaluation index: corpus, encoder, settings, rendering."""
+    """Return the cache key of an evaluation index: corpus, encoders, settings, rendering."""
     render_part: dict[str, Any] | None = None
     if render is not None and isinstance(eval_set.corpus, PdfCorpus):
         render_part = {"dpi": render.dpi, "max_pixels": render.max_pixels}
@@ -71,6 +72,8 @@ def index_key(
             "encoder": dataclasses.asdict(encoder.spec),
             "settings": dataclasses.asdict(settings),
             "render": render_part,
+            # absent (not null) without one, so keys of earlier indexes still match
+            **({"text_encoder": dataclasses.asdict(text_encoder.spec)} if text_encoder else {}),
         },
         sort_keys=True,
     )
@@ -94,12 +97,13 @@ def _open_index(
     render: RenderSettings | None,
     *,
     text: TextSettings | None,
+    text_encoder: Encoder | None,
     cache_dir: str | Path | None,
     url: str | None,
     api_key: str | None,
     rebuild: bool,
 ) -> Iterator[Index]:
-    key = index_key(eval_set, encoder, settings, render, text)
+    key = index_key(eval_set, encoder, settings, render, text, text_encoder)
     name = f"{_slug(eval_set.name)}-{key}"
     if url is not None:
         if cache_dir is not None:
@@ -140,6 +144,7 @@ def _build(
     render: RenderSettings | None,
     *,
     text: TextSettings | None = None,
+    text_encoder: Encoder | None = None,
     progress: bool,
 ) -> tuple[bool, float | None]:
     """Index what is missing; returns (reused, build seconds)."""
@@ -168,6 +173,7 @@ def _build(
             settings=settings,
             total=len(expected - done),
             progress=progress,
+            text_encoder=text_encoder,
         )
     else:
         report = index_paths(
@@ -177,6 +183,7 @@ def _build(
             settings=settings,
             render=render,
             text=text,
+            text_encoder=text_encoder,
             progress=progress,
         )
     seconds = time.perf_counter() - start
@@ -269,8 +276,9 @@ def evaluate(
     candidates: int | None = DEFAULT_CANDIDATES,
     channels: Sequence[str] = ("dense",),
     fusion: str = "dbsf",
-    weights: tuple[float, float] | None = None,
+    weights: Mapping[str, float] | None = None,
     text: TextSettings | None = None,
+    text_encoder: Encoder | None = None,
     rebuild: bool = False,
     label: str | None = None,
     progress: bool = True,
@@ -295,10 +303,13 @@ def evaluate(
         candidates: first-stage candidates per query, as in
             :func:`pagelens.search.search` (its default; ``None`` = exact search).
         channels: search channels, as in :func:`pagelens.search.search`
-            (``("dense",)``, ``("bm25",)`` or both, fused); the index is shared.
+            (``"dense"``, ``"text"``, ``"bm25"``, several fused); the index is
+            shared by runs that differ only in channels.
         fusion: ``"rrf"`` or ``"dbsf"`` for a hybrid.
-        weights: RRF weights ``(dense, bm25)``.
+        weights: RRF weight per channel, e.g. ``{"bm25": 2}``.
         text: page-text settings (OCR) for indexes with text (PDF sets only).
+        text_encoder: a second encoder of page text, stored as the ``text``
+            channel (see :func:`pagelens.pipeline.job.index_paths`).
         rebuild: drop the cached index and build it again.
         label: the run's name in tables; ``pool_factor=<n>`` (and the channels,
             when not dense) by default.
@@ -339,18 +350,27 @@ def evaluate(
         settings,
         render,
         text=text,
+        text_encoder=text_encoder,
         cache_dir=cache_dir,
         url=url,
         api_key=api_key,
         rebuild=rebuild,
     ) as index:
         reused, build_seconds = _build(
-            index, eval_set, encoder, settings, render, text=text, progress=progress
+            index,
+            eval_set,
+            encoder,
+            settings,
+            render,
+            text=text,
+            text_encoder=text_encoder,
+            progress=progress,
         )
         options: dict[str, Any] = {
             "channels": tuple(channels),
             "fusion": fusion,
             "weights": weights,
+            "text_encoder": text_encoder,
         }
         info = index.info()
         if index.manifest is not None:  # what the index holds (a text encoder forces text)
@@ -408,7 +428,7 @@ def evaluate(
         candidates=candidates,
         channels=list(channels),
         fusion=fusion,
-        weights=list(weights) if weights else None,
+        weights=dict(weights) if weights else None,
     )
     if render is not None and isinstance(eval_set.corpus, PdfCorpus):
         run_settings.update(render_dpi=render.dpi, render_max_pixels=render.max_pixels)
@@ -416,6 +436,7 @@ def evaluate(
         label=label or _label(settings, channels, fusion, weights),
         dataset=eval_set.describe(),
         encoder=dataclasses.asdict(encoder.spec),
+        text_encoder=dataclasses.asdict(text_encoder.spec) if text_encoder else None,
         settings=run_settings,
         index=IndexStats(
             pages=info.pages,
@@ -439,13 +460,15 @@ def _label(
     settings: IndexSettings,
     channels: Sequence[str],
     fusion: str,
-    weights: tuple[float, float] | None,
+    weights: Mapping[str, float] | None,
 ) -> str:
     label = f"pool_factor={settings.pool_factor}"
     if tuple(channels) != ("dense",):
         label += " " + "+".join(channels)
         if len(channels) > 1:
-            label += f" {fusion}" + (f" w={weights[0]:g},{weights[1]:g}" if weights else "")
+            label += f" {fusion}"
+            if weights:
+                label += " w=" + ",".join(f"{c}:{w:g}" for c, w in weights.items())
     return label
 
 
@@ -467,7 +490,10 @@ def sweep(
         raise PagelensError("a sweep labels its runs itself; do not pass label")
     base = settings or IndexSettings()
     # Pool factors change only the pooling: encode each page once for the whole sweep.
-    cached = _PageCache(encoder) if len(set(pool_factors)) > 1 else encoder
+    several = len(set(pool_factors)) > 1
+    cached = _PageCache(encoder) if several else encoder
+    if several and kwargs.get("text_encoder") is not None:
+        kwargs["text_encoder"] = _PageCache(kwargs["text_encoder"])
     out = []
     for pf in dict.fromkeys(pool_factors):
         logger.info("sweep: pool_factor=%s", pf)

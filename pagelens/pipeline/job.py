@@ -35,6 +35,8 @@ from pagelens.storage.base import (
     KIND_PAGE,
     PAGES,
     POOLED,
+    TEXT_PAGES,
+    TEXT_POOLED,
     PayloadFilter,
     PointRecord,
     document_point_id,
@@ -135,16 +137,19 @@ def _store_batch(
     settings: IndexSettings,
     times: StageTimes,
     extra_payload: dict[str, object] | None = None,
-) -> tuple[int, int]:
-    """Encode, pool and upsert one batch of pages; returns (vectors, pooled vectors)."""
+    text_encoder: Encoder | None = None,
+) -> None:
+    """Encode, pool and upsert one batch of pages."""
     t0 = time.perf_counter()
     vectors = encoder.encode_pages(batch)  # list of (n_i, dim) float32
+    text_vectors = text_encoder.encode_pages(batch) if text_encoder is not None else None
     t1 = time.perf_counter()
-    pooled = [ward_pool(v, [settings.pool_factor, settings.candidate_factor]) for v in vectors]
+    factors = [settings.pool_factor, settings.candidate_factor]
+    pooled = [ward_pool(v, factors) for v in vectors]
+    text_pooled = [ward_pool(v, factors) for v in text_vectors] if text_vectors else None
     sparse = bm25_documents([p.text or "" for p in batch]) if settings.text else None
     t2 = time.perf_counter()
     points = []
-    n_vectors = n_pooled = 0
     for i, (page, raw, (stored, candidates)) in enumerate(zip(batch, vectors, pooled, strict=True)):
         payload = {
             "kind": KIND_PAGE,
@@ -164,27 +169,35 @@ def _store_batch(
             payload["text"] = page.text
             payload["text_source"] = page.text_source
         named: dict[str, Any] = {PAGES: stored, POOLED: candidates} if raw.shape[0] else {}
+        if text_pooled is not None:
+            text_stored, text_candidates = text_pooled[i]
+            payload["text_vectors"] = int(text_stored.shape[0])
+            payload["text_pooled_vectors"] = int(text_candidates.shape[0])
+            if text_stored.shape[0]:  # a page without text has no text-channel vectors
+                named[TEXT_PAGES] = text_stored
+                named[TEXT_POOLED] = text_candidates
         if sparse is not None and sparse[i].indices:
             named[BM25] = sparse[i]
         points.append(PointRecord(page_point_id(page.doc_sha256, page.page_number), payload, named))
-        n_vectors += int(stored.shape[0])
-        n_pooled += int(candidates.shape[0])
     index.store.upsert(points)
     times.encode += t1 - t0
     times.pool += t2 - t1
     times.store += time.perf_counter() - t2
-    return n_vectors, n_pooled
+
+
+# per-page vector counts a commit record sums up
+_COUNTED = ("vectors", "pooled_vectors", "text_vectors", "text_pooled_vectors")
 
 
 def _commit(index: Index, doc: Document, page_count: int) -> None:
     """Write a document's commit record, counting vectors from its stored pages."""
     where = PayloadFilter(kind=KIND_PAGE, doc_sha256=(doc.sha256,))
-    vectors = pooled = 0
+    counts = dict.fromkeys(_COUNTED, 0)
     pages = 0
     for payload in index.store.scroll(where):
         pages += 1
-        vectors += int(payload.get("vectors", 0))
-        pooled += int(payload.get("pooled_vectors", 0))
+        for key in _COUNTED:
+            counts[key] += int(payload.get(key, 0))
     if pages != page_count:
         raise PagelensError(f"{doc.path}: {pages} of {page_count} pages stored; refusing to commit")
     record = {
@@ -194,8 +207,7 @@ def _commit(index: Index, doc: Document, page_count: int) -> None:
         "page_count": page_count,
         "source": doc.source,
         "size_bytes": doc.size_bytes,
-        "vectors": vectors,
-        "pooled_vectors": pooled,
+        **counts,
     }
     index.store.upsert([PointRecord(document_point_id(doc.sha256), record)])
 
@@ -208,6 +220,7 @@ def index_paths(
     settings: IndexSettings | None = None,
     render: RenderSettings | None = None,
     text: TextSettings | None = None,
+    text_encoder: Encoder | None = None,
     prune: bool = False,
     progress: bool = True,
 ) -> IndexReport:
@@ -226,6 +239,9 @@ def index_paths(
         render: rendering settings.
         text: page-text settings (OCR mode...), used when ``settings.text`` is on
             or the encoder reads text.
+        text_encoder: a second encoder that reads page text (e.g. ``minilm``),
+            stored as the ``text`` channel beside ``encoder``'s; fixed when the
+            index is created, and it turns the page-text channel on.
         prune: remove indexed documents not found under ``paths``.
         progress: show progress bars (only on a terminal).
 
@@ -236,8 +252,8 @@ def index_paths(
     start = time.perf_counter()
     render = render or RenderSettings()
     text = text or TextSettings()
-    settings = _effective(index, encoder, settings)
-    index.prepare(encoder.spec, settings)
+    settings = _effective(index, encoder, settings, text_encoder)
+    index.prepare(encoder.spec, settings, text_encoder.spec if text_encoder else None)
 
     found = discover(paths)
     skipped = list(found.skipped)
@@ -266,7 +282,7 @@ def index_paths(
                 continue
             try:
                 done = _index_document(
-                    index, encoder, doc, settings, render, text, times, pages_bar
+                    index, encoder, doc, settings, render, text, times, pages_bar, text_encoder
                 )
             except InputError as exc:
                 logger.warning("skipped %s", exc)
@@ -320,14 +336,25 @@ def index_paths(
     return report
 
 
-def _effective(index: Index, encoder: Encoder, settings: IndexSettings | None) -> IndexSettings:
+def _effective(
+    index: Index,
+    encoder: Encoder,
+    settings: IndexSettings | None,
+    text_encoder: Encoder | None = None,
+) -> IndexSettings:
     """Pick a run's settings: those given, else the index's own, else the defaults.
 
-    A text encoder always gets the text channel (its pages are their text).
+    A text encoder, as the encoder or beside it, always gets the page-text channel
+    (its pages are their text).
     """
+    if text_encoder is not None and not reads_text(text_encoder):
+        raise PagelensError(
+            f"text encoder {text_encoder.spec.model_id!r} reads page images, not text: "
+            "the text channel needs an encoder of page text (e.g. minilm)"
+        )
     if settings is None:
         settings = index.manifest.settings if index.manifest else IndexSettings()
-    if reads_text(encoder) and not settings.text:
+    if (reads_text(encoder) or text_encoder is not None) and not settings.text:
         settings = replace(settings, text=True)
     return settings
 
@@ -350,6 +377,7 @@ def _index_document(
     text: TextSettings,
     times: StageTimes,
     pages_bar: tqdm,
+    text_encoder: Encoder | None = None,
 ) -> int:
     """Render, encode and store the missing pages of one document, then commit it."""
     info = probe(doc, render)
@@ -386,7 +414,7 @@ def _index_document(
         times.render += time.perf_counter() - t0
         if batch is None:
             break
-        _store_batch(index, encoder, batch, settings, times, {"source": doc.source})
+        _store_batch(index, encoder, batch, settings, times, {"source": doc.source}, text_encoder)
         done += len(batch)
         pages_bar.update(len(batch))
     _commit(index, doc, info.page_count)
@@ -419,16 +447,18 @@ def index_pages(
     batch_size: int = 8,
     total: int | None = None,
     progress: bool = True,
+    text_encoder: Encoder | None = None,
 ) -> IndexReport:
     """Index pages that come as images already (e.g. an evaluation corpus).
 
     Each page is committed as its own one-page document keyed by ``doc_sha256``;
-    pages already committed are skipped, so an interrupted run resumes.
+    pages already committed are skipped, so an interrupted run resumes. A
+    ``text_encoder`` encodes each page's ``text`` (pages without text get no
+    text-channel vectors).
     """
     start = time.perf_counter()
-    if settings is None:
-        settings = index.manifest.settings if index.manifest else IndexSettings()
-    index.prepare(encoder.spec, settings)
+    settings = _effective(index, encoder, settings, text_encoder)
+    index.prepare(encoder.spec, settings, text_encoder.spec if text_encoder else None)
     committed = {r.doc_sha256 for r in index.documents()}
     times = StageTimes()
     indexed: list[str] = []
@@ -437,7 +467,7 @@ def index_pages(
     disable = None if progress else True
     with tqdm(total=total, desc="pages", unit="page", disable=disable) as bar:
         for batch in _batched(_new_pages(pages, committed, unchanged, bar), batch_size):
-            _store_batch(index, encoder, batch, settings, times)
+            _store_batch(index, encoder, batch, settings, times, text_encoder=text_encoder)
             pages_done += len(batch)
             for page in batch:
                 if page.page_number == page.page_count:  # the document's last page

@@ -1,7 +1,7 @@
 """The Store seam: where page multi-vectors and their payloads live.
 
-Every backend keeps one collection with two named multi-vectors, both compared
-with MaxSim over dot products of L2-normalised vectors:
+Every backend keeps one collection with two named multi-vectors per dense
+channel, compared with MaxSim over dot products of L2-normalised vectors:
 
 - ``pages``: the page vectors at the index's pool factor, used for the exact
   rerank. No HNSW graph is built on them (``m=0``): a graph over hundreds of
@@ -9,6 +9,9 @@ with MaxSim over dot products of L2-normalised vectors:
   scores a few hundred candidates.
 - ``pooled``: a small Ward-pooled view of the page (tens of vectors, float32) with
   an HNSW graph, from which the first stage draws candidates.
+- ``text_pages`` and ``text_pooled``: the same pair for an index's second,
+  text encoder (the ``text`` channel), present only in indexes built with one;
+  its dimension is that encoder's.
 - ``bm25``: a sparse vector of the page text's BM25 term weights; the engine
   multiplies in each term's IDF at query time (``Modifier.IDF``), so the IDF
   stays right as documents come and go.
@@ -29,7 +32,16 @@ from pagelens.types import MultiVector
 
 PAGES = "pages"
 POOLED = "pooled"
+TEXT_PAGES = "text_pages"
+TEXT_POOLED = "text_pooled"
 BM25 = "bm25"
+
+# search channels: the index's encoder, its optional text encoder, BM25
+DENSE = "dense"
+TEXT = "text"
+CHANNELS = (DENSE, TEXT, BM25)
+# the (rerank, candidate) named vectors of each dense channel
+DENSE_VECTORS = {DENSE: (PAGES, POOLED), TEXT: (TEXT_PAGES, TEXT_POOLED)}
 
 KIND_PAGE = "page"
 KIND_DOCUMENT = "document"
@@ -63,6 +75,15 @@ class CollectionSpec:
     fp16: bool = True
     hnsw_m: int = 16  # graph degree for the ``pooled`` vectors
     hnsw_ef_construct: int = 100
+    text_dim: int | None = None  # dimension of the ``text`` channel, if the index has one
+
+
+def dense_layout(spec: CollectionSpec) -> list[tuple[str, str, int]]:
+    """(rerank vector, candidate vector, dimension) of each dense channel of a collection."""
+    out = [(PAGES, POOLED, spec.dim)]
+    if spec.text_dim is not None:
+        out.append((TEXT_PAGES, TEXT_POOLED, spec.text_dim))
+    return out
 
 
 @dataclass(frozen=True)
@@ -77,8 +98,8 @@ class SparseVector:
 class PointRecord:
     """A point to upsert: vectors by name, and payload.
 
-    ``vectors`` maps ``pages``/``pooled`` to float32 ``(n, dim)`` arrays and
-    ``bm25`` to a :class:`SparseVector`.
+    ``vectors`` maps ``pages``/``pooled`` (and ``text_pages``/``text_pooled``) to
+    float32 ``(n, dim)`` arrays and ``bm25`` to a :class:`SparseVector`.
     """
 
     id: str
@@ -104,21 +125,25 @@ class HybridQuery:
         dense: query multi-vector for MaxSim on ``pages`` (two-stage through
             ``pooled`` when ``candidates`` is set), or ``None`` to leave it out.
         sparse: query BM25 vector, or ``None`` to leave it out.
-        candidates: first-stage candidates of the dense channel; ``None`` = exact.
+        text: query multi-vector of the text encoder, for MaxSim on ``text_pages``
+            (two-stage through ``text_pooled``), or ``None`` to leave it out.
+        candidates: first-stage candidates of each dense channel; ``None`` = exact.
         channel_limit: results each channel contributes to the fusion.
         fusion: ``"rrf"`` (reciprocal rank fusion) or ``"dbsf"`` (Qdrant's
             distribution-based score fusion: scores normalised per channel, summed).
-        weights: per-channel RRF weights ``(dense, sparse)``; ``None`` = equal.
+        weights: RRF weight per channel name (``{"dense": 1, "bm25": 2}``); a
+            channel left out weighs 1; ``None`` = equal.
         rrf_k: the RRF constant.
 
     """
 
     dense: MultiVector | None
     sparse: SparseVector | None
+    text: MultiVector | None = None
     candidates: int | None = 200
     channel_limit: int = 100
     fusion: str = "dbsf"
-    weights: tuple[float, float] | None = None
+    weights: Mapping[str, float] | None = None
     rrf_k: int = 60
 
 
@@ -147,29 +172,40 @@ def path_prefixes(doc_path: str) -> list[str]:
 
 
 FUSIONS = ("rrf", "dbsf")
-DENSE = "dense"
 
 
 def check_hybrid(query: HybridQuery) -> None:
     """Reject a hybrid query whose options contradict each other."""
     from pagelens.errors import PagelensError
 
-    if query.dense is None and query.sparse is None:
-        raise PagelensError("a hybrid query needs a dense or a sparse vector (or both)")
+    used = channel_names(query)
+    if not used:
+        raise PagelensError("a hybrid query needs a dense, text or sparse vector")
     if query.fusion not in FUSIONS:
         raise PagelensError(f"fusion must be one of {FUSIONS}, got {query.fusion!r}")
     if query.weights is not None:
         if query.fusion != "rrf":
             raise PagelensError("channel weights apply to fusion='rrf' only")
-        if len(query.weights) != 2 or min(query.weights) < 0:
-            raise PagelensError(f"weights must be two non-negative numbers, got {query.weights!r}")
+        unused = sorted(set(query.weights) - set(used))
+        if unused:
+            raise PagelensError(f"weights name channels {unused} that this query does not use")
+        if any(not w >= 0 for w in query.weights.values()):
+            raise PagelensError(f"weights must be non-negative numbers, got {dict(query.weights)}")
     if query.channel_limit < 1:
         raise PagelensError(f"channel_limit must be >= 1, got {query.channel_limit!r}")
 
 
 def channel_names(query: HybridQuery) -> list[str]:
     """Name the channels a hybrid query uses, in the order their prefetches are built."""
-    return [name for name, v in ((DENSE, query.dense), (BM25, query.sparse)) if v is not None]
+    given = ((DENSE, query.dense), (TEXT, query.text), (BM25, query.sparse))
+    return [name for name, v in given if v is not None]
+
+
+def channel_weights(query: HybridQuery) -> list[float] | None:
+    """RRF weights in :func:`channel_names` order (1 where a channel is not named)."""
+    if query.weights is None:
+        return None
+    return [float(query.weights.get(name, 1.0)) for name in channel_names(query)]
 
 
 def annotate(
@@ -255,12 +291,13 @@ class Store(Protocol):
         k: int,
         candidates: int | None,
         where: PayloadFilter | None = None,
+        channel: str = DENSE,
     ) -> list[list[ScoredRecord]]:
-        """Top-``k`` pages per query by MaxSim on ``pages``.
+        """Top-``k`` pages per query by MaxSim on ``pages`` (``text_pages`` for ``text``).
 
         With ``candidates`` set, the first stage draws that many candidates by
-        MaxSim on ``pooled`` (HNSW) and only those are reranked; ``None`` scores
-        every page exactly.
+        MaxSim on ``pooled`` (``text_pooled``) through HNSW and only those are
+        reranked; ``None`` scores every page exactly.
         """
         ...
 
@@ -269,13 +306,13 @@ class Store(Protocol):
     ) -> list[list[ScoredRecord]]:
         """Top-``k`` pages per query from the fusion of its channels.
 
-        Each record's ``channels`` names the channels (``"dense"``, ``"bm25"``)
-        whose own top ``channel_limit`` held it.
+        Each record's ``channels`` names the channels (``"dense"``, ``"text"``,
+        ``"bm25"``) whose own top ``channel_limit`` held it.
         """
         ...
 
     def optimize(self) -> None:
-        """Build pending indexes (HNSW on ``pooled``) after a batch of writes."""
+        """Build pending indexes (HNSW on the candidate vectors) after a batch of writes."""
         ...
 
     def close(self) -> None:

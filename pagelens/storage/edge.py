@@ -12,14 +12,17 @@ from typing import Any
 from pagelens.errors import MissingExtraError, StoreError
 from pagelens.storage.base import (
     BM25,
-    PAGES,
-    POOLED,
+    DENSE,
+    DENSE_VECTORS,
+    TEXT,
     CollectionSpec,
     HybridQuery,
     PayloadFilter,
     PointRecord,
     ScoredRecord,
     SparseVector,
+    channel_weights,
+    dense_layout,
     hybrid_records,
     plan_hybrid,
 )
@@ -121,29 +124,30 @@ class EdgeStore:
         m = self._m
         dtype = m.VectorStorageDatatype.Float16 if spec.fp16 else m.VectorStorageDatatype.Float32
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim)
+        vectors = {}
+        for rerank, candidates, dim in dense_layout(spec):
+            vectors[rerank] = m.EdgeVectorParams(
+                size=dim,
+                distance=m.Distance.Dot,
+                multivector_config=maxsim,
+                datatype=dtype,
+                hnsw_config=m.HnswIndexConfig(
+                    m=0, ef_construct=spec.hnsw_ef_construct, full_scan_threshold=10_000
+                ),
+            )
+            vectors[candidates] = m.EdgeVectorParams(
+                size=dim,
+                distance=m.Distance.Dot,
+                multivector_config=maxsim,
+                datatype=m.VectorStorageDatatype.Float32,
+                hnsw_config=m.HnswIndexConfig(
+                    m=spec.hnsw_m,
+                    ef_construct=spec.hnsw_ef_construct,
+                    full_scan_threshold=10_000,  # KB, Qdrant's default
+                ),
+            )
         config = m.EdgeConfig(
-            vectors={
-                PAGES: m.EdgeVectorParams(
-                    size=spec.dim,
-                    distance=m.Distance.Dot,
-                    multivector_config=maxsim,
-                    datatype=dtype,
-                    hnsw_config=m.HnswIndexConfig(
-                        m=0, ef_construct=spec.hnsw_ef_construct, full_scan_threshold=10_000
-                    ),
-                ),
-                POOLED: m.EdgeVectorParams(
-                    size=spec.dim,
-                    distance=m.Distance.Dot,
-                    multivector_config=maxsim,
-                    datatype=m.VectorStorageDatatype.Float32,
-                    hnsw_config=m.HnswIndexConfig(
-                        m=spec.hnsw_m,
-                        ef_construct=spec.hnsw_ef_construct,
-                        full_scan_threshold=10_000,  # KB, Qdrant's default
-                    ),
-                ),
-            },
+            vectors=vectors,
             sparse_vectors={BM25: m.EdgeSparseVectorParams(modifier=m.Modifier.Idf)},
         )
         self._shard = m.EdgeShard.create(str(self.folder / _SHARD), config)
@@ -217,23 +221,27 @@ class EdgeStore:
         return int(self._require().count(m.CountRequest(filter=build_filter(m, where), exact=True)))
 
     def _dense(
-        self, query: MultiVector, limit: int, candidates: int | None, flt: Any
+        self, query: MultiVector, limit: int, candidates: int | None, flt: Any, channel: str
     ) -> tuple[Any, list[Any] | None, Any]:
-        """Build the dense channel: query on ``pages``, prefetch on ``pooled``, outer filter."""
+        """Build a dense channel: query on its rerank vectors, prefetch on its candidates."""
         m = self._m
+        rerank, pooled = DENSE_VECTORS[channel]
         vectors = _as_lists(query)
         if candidates is None:
-            return m.Query.Nearest(vectors, using=PAGES), None, flt
+            return m.Query.Nearest(vectors, using=rerank), None, flt
         stage1 = m.Prefetch(
-            limit=max(candidates, limit), query=m.Query.Nearest(vectors, using=POOLED), filter=flt
+            limit=max(candidates, limit), query=m.Query.Nearest(vectors, using=pooled), filter=flt
         )
-        return m.Query.Nearest(vectors, using=PAGES), [stage1], None
+        return m.Query.Nearest(vectors, using=rerank), [stage1], None
 
     def _channels(self, query: HybridQuery, flt: Any) -> list[tuple[Any, list[Any] | None, Any]]:
         m = self._m
         out = []
-        if query.dense is not None:
-            out.append(self._dense(query.dense, query.channel_limit, query.candidates, flt))
+        for channel, vectors in ((DENSE, query.dense), (TEXT, query.text)):
+            if vectors is not None:
+                out.append(
+                    self._dense(vectors, query.channel_limit, query.candidates, flt, channel)
+                )
         if query.sparse is not None:
             sparse = m.SparseVector(list(query.sparse.indices), list(query.sparse.values))
             out.append((m.Query.Nearest(sparse, using=BM25), None, flt))
@@ -246,12 +254,13 @@ class EdgeStore:
         k: int,
         candidates: int | None,
         where: PayloadFilter | None = None,
+        channel: str = DENSE,
     ) -> list[list[ScoredRecord]]:
         m = self._m
         flt = build_filter(m, where)
         requests = []
         for query in queries:
-            scoring, prefetches, outer = self._dense(query, k, candidates, flt)
+            scoring, prefetches, outer = self._dense(query, k, candidates, flt, channel)
             requests.append(
                 m.QueryRequest(
                     limit=k, query=scoring, prefetches=prefetches, filter=outer, with_payload=True
@@ -278,9 +287,8 @@ class EdgeStore:
                 s, p, o = channels[0]
                 fused = m.QueryRequest(limit=k, query=s, prefetches=p, filter=o, with_payload=True)
                 return fused, own
-            weights = list(query.weights) if query.weights else None
             fusion = (
-                m.Fusion.Rrf(k=query.rrf_k, weights=weights)
+                m.Fusion.Rrf(k=query.rrf_k, weights=channel_weights(query))
                 if query.fusion == "rrf"
                 else m.Fusion.Dbsf()
             )

@@ -13,14 +13,17 @@ from typing import Any
 from pagelens.errors import StoreError
 from pagelens.storage.base import (
     BM25,
-    PAGES,
-    POOLED,
+    DENSE,
+    DENSE_VECTORS,
+    TEXT,
     CollectionSpec,
     HybridQuery,
     PayloadFilter,
     PointRecord,
     ScoredRecord,
     SparseVector,
+    channel_weights,
+    dense_layout,
     hybrid_records,
     plan_hybrid,
 )
@@ -68,26 +71,25 @@ class ServerStore:
         m = self._m
         dtype = m.Datatype.FLOAT16 if spec.fp16 else m.Datatype.FLOAT32
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
+        vectors = {}
+        for rerank, candidates, dim in dense_layout(spec):
+            vectors[rerank] = m.VectorParams(
+                size=dim,
+                distance=m.Distance.DOT,
+                multivector_config=maxsim,
+                datatype=dtype,
+                hnsw_config=m.HnswConfigDiff(m=0, ef_construct=spec.hnsw_ef_construct),
+            )
+            vectors[candidates] = m.VectorParams(
+                size=dim,
+                distance=m.Distance.DOT,
+                multivector_config=maxsim,
+                datatype=m.Datatype.FLOAT32,
+                hnsw_config=m.HnswConfigDiff(m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct),
+            )
         self._client.create_collection(
             self.collection,
-            vectors_config={
-                PAGES: m.VectorParams(
-                    size=spec.dim,
-                    distance=m.Distance.DOT,
-                    multivector_config=maxsim,
-                    datatype=dtype,
-                    hnsw_config=m.HnswConfigDiff(m=0, ef_construct=spec.hnsw_ef_construct),
-                ),
-                POOLED: m.VectorParams(
-                    size=spec.dim,
-                    distance=m.Distance.DOT,
-                    multivector_config=maxsim,
-                    datatype=m.Datatype.FLOAT32,
-                    hnsw_config=m.HnswConfigDiff(
-                        m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct
-                    ),
-                ),
-            },
+            vectors_config=vectors,
             sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},
         )
         if not self._local:  # local mode has no payload indexes (and warns)
@@ -168,21 +170,25 @@ class ServerStore:
         return int(result.count)
 
     def _dense(
-        self, query: MultiVector, limit: int, candidates: int | None, flt: Any
+        self, query: MultiVector, limit: int, candidates: int | None, flt: Any, channel: str
     ) -> dict[str, Any]:
-        """Build the dense channel: MaxSim on ``pages``, two-stage through ``pooled``."""
+        """Build a dense channel: MaxSim on its rerank vectors, two-stage through its candidates."""
         m = self._m
+        rerank, pooled = DENSE_VECTORS[channel]
         vectors = _as_lists(query)
         if candidates is None:
-            return {"query": vectors, "using": PAGES, "filter": flt}
-        stage1 = m.Prefetch(query=vectors, using=POOLED, limit=max(candidates, limit), filter=flt)
-        return {"query": vectors, "using": PAGES, "prefetch": [stage1]}
+            return {"query": vectors, "using": rerank, "filter": flt}
+        stage1 = m.Prefetch(query=vectors, using=pooled, limit=max(candidates, limit), filter=flt)
+        return {"query": vectors, "using": rerank, "prefetch": [stage1]}
 
     def _channels(self, query: HybridQuery, flt: Any) -> list[dict[str, Any]]:
         m = self._m
         out = []
-        if query.dense is not None:
-            out.append(self._dense(query.dense, query.channel_limit, query.candidates, flt))
+        for channel, vectors in ((DENSE, query.dense), (TEXT, query.text)):
+            if vectors is not None:
+                out.append(
+                    self._dense(vectors, query.channel_limit, query.candidates, flt, channel)
+                )
         if query.sparse is not None:
             sparse = m.SparseVector(
                 indices=list(query.sparse.indices), values=list(query.sparse.values)
@@ -197,12 +203,15 @@ class ServerStore:
         k: int,
         candidates: int | None,
         where: PayloadFilter | None = None,
+        channel: str = DENSE,
     ) -> list[list[ScoredRecord]]:
         self._require()
         m = self._m
         flt = build_filter(m, where)
         requests = [
-            m.QueryRequest(**self._dense(q, k, candidates, flt), limit=k, with_payload=True)
+            m.QueryRequest(
+                **self._dense(q, k, candidates, flt, channel), limit=k, with_payload=True
+            )
             for q in queries
         ]
         responses = self._client.query_batch_points(self.collection, requests=requests)
@@ -222,9 +231,8 @@ class ServerStore:
             ]
             if len(channels) == 1:
                 return m.QueryRequest(**channels[0], limit=k, with_payload=True), own
-            weights = list(query.weights) if query.weights else None
             fusion = (
-                m.RrfQuery(rrf=m.Rrf(k=query.rrf_k, weights=weights))
+                m.RrfQuery(rrf=m.Rrf(k=query.rrf_k, weights=channel_weights(query)))
                 if query.fusion == "rrf"
                 else m.FusionQuery(fusion=m.Fusion.DBSF)
             )
