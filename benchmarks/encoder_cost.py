@@ -1,4 +1,4 @@
-"""What a real-size page encoder costs per page on this CPU (float32, 2 torch threads).
+"""What a real-size page encoder costs per page: this CPU (fp32, 2 threads) or a GPU.
 
 No real weights are available offline, but compute cost does not depend on weight
 values: each model is built with random weights from its REAL architecture config
@@ -17,9 +17,17 @@ it is run at 1/4 and 1/2 of its depth instead and the time extrapolated linearly
 full depth (transformer blocks of one stack cost the same; ColQwen2.5's vision stack
 keeps one full-attention block per 8); the table says which.
 
-GPU cost is not measured here (no GPU); see the README for published figures.
+On a GPU (``--device cuda``, bfloat16 by default) the full model is built on the GPU
+and timed per batch size (``--batch-sizes``): one warm-up batch, then all pages in
+batches, ``torch.cuda.synchronize()`` around each; it reports pages/s, ms/page, the
+CPU preprocessing share, peak GPU memory, and query encoding time (``--queries`` real
+questions from ``benchmarks/gpu/queries.json``). Pages can come from PNGs saved by
+``--save-images`` (a machine without poppler): ``benchmarks/gpu/run_gpu_check.sh``.
 
     python benchmarks/encoder_cost.py --pages 2
+    python benchmarks/encoder_cost.py --save-images .gpu-pages --pages 16
+    python benchmarks/encoder_cost.py --device cuda --images .gpu-pages --pages 16 \\
+        --batch-sizes 1 8 16 --out encoder_cost_gpu.json
 """
 
 from __future__ import annotations
@@ -31,7 +39,10 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -94,22 +105,45 @@ PALI = {
 
 MODELS = ("colsmol-256m", "colqwen2.5-3b", "colpali-v1.3")
 
-# Real pages: (document, page) pairs, a text page and a slide first.
+# Real pages: (document, page) pairs, a text page and a slide first. The 12 after the
+# first 4 are answer pages of mmlongbench-dev questions (qrels.tsv), one per document,
+# chosen to mix page kinds and sizes (tables, charts, slides, manuals, brochures), so
+# that batches on a GPU hold real page sizes, not one page repeated.
 PAGES = (
     ("3M_2018_10K.pdf", 20),
     ("bigdatatrends-120723191058-phpapp02_95.pdf", 5),
     ("PG_2021.03.04_US-Views-on-China_FINAL.pdf", 9),
     ("2305.13186v3.pdf", 4),
+    ("NETFLIX_2015_10K.pdf", 40),  # financial table
+    ("reportq32015-151009093138-lva1-app6891_95.pdf", 7),  # slide, chart
+    ("2303.05039v2.pdf", 4),  # paper, table
+    ("honor_watch_gs_pro.pdf", 39),  # manual, small page, figure
+    ("Independents-Report.pdf", 3),  # report, plain text
+    ("finalpresentationdeck-whatwhyhowofcertificationsocial-160324220748_95.pdf", 12),  # slide
+    ("GPL-Graduate-Studies-Professional-Learning-Brochure-Jul-2021.pdf", 10),  # brochure
+    ("f8d3a162ab9507e021d83dd109118b60.pdf", 15),  # administrative file, table
+    ("PIP_Seniors-and-Tech-Use_040314.pdf", 18),  # report, table
+    ("NUS-Business-School-BBA-Brochure-2024.pdf", 3),  # brochure, chart
+    ("stereo_headset.pdf", 19),  # manual, text
+    ("caltraincapacitymountainview1-150701205750-lva1-app6891_95.pdf", 19),  # slide, figure
 )
+QUERIES = Path(__file__).resolve().parent / "gpu" / "queries.json"
+MANIFEST = "pages.json"  # beside the PNGs written by --save-images
 
 
 def _scaled(n: int, fraction: float) -> int:
     return max(1, round(n * fraction))
 
 
-def build(name: str, fraction: float) -> tuple[Any, Any, str]:
-    """Random-init model and real-settings processor for ``name`` at ``fraction`` of its depth."""
+def build(name: str, fraction: float, device: str | None = None) -> tuple[Any, Any, str]:
+    """Random-init model and real-settings processor for ``name`` at ``fraction`` of its depth.
+
+    ``device``: where the model's weights are created (the processor stays on the CPU).
+    """
     sys.path.insert(0, str(ROOT))
+    import torch
+
+    on = torch.device(device) if device else nullcontext()
     from tests.tiny_models import _IDEFICS_SPECIALS, _tokenizer
 
     if name == "colsmol-256m":
@@ -131,7 +165,8 @@ def build(name: str, fraction: float) -> tuple[Any, Any, str]:
             image_token_id=tok.convert_tokens_to_ids("<image>"),
             pad_token_id=tok.pad_token_id,
         )
-        model = ColIdefics3(config)
+        with on:
+            model = ColIdefics3(config)
         image_processor = Idefics3ImageProcessor(
             size={"longest_edge": SMOL["longest_edge"]},
             max_image_size={"longest_edge": SMOL["tile"]},
@@ -178,7 +213,8 @@ def build(name: str, fraction: float) -> tuple[Any, Any, str]:
             vision_start_token_id=ids["<|vision_start|>"],
             vision_end_token_id=ids["<|vision_end|>"],
         )
-        model = ColQwen2_5(config)
+        with on:
+            model = ColQwen2_5(config)
         image_processor = Qwen2VLImageProcessor(
             min_pixels=QWEN["min_pixels"], max_pixels=QWEN["max_pixels"]
         )
@@ -221,7 +257,8 @@ def build(name: str, fraction: float) -> tuple[Any, Any, str]:
             vocab_size=len(tok),
             image_token_index=tok.convert_tokens_to_ids("<image>"),
         )
-        model = ColPali(config)
+        with on:
+            model = ColPali(config)
         _fix_paligemma_attention(model)
         return model, proc, "colpali"
 
@@ -254,33 +291,96 @@ def render(pdf_dir: Path, n: int) -> list[Any]:
     return pages
 
 
-def child(name: str, fraction: float, n_pages: int, pdf_dir: Path, threads: int) -> None:
-    import torch
+def save_images(pdf_dir: Path, n: int, folder: Path) -> None:
+    """Render the first ``n`` PAGES as pagelens indexes them and save them as PNG + manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for i, page in enumerate(render(pdf_dir, n)):
+        file = f"{i:02d}_{Path(page.doc_path).stem[:40]}_p{page.page_number}.png"
+        page.image.save(folder / file, optimize=True)
+        manifest.append(
+            {
+                "file": file,
+                "doc_path": page.doc_path,
+                "doc_sha256": page.doc_sha256,
+                "page_number": page.page_number,
+                "page_count": page.page_count,
+                "width_pt": page.width_pt,
+                "height_pt": page.height_pt,
+                "image_px": list(page.image.size),
+            }
+        )
+        size = (folder / file).stat().st_size
+        print(f"  {file}: {page.image.size[0]}x{page.image.size[1]} px, {size / 2**10:.0f} KiB")
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    total = sum(f.stat().st_size for f in folder.iterdir())
+    print(f"wrote {len(manifest)} pages to {folder} ({total / 2**20:.1f} MiB)")
 
+
+def load_images(folder: Path, n: int) -> list[Any]:
+    """The first ``n`` pages saved by :func:`save_images`, as pagelens ``Page`` objects."""
+    from PIL import Image
+
+    from pagelens.types import Page
+
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    if n > len(manifest):
+        raise SystemExit(f"{folder} holds {len(manifest)} pages, {n} asked for")
+    pages = []
+    for m in manifest[:n]:
+        with Image.open(folder / m["file"]) as im:
+            image = im.convert("RGB")
+        image.load()
+        pages.append(
+            Page(
+                doc_sha256=m["doc_sha256"],
+                doc_path=m["doc_path"],
+                page_number=m["page_number"],
+                page_count=m["page_count"],
+                image=image,
+                width_pt=m["width_pt"],
+                height_pt=m["height_pt"],
+            )
+        )
+    return pages
+
+
+def get_pages(args: argparse.Namespace) -> list[Any]:
+    return load_images(args.images, args.pages) if args.images else render(args.pdf_dir, args.pages)
+
+
+def make_encoder(model: Any, proc: Any, family: str, name: str, device: str, dtype: Any) -> Any:
     from pagelens.encoders import colpali
     from pagelens.encoders.base import EncoderSpec
     from pagelens.encoders.colpali import ColPaliEngineEncoder
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    model, proc, family = build(name, fraction)
-    model = model.to(torch.float32).eval()
-    build_s = time.perf_counter() - t0
-    params = sum(p.numel() for p in model.parameters())
     kwargs: dict[str, Any] = {}
     if "family" in inspect.signature(ColPaliEngineEncoder.__init__).parameters:
         kwargs["family"] = next(f for f in colpali.FAMILIES if f.name == family)
-    encoder = ColPaliEngineEncoder(
+    return ColPaliEngineEncoder(
         model=model,
         processor=proc,
         spec=EncoderSpec(model_id=name, revision="random-init", dim=int(model.dim), family=family),
-        device="cpu",
-        dtype=torch.float32,
+        device=device,
+        dtype=dtype,
         batch_size=1,
         **kwargs,
     )
-    pages = render(pdf_dir, n_pages)
+
+
+def child(name: str, args: argparse.Namespace) -> None:
+    """CPU, float32, one page per call (the default run; its JSON is the reference one)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    model, proc, family = build(name, args.fraction)
+    model = model.to(torch.float32).eval()
+    build_s = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+    encoder = make_encoder(model, proc, family, name, "cpu", torch.float32)
+    pages = get_pages(args)
     rows = []
     for page in pages:
         inputs = proc.process_images([page.image])
@@ -304,7 +404,7 @@ def child(name: str, fraction: float, n_pages: int, pdf_dir: Path, threads: int)
     print(
         json.dumps(
             {
-                "fraction": fraction,
+                "fraction": args.fraction,
                 "params": params,
                 "build_seconds": build_s,
                 "pages": rows,
@@ -314,27 +414,327 @@ def child(name: str, fraction: float, n_pages: int, pdf_dir: Path, threads: int)
     )
 
 
+def _versions(torch: Any) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import transformers
+
+    try:
+        colpali_engine = version("colpali-engine")
+    except PackageNotFoundError:
+        colpali_engine = None
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "transformers": transformers.__version__,
+        "transformers_path": str(Path(transformers.__file__).parent),
+        "colpali_engine": colpali_engine,
+        "numpy": version("numpy"),
+        "pillow": version("pillow"),
+    }
+
+
+def _log(event: str, **fields: Any) -> None:
+    print(json.dumps({"progress": event, **fields}), file=sys.stderr, flush=True)
+
+
+def child_batched(name: str, args: argparse.Namespace) -> None:
+    """Any device and dtype, per batch size; the GPU run (see the module docstring)."""
+    import torch
+
+    device, dtype = args.device, getattr(torch, args.dtype)
+    cuda = device.startswith("cuda")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def gib(n: int) -> float:
+        return round(n / 2**30, 3)
+
+    result: dict[str, Any] = {"fraction": args.fraction, "versions": _versions(torch)}
+    if cuda:
+        result["gpu"] = torch.cuda.get_device_name(device)
+        result["gpu_capability"] = list(torch.cuda.get_device_capability(device))
+        result["gpu_total_gib"] = gib(torch.cuda.get_device_properties(device).total_memory)
+    result["torch_threads"] = torch.get_num_threads()
+    t0 = time.perf_counter()
+    pages = get_pages(args)
+    result["load_pages_seconds"] = time.perf_counter() - t0
+    _log("pages loaded", n=len(pages), seconds=round(result["load_pages_seconds"], 2))
+
+    t0 = time.perf_counter()
+    model, proc, family = build(name, args.fraction, device=device)
+    model = model.to(dtype).eval()
+    sync()
+    result["build_seconds"] = time.perf_counter() - t0
+    result["params"] = sum(p.numel() for p in model.parameters())
+    result["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
+    if cuda:
+        result["weights_gib"] = gib(torch.cuda.memory_allocated(device))
+    _log("built", params=result["params"], seconds=round(result["build_seconds"], 1))
+    encoder = make_encoder(model, proc, family, name, device, dtype)
+
+    # Per page, batch of one: tokens, and the processor's (CPU) share of encode_pages.
+    rows = []
+    for page in pages:
+        t = time.perf_counter()
+        inputs = proc.process_images([page.image])
+        rows.append(
+            {
+                "page": f"{page.doc_path}#{page.page_number}",
+                "image_px": list(page.image.size),
+                "visual_tokens": int((inputs["input_ids"] == encoder.image_token_id).sum()),
+                "sequence_tokens": int(inputs["attention_mask"].sum()),
+                "preprocess_seconds": time.perf_counter() - t,
+            }
+        )
+    result["pages"] = rows
+    result["visual_tokens_median"] = median([r["visual_tokens"] for r in rows])
+    result["sequence_tokens_median"] = median([r["sequence_tokens"] for r in rows])
+    result["preprocess_ms_per_page"] = 1000 * median([r["preprocess_seconds"] for r in rows])
+    _log("preprocessed", ms_per_page=round(result["preprocess_ms_per_page"], 1))
+
+    def late(what: str) -> bool:
+        # past the soft deadline the parent set: skip what is left, keep what was measured
+        if args.deadline and time.time() > args.deadline:
+            result.setdefault("skipped", []).append(what)
+            _log("skipped: past the soft deadline", what=what)
+            return True
+        return False
+
+    result["batches"] = {}
+    for bs in args.batch_sizes:
+        if late(f"batch size {bs}"):
+            continue
+        encoder.batch_size = bs
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        sync()
+        t = time.perf_counter()
+        encoder.encode_pages(pages[:bs])  # warm-up: one batch
+        sync()
+        warm = time.perf_counter() - t
+        seconds, vectors = [], []
+        for start in range(0, len(pages), bs):
+            batch = pages[start : start + bs]
+            sync()
+            t = time.perf_counter()
+            out = encoder.encode_pages(batch)
+            sync()
+            seconds.append(time.perf_counter() - t)
+            vectors.extend(int(v.shape[0]) for v in out)
+            _log("batch", batch_size=bs, pages=len(batch), seconds=round(seconds[-1], 4))
+        total = sum(seconds)
+        entry = {
+            "batch_size": bs,
+            "pages": len(pages),
+            "warmup_seconds": warm,
+            "batch_seconds": seconds,
+            "seconds": total,
+            "pages_per_second": len(pages) / total,
+            "ms_per_page": 1000 * total / len(pages),
+            "vectors_per_page_median": median(vectors),
+        }
+        if cuda:
+            entry["peak_gpu_gib"] = gib(torch.cuda.max_memory_allocated(device))
+            entry["peak_gpu_reserved_gib"] = gib(torch.cuda.max_memory_reserved(device))
+        result["batches"][str(bs)] = entry
+        _log("batch size done", **{k: entry[k] for k in ("batch_size", "ms_per_page")})
+
+    if args.queries and not late("queries"):
+        doc = json.loads(QUERIES.read_text(encoding="utf-8"))
+        texts = [q["query"] for q in doc["queries"]][: args.queries]
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        encoder.batch_size = len(texts)
+        encoder.encode_queries(texts)  # warm-up
+        sync()
+        t = time.perf_counter()
+        out = encoder.encode_queries(texts)
+        sync()
+        batch_s = time.perf_counter() - t
+        encoder.batch_size = 1
+        encoder.encode_queries(texts[:1])  # warm-up
+        single = []
+        for text in texts[:8]:
+            sync()
+            t = time.perf_counter()
+            encoder.encode_queries([text])
+            sync()
+            single.append(time.perf_counter() - t)
+        result["queries"] = {
+            "n": len(texts),
+            "batch_seconds": batch_s,
+            "ms_per_query_batched": 1000 * batch_s / len(texts),
+            "single_query_ms_median": 1000 * median(single),
+            "single_query_ms": [1000 * s for s in single],
+            # tokens of the tiny stand-in tokenizer: about 2-3x a real tokenizer's count
+            "vectors_per_query_median": median([int(v.shape[0]) for v in out]),
+        }
+        if cuda:
+            result["queries"]["peak_gpu_gib"] = gib(torch.cuda.max_memory_allocated(device))
+        _log("queries", ms_per_query=round(result["queries"]["ms_per_query_batched"], 2))
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def batched(args: argparse.Namespace) -> bool:
+    """Whether this run leaves the reference CPU path (fp32, one page per call)."""
+    return (
+        args.device != "cpu"
+        or args.dtype != "float32"
+        or args.batch_sizes != [1]
+        or bool(args.queries)
+    )
+
+
 def run_child(name: str, fraction: float, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one model in a child process; its stderr is echoed live and kept as a tail."""
     cmd = [
         sys.executable, str(Path(__file__).resolve()), "--child", name,
         "--fraction", str(fraction), "--pages", str(args.pages),
-        "--pdf-dir", str(args.pdf_dir), "--threads", str(args.threads),
+        "--pdf-dir", str(args.pdf_dir), "--device", args.device, "--dtype", args.dtype,
+        "--batch-sizes", *map(str, args.batch_sizes), "--queries", str(args.queries),
     ]  # fmt: skip
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    if args.images:
+        cmd += ["--images", str(args.images)]
+    if batched(args):  # a soft deadline at 70% of the timeout: a slow model ends with some numbers
+        cmd += ["--deadline", f"{time.time() + 0.7 * args.timeout:.0f}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     print(f"  {name} at depth x{fraction:g} ...", flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-5:]
-        return {"failed": f"exit status {proc.returncode}", "stderr_tail": tail}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    tail: deque[str] = deque(maxlen=30)
+    stdout: list[str] = []
+    start = time.perf_counter()
+    with subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    ) as proc:
+
+        def pump_err() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                tail.append(line.rstrip("\n"))
+                print(f"    [{name}] {line}", end="", flush=True)
+
+        def pump_out() -> None:
+            assert proc.stdout is not None
+            stdout.append(proc.stdout.read())
+
+        pumps = [threading.Thread(target=f, daemon=True) for f in (pump_err, pump_out)]
+        for pump in pumps:
+            pump.start()
+        try:
+            code = proc.wait(timeout=args.timeout)
+            failed = f"exit status {code}" if code else None
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            failed = f"timed out after {args.timeout} s"
+        for pump in pumps:
+            pump.join(timeout=10)
+    extra = {"child_seconds": round(time.perf_counter() - start, 1)} if batched(args) else {}
+    if not failed:
+        try:
+            return {**json.loads("".join(stdout).strip().splitlines()[-1]), **extra}
+        except (ValueError, IndexError):
+            failed = "no JSON result on stdout"
+    print(f"  {name} FAILED: {failed}", flush=True)
+    return {"failed": failed, "stderr_tail": list(tail), **extra}
+
+
+def main_batched(args: argparse.Namespace) -> None:
+    results: dict[str, Any] = {}
+    doc: dict[str, Any] = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "batch_sizes": args.batch_sizes,
+        "pages": args.pages,
+        "pages_from": f"PNG ({args.images.name})" if args.images else "poppler",
+        "models": results,
+    }
+    for name in args.models:
+        print(f"{name}: full model on {args.device} ({args.dtype})", flush=True)
+        results[name] = run_child(name, args.fraction, args)
+        for key in ("gpu", "versions"):
+            if key in results[name] and key not in doc:
+                doc[key] = results[name][key]
+        write_json(args.out, "encoder_cost", command_line(), doc)  # partial results survive
+
+    rows = []
+    for name, e in results.items():
+        if "failed" in e:
+            rows.append([name, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", e["failed"]])
+            continue
+        q = e.get("queries", {})
+        for bs, b in e["batches"].items():
+            rows.append(
+                [
+                    name,
+                    f"{e['params'] / 1e9:.2f} B",
+                    int(bs),
+                    e["visual_tokens_median"],
+                    e["sequence_tokens_median"],
+                    b["pages_per_second"],
+                    b["ms_per_page"],
+                    e["preprocess_ms_per_page"],
+                    b.get("peak_gpu_gib", "-"),
+                    q.get("ms_per_query_batched", "-"),
+                    q.get("single_query_ms_median", "-"),
+                    f"{e['build_seconds']:.1f}",
+                ]
+            )
+    print()
+    print(f"{doc.get('gpu', args.device)}, {args.dtype}, {args.pages} real pages")
+    print(
+        table(
+            [
+                "model",
+                "params",
+                "batch",
+                "visual tok/page",
+                "sequence",
+                "pages/s",
+                "ms/page",
+                "preprocess ms/page",
+                "peak GPU GiB",
+                f"ms/query (x{args.queries})",
+                "ms 1 query",
+                "build s",
+            ],
+            rows,
+        )
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--pages", type=int, default=2, help=f"real pages per model (1-{len(PAGES)})")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, help="torch threads (default: 2 on cpu, torch's on gpu)")
     ap.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
+    ap.add_argument("--images", type=Path, help="read pages saved by --save-images, not PDFs")
+    ap.add_argument("--save-images", type=Path, help="render --pages pages to PNGs here, exit")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="default: float32 on cpu, bfloat16 on gpu",
+    )
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1], metavar="N")
+    ap.add_argument(
+        "--queries",
+        type=int,
+        help="questions to encode as one batch (default: 32 on gpu, 0 on cpu)",
+    )
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per child run")
     ap.add_argument(
         "--headroom-gb", type=float, default=3.0, help="free RAM to leave beside the weights"
@@ -342,9 +742,25 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=default_out("encoder_cost"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--fraction", type=float, default=1.0, help=argparse.SUPPRESS)
+    ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    cpu = args.device == "cpu"
+    if args.dtype is None:
+        args.dtype = "float32" if cpu else "bfloat16"
+    if args.queries is None:
+        args.queries = 0 if cpu else 32
+    if args.threads is None and cpu:
+        args.threads = 2
+    if args.images:
+        args.images = args.images.resolve()
+    if args.save_images:
+        save_images(args.pdf_dir, args.pages, args.save_images)
+        return
     if args.child:
-        child(args.child, args.fraction, args.pages, args.pdf_dir, args.threads)
+        (child_batched if batched(args) else child)(args.child, args)
+        return
+    if batched(args):
+        main_batched(args)
         return
 
     import psutil
