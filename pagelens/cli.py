@@ -2,7 +2,7 @@
 
 Each command parses its options, calls the library, and prints. The environment is
 read here and nowhere else (``PAGELENS_INDEX``, ``PAGELENS_MODEL``,
-``QDRANT_URL``, ``QDRANT_API_KEY``).
+``QDRANT_URL``, ``QDRANT_API_KEY``, ``PAGELENS_EVAL_CACHE``, ``PAGELENS_TEXT_CACHE``).
 """
 
 from __future__ import annotations
@@ -168,6 +168,14 @@ def index_cmd(
         ),
     ] = None,
     ocr: OcrOpt = "auto",
+    text_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--text-cache",
+            envvar="PAGELENS_TEXT_CACHE",
+            help="Keep page texts and OCR here for other indexes of the same files.",
+        ),
+    ] = None,
     prune: Annotated[
         bool, typer.Option("--prune", help="Remove documents whose files are gone.")
     ] = False,
@@ -178,7 +186,7 @@ def index_cmd(
     from pagelens.index import IndexSettings
     from pagelens.pipeline.job import index_paths
     from pagelens.pipeline.render import RenderSettings
-    from pagelens.pipeline.text import TextSettings
+    from pagelens.pipeline.text import TextCache, TextSettings
 
     try:
         idx = _open(index, url, api_key, collection)
@@ -208,6 +216,7 @@ def index_cmd(
                 render=render,
                 text=text_settings,
                 text_encoder=text_encoder,
+                text_cache=TextCache(text_cache) if text_cache else None,
                 prune=prune,
                 progress=_progress(),
             )

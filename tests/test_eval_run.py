@@ -216,6 +216,7 @@ def test_text_channel_beside_the_visual_one(sets, tmp_path):
         progress=False,
     )
     assert text_enc.pages_seen == 6  # each page's text encoded once for the sweep
+    assert len(list((tmp_path / "text").glob("*.json"))) == 2  # each PDF's text read once
     for result in results:
         assert result.text_encoder == dataclasses.asdict(text_enc.spec)
         assert result.settings["channels"] == ["dense", "text"]

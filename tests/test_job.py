@@ -452,3 +452,45 @@ def test_text_channel_needs_an_index_with_one(index, corpus):
         index_paths(
             index, enc, [corpus], render=RENDER, text_encoder=FakeTextEncoder(), progress=False
         )
+
+
+def test_text_cache_serves_a_second_index(tmp_path, monkeypatch):
+    """Page texts (and OCR) are read once for every index of the same files."""
+    import pagelens.pipeline.job as job
+    from pagelens.pipeline.text import PageText, TextCache, TextSettings
+    from tests.fakes import FakeTextEncoder
+
+    root = _text_corpus(tmp_path)
+    calls = []
+    real = job.extract_text
+
+    def counting(path, *args, **kwargs):
+        calls.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(job, "extract_text", counting)
+    cache, text = TextCache(tmp_path / "texts"), TextSettings(ocr="never")
+    results = []
+    for name in ("one", "two"):
+        with Index.open(tmp_path / name) as idx:
+            index_paths(idx, FakeTextEncoder(), [root], render=RENDER, text=text, text_cache=cache)
+            results.append(search(idx, FakeTextEncoder(), ["staff hiring", "europe"], k=3))
+    assert len(calls) == 3  # three documents, read for the first index only
+    assert [[h.page_id for h in q] for q in results[0]] == [
+        [h.page_id for h in q] for q in results[1]
+    ]
+
+    # other OCR settings are other texts: read again
+    with Index.open(tmp_path / "three") as idx:
+        other = TextSettings(ocr="never", min_chars=5)
+        index_paths(idx, FakeTextEncoder(), [root], render=RENDER, text=other, text_cache=cache)
+    assert len(calls) == 6
+
+    # a page read with an error is not kept, so it is retried; a broken file is a miss
+    sha = "0" * 64
+    cache.put(sha, text, [PageText(1, "", "none", error="timed out")])
+    assert cache.get(sha, text) is None
+    cache.put(sha, text, [PageText(1, "words", "layer")])
+    assert cache.get(sha, text) == [PageText(1, "words", "layer")]
+    next((tmp_path / "texts").glob(f"{sha}-*.json")).write_text("{not json")
+    assert cache.get(sha, text) is None

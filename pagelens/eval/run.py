@@ -6,7 +6,8 @@ What is measured is what ships: pages go in through
 :func:`pagelens.search.search`, exactly as a user's calls.
 
 Indexes are cached under ``cache_dir``, one folder per (corpus, encoder spec,
-index settings, render settings); a later run with the same four reuses it.
+index settings, render settings); a later run with the same four reuses it. Page
+texts (and their OCR) are kept in ``cache_dir/text`` for every index of the set.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pagelens.eval.metrics import DEPTH, breakdown, score_run
 from pagelens.eval.report import SCOPES, EvalResult, IndexStats, ScopeResult
 from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.job import index_pages, index_paths
-from pagelens.pipeline.text import TextSettings
+from pagelens.pipeline.text import TextCache, TextSettings
 from pagelens.search import DEFAULT_CANDIDATES, SearchFilter, search
 from pagelens.types import Hit
 
@@ -145,6 +146,7 @@ def _build(
     *,
     text: TextSettings | None = None,
     text_encoder: Encoder | None = None,
+    text_cache: TextCache | None = None,
     progress: bool,
 ) -> tuple[bool, float | None]:
     """Index what is missing; returns (reused, build seconds)."""
@@ -184,6 +186,7 @@ def _build(
             render=render,
             text=text,
             text_encoder=text_encoder,
+            text_cache=text_cache,
             progress=progress,
         )
     seconds = time.perf_counter() - start
@@ -364,6 +367,8 @@ def evaluate(
             render,
             text=text,
             text_encoder=text_encoder,
+            # page texts outlive one index: a sweep or another model reads them back
+            text_cache=TextCache(Path(cache_dir).expanduser() / "text") if cache_dir else None,
             progress=progress,
         )
         options: dict[str, Any] = {

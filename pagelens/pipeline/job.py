@@ -27,7 +27,7 @@ from pagelens.errors import InputError, PagelensError
 from pagelens.index import DocumentRecord, Index, IndexSettings
 from pagelens.pipeline.discover import Skipped, discover
 from pagelens.pipeline.render import PdfInfo, RenderSettings, probe, render_pages
-from pagelens.pipeline.text import PageText, TextSettings, extract_text
+from pagelens.pipeline.text import PageText, TextCache, TextSettings, extract_text
 from pagelens.pooling import ward_pool
 from pagelens.storage.base import (
     BM25,
@@ -221,6 +221,7 @@ def index_paths(
     render: RenderSettings | None = None,
     text: TextSettings | None = None,
     text_encoder: Encoder | None = None,
+    text_cache: TextCache | None = None,
     prune: bool = False,
     progress: bool = True,
 ) -> IndexReport:
@@ -242,6 +243,8 @@ def index_paths(
         text_encoder: a second encoder that reads page text (e.g. ``minilm``),
             stored as the ``text`` channel beside ``encoder``'s; fixed when the
             index is created, and it turns the page-text channel on.
+        text_cache: keep page texts (and OCR) on disk for other indexes of the
+            same documents.
         prune: remove indexed documents not found under ``paths``.
         progress: show progress bars (only on a terminal).
 
@@ -282,7 +285,16 @@ def index_paths(
                 continue
             try:
                 done = _index_document(
-                    index, encoder, doc, settings, render, text, times, pages_bar, text_encoder
+                    index,
+                    encoder,
+                    doc,
+                    settings,
+                    render,
+                    text,
+                    times,
+                    pages_bar,
+                    text_encoder,
+                    text_cache,
                 )
             except InputError as exc:
                 logger.warning("skipped %s", exc)
@@ -378,6 +390,7 @@ def _index_document(
     times: StageTimes,
     pages_bar: tqdm,
     text_encoder: Encoder | None = None,
+    text_cache: TextCache | None = None,
 ) -> int:
     """Render, encode and store the missing pages of one document, then commit it."""
     info = probe(doc, render)
@@ -392,7 +405,11 @@ def _index_document(
     done = 0
     if settings.text:
         t0 = time.perf_counter()
-        texts = extract_text(doc.source, info.page_count, text, password=render.password)
+        texts = text_cache.get(doc.sha256, text) if text_cache else None
+        if texts is None or len(texts) != info.page_count:
+            texts = extract_text(doc.source, info.page_count, text, password=render.password)
+            if text_cache is not None:
+                text_cache.put(doc.sha256, text, texts)
         times.text += time.perf_counter() - t0
         if reads_text(encoder):  # no image needed: the pages are their text
             pages: Iterator[Page] = _text_pages(doc, info, texts, first)

@@ -26,6 +26,8 @@ cannot be opened at all raises :class:`~pagelens.errors.InputError`.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
 import os
@@ -36,7 +38,8 @@ import tempfile
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 from pagelens.errors import InputError, PagelensError
@@ -121,6 +124,57 @@ class PageText:
     text: str
     source: TextSource
     error: str | None = None
+
+
+class TextCache:
+    """Page texts kept on disk, per document content and the settings that shape them.
+
+    OCR costs about 0.8 CPU-s per page (mmlongbench-dev, one core), and a document's
+    text does not depend on the index it goes into: a new index of the same files
+    (another model or pool factor, an evaluation sweep) reads the texts back from
+    here. A document is cached only when every page was read without error, so a
+    timeout or a missing tool is retried next time; an unreadable cache file counts
+    as absent.
+    """
+
+    FORMAT = 1
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder).expanduser()
+
+    def _path(self, doc_sha256: str, settings: TextSettings) -> Path:
+        shaping = {  # what changes the text; tool paths, timeouts and workers do not
+            "format": self.FORMAT,
+            "ocr": settings.ocr,
+            "ocr_lang": settings.ocr_lang,
+            "ocr_dpi": settings.ocr_dpi,
+            "min_chars": settings.min_chars,
+            "scan_max_chars": settings.scan_max_chars,
+        }
+        digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
+        return self.folder / f"{doc_sha256}-{digest}.json"
+
+    def get(self, doc_sha256: str, settings: TextSettings) -> list[PageText] | None:
+        """Return the cached texts of a document, or ``None``."""
+        path = self._path(doc_sha256, settings)
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            return [PageText(**row) for row in rows]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            logger.warning("ignoring unreadable text cache file %s: %s", path, exc)
+            return None
+
+    def put(self, doc_sha256: str, settings: TextSettings, texts: Sequence[PageText]) -> None:
+        """Keep a document's texts, unless a page had an error."""
+        if any(t.error for t in texts):
+            return
+        path = self._path(doc_sha256, settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([asdict(t) for t in texts]), encoding="utf-8")
+        os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
 
 
 def usable_chars(text: str) -> int:
