@@ -67,6 +67,13 @@ WeightsOpt = Annotated[
         help="RRF weights per channel: bm25=2 or dense=1,bm25=2 (1 for channels not named).",
     ),
 ]
+FirstStageOpt = Annotated[
+    str,
+    typer.Option(
+        "--first-stage",
+        help="Candidates from: auto (exact scan up to 2,000 pages, else hnsw), hnsw, exact.",
+    ),
+]
 TextModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -286,6 +293,7 @@ def search_cmd(
     fusion: FusionOpt = "dbsf",
     weights: WeightsOpt = None,
     text_model: TextModelOpt = None,
+    first_stage: FirstStageOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index with questions; print the best pages."""
@@ -315,6 +323,7 @@ def search_cmd(
                 fusion=fusion,
                 weights=_weights(weights),
                 text_encoder=text_encoder,
+                first_stage=first_stage,
             )
     except PagelensError as exc:
         _fail(exc)
@@ -466,6 +475,7 @@ def eval_run_cmd(
     channels: ChannelsOpt = "dense",
     fusion: FusionOpt = "dbsf",
     weights: WeightsOpt = None,
+    first_stage: FirstStageOpt = "auto",
     text: Annotated[
         bool, typer.Option("--text/--no-text", help="Index page text and BM25 (PDF sets).")
     ] = False,
@@ -510,6 +520,7 @@ def eval_run_cmd(
             weights=_weights(weights),
             text=TextSettings(ocr=ocr),  # type: ignore[arg-type]  # it checks the value
             text_encoder=text_encoder,
+            first_stage=first_stage,
             rebuild=rebuild,
             progress=_progress(),
         )

@@ -494,3 +494,26 @@ def test_text_cache_serves_a_second_index(tmp_path, monkeypatch):
     assert cache.get(sha, text) == [PageText(1, "words", "layer")]
     next((tmp_path / "texts").glob(f"{sha}-*.json")).write_text("{not json")
     assert cache.get(sha, text) is None
+
+
+def test_auto_first_stage_scans_few_pages_and_walks_the_graph_for_many(index, corpus, monkeypatch):
+    import pagelens.search as search_module
+
+    enc = FakeEncoder()
+    index_paths(index, enc, [corpus], render=RENDER, progress=False)  # 5 pages
+    seen = []
+    real = index.store.query
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["first_stage"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(index.store, "query", spy)
+    search(index, enc, ["alpha"], k=2)
+    monkeypatch.setattr(search_module, "EXACT_FIRST_STAGE_PAGES", 4)
+    search(index, enc, ["alpha"], k=2)
+    search(index, enc, ["alpha"], k=2, filter=SearchFilter(doc_paths=("a.pdf",)))  # 3 pages
+    search(index, enc, ["alpha"], k=2, first_stage="exact")
+    assert seen == ["exact", "hnsw", "exact", "exact"]
+    with pytest.raises(PagelensError, match="first_stage must be"):
+        search(index, enc, ["alpha"], first_stage="graph")

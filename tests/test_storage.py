@@ -381,3 +381,54 @@ def test_three_channel_rrf_matches_its_formula(make_store):
     for h in fused:
         found = tuple(c for c, order in ranked.items() if h.payload["page_number"] in order)
         assert h.channels == found
+
+
+def test_exact_first_stage_scans_every_page(make_store):
+    """With candidates = k and pooled = page vectors, an exact first stage is exact search."""
+    store = make_store()
+    store.create(CollectionSpec(dim=DIM, fp16=False))
+    pages, points = _corpus(40)
+    full = [
+        PointRecord(p.id, p.payload, {PAGES: v, POOLED: v})
+        for p, v in zip(points, pages, strict=True)
+    ]
+    store.upsert(full)
+    store.optimize()
+    rng = np.random.default_rng(21)
+    queries = [_unit(rng.normal(size=(m, DIM))) for m in (2, 5)]
+    got = store.query(queries, k=3, candidates=3, first_stage="exact")
+    for g, w in zip(got, rank(queries, pages, k=3), strict=True):
+        assert [h.payload["page_number"] for h in g] == [i for i, _ in w]
+
+
+def test_first_stage_reaches_the_engine_request(make_store):
+    """The first stage's prefetch asks the engine for an exact scan, or not."""
+    store = make_store()
+    _fill(store)
+    sent = []
+    if isinstance(store, EdgeStore):
+        shard = store._shard
+
+        class Spy:
+            def query_batch(self, request):
+                sent.extend(r.prefetches[0].params for r in request.queries)
+                return shard.query_batch(request)
+
+        store._shard = Spy()
+    else:
+        client = store._client
+        real = client.query_batch_points
+
+        def spy(collection, requests):
+            sent.extend(r.prefetch[0].params for r in requests)
+            return real(collection, requests=requests)
+
+        client.query_batch_points = spy
+    q = _unit(np.random.default_rng(3).normal(size=(2, DIM)))
+    try:
+        store.query([q], k=3, candidates=5, first_stage="exact")
+        store.query([q], k=3, candidates=5, first_stage="hnsw")
+    finally:
+        if isinstance(store, EdgeStore):
+            store._shard = shard
+    assert sent[0].exact is True and sent[1] is None

@@ -282,6 +282,7 @@ def evaluate(
     weights: Mapping[str, float] | None = None,
     text: TextSettings | None = None,
     text_encoder: Encoder | None = None,
+    first_stage: str = "auto",
     rebuild: bool = False,
     label: str | None = None,
     progress: bool = True,
@@ -313,6 +314,8 @@ def evaluate(
         text: page-text settings (OCR) for indexes with text (PDF sets only).
         text_encoder: a second encoder of page text, stored as the ``text``
             channel (see :func:`pagelens.pipeline.job.index_paths`).
+        first_stage: ``"auto"``, ``"hnsw"`` or ``"exact"``, as in
+            :func:`pagelens.search.search`.
         rebuild: drop the cached index and build it again.
         label: the run's name in tables; ``pool_factor=<n>`` (and the channels,
             when not dense) by default.
@@ -376,6 +379,7 @@ def evaluate(
             "fusion": fusion,
             "weights": weights,
             "text_encoder": text_encoder,
+            "first_stage": first_stage,
         }
         info = index.info()
         if index.manifest is not None:  # what the index holds (a text encoder forces text)
@@ -434,11 +438,12 @@ def evaluate(
         channels=list(channels),
         fusion=fusion,
         weights=dict(weights) if weights else None,
+        first_stage=first_stage,
     )
     if render is not None and isinstance(eval_set.corpus, PdfCorpus):
         run_settings.update(render_dpi=render.dpi, render_max_pixels=render.max_pixels)
     return EvalResult(
-        label=label or _label(settings, channels, fusion, weights),
+        label=label or _label(settings, channels, fusion, weights, first_stage),
         dataset=eval_set.describe(),
         encoder=dataclasses.asdict(encoder.spec),
         text_encoder=dataclasses.asdict(text_encoder.spec) if text_encoder else None,
@@ -466,8 +471,11 @@ def _label(
     channels: Sequence[str],
     fusion: str,
     weights: Mapping[str, float] | None,
+    first_stage: str = "auto",
 ) -> str:
     label = f"pool_factor={settings.pool_factor}"
+    if first_stage != "auto":
+        label += f" first_stage={first_stage}"
     if tuple(channels) != ("dense",):
         label += " " + "+".join(channels)
         if len(channels) > 1:

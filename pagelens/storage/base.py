@@ -128,6 +128,8 @@ class HybridQuery:
         text: query multi-vector of the text encoder, for MaxSim on ``text_pages``
             (two-stage through ``text_pooled``), or ``None`` to leave it out.
         candidates: first-stage candidates of each dense channel; ``None`` = exact.
+        first_stage: how candidates are drawn from the pooled vectors: ``"hnsw"``
+            (the graph) or ``"exact"`` (a scan of every page's pooled vectors).
         channel_limit: results each channel contributes to the fusion.
         fusion: ``"rrf"`` (reciprocal rank fusion) or ``"dbsf"`` (Qdrant's
             distribution-based score fusion: scores normalised per channel, summed).
@@ -141,6 +143,7 @@ class HybridQuery:
     sparse: SparseVector | None
     text: MultiVector | None = None
     candidates: int | None = 200
+    first_stage: str = "hnsw"
     channel_limit: int = 100
     fusion: str = "dbsf"
     weights: Mapping[str, float] | None = None
@@ -172,6 +175,7 @@ def path_prefixes(doc_path: str) -> list[str]:
 
 
 FUSIONS = ("rrf", "dbsf")
+FIRST_STAGES = ("hnsw", "exact")
 
 
 def check_hybrid(query: HybridQuery) -> None:
@@ -183,6 +187,7 @@ def check_hybrid(query: HybridQuery) -> None:
         raise PagelensError("a hybrid query needs a dense, text or sparse vector")
     if query.fusion not in FUSIONS:
         raise PagelensError(f"fusion must be one of {FUSIONS}, got {query.fusion!r}")
+    check_first_stage(query.first_stage)
     if query.weights is not None:
         if query.fusion != "rrf":
             raise PagelensError("channel weights apply to fusion='rrf' only")
@@ -193,6 +198,14 @@ def check_hybrid(query: HybridQuery) -> None:
             raise PagelensError(f"weights must be non-negative numbers, got {dict(query.weights)}")
     if query.channel_limit < 1:
         raise PagelensError(f"channel_limit must be >= 1, got {query.channel_limit!r}")
+
+
+def check_first_stage(first_stage: str) -> None:
+    """Reject an unknown first-stage method."""
+    from pagelens.errors import PagelensError
+
+    if first_stage not in FIRST_STAGES:
+        raise PagelensError(f"first_stage must be one of {FIRST_STAGES}, got {first_stage!r}")
 
 
 def channel_names(query: HybridQuery) -> list[str]:
@@ -292,12 +305,14 @@ class Store(Protocol):
         candidates: int | None,
         where: PayloadFilter | None = None,
         channel: str = DENSE,
+        first_stage: str = "hnsw",
     ) -> list[list[ScoredRecord]]:
         """Top-``k`` pages per query by MaxSim on ``pages`` (``text_pages`` for ``text``).
 
         With ``candidates`` set, the first stage draws that many candidates by
-        MaxSim on ``pooled`` (``text_pooled``) through HNSW and only those are
-        reranked; ``None`` scores every page exactly.
+        MaxSim on ``pooled`` (``text_pooled``), through HNSW or, with
+        ``first_stage="exact"``, a scan of every page; only those are reranked.
+        ``None`` scores every page exactly on the rerank vectors.
         """
         ...
 

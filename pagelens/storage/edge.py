@@ -221,7 +221,13 @@ class EdgeStore:
         return int(self._require().count(m.CountRequest(filter=build_filter(m, where), exact=True)))
 
     def _dense(
-        self, query: MultiVector, limit: int, candidates: int | None, flt: Any, channel: str
+        self,
+        query: MultiVector,
+        limit: int,
+        candidates: int | None,
+        flt: Any,
+        channel: str,
+        first_stage: str = "hnsw",
     ) -> tuple[Any, list[Any] | None, Any]:
         """Build a dense channel: query on its rerank vectors, prefetch on its candidates."""
         m = self._m
@@ -230,7 +236,10 @@ class EdgeStore:
         if candidates is None:
             return m.Query.Nearest(vectors, using=rerank), None, flt
         stage1 = m.Prefetch(
-            limit=max(candidates, limit), query=m.Query.Nearest(vectors, using=pooled), filter=flt
+            limit=max(candidates, limit),
+            query=m.Query.Nearest(vectors, using=pooled),
+            filter=flt,
+            params=m.SearchParams(exact=True) if first_stage == "exact" else None,
         )
         return m.Query.Nearest(vectors, using=rerank), [stage1], None
 
@@ -240,7 +249,14 @@ class EdgeStore:
         for channel, vectors in ((DENSE, query.dense), (TEXT, query.text)):
             if vectors is not None:
                 out.append(
-                    self._dense(vectors, query.channel_limit, query.candidates, flt, channel)
+                    self._dense(
+                        vectors,
+                        query.channel_limit,
+                        query.candidates,
+                        flt,
+                        channel,
+                        query.first_stage,
+                    )
                 )
         if query.sparse is not None:
             sparse = m.SparseVector(list(query.sparse.indices), list(query.sparse.values))
@@ -255,12 +271,15 @@ class EdgeStore:
         candidates: int | None,
         where: PayloadFilter | None = None,
         channel: str = DENSE,
+        first_stage: str = "hnsw",
     ) -> list[list[ScoredRecord]]:
         m = self._m
         flt = build_filter(m, where)
         requests = []
         for query in queries:
-            scoring, prefetches, outer = self._dense(query, k, candidates, flt, channel)
+            scoring, prefetches, outer = self._dense(
+                query, k, candidates, flt, channel, first_stage
+            )
             requests.append(
                 m.QueryRequest(
                     limit=k, query=scoring, prefetches=prefetches, filter=outer, with_payload=True

@@ -170,7 +170,13 @@ class ServerStore:
         return int(result.count)
 
     def _dense(
-        self, query: MultiVector, limit: int, candidates: int | None, flt: Any, channel: str
+        self,
+        query: MultiVector,
+        limit: int,
+        candidates: int | None,
+        flt: Any,
+        channel: str,
+        first_stage: str = "hnsw",
     ) -> dict[str, Any]:
         """Build a dense channel: MaxSim on its rerank vectors, two-stage through its candidates."""
         m = self._m
@@ -178,7 +184,13 @@ class ServerStore:
         vectors = _as_lists(query)
         if candidates is None:
             return {"query": vectors, "using": rerank, "filter": flt}
-        stage1 = m.Prefetch(query=vectors, using=pooled, limit=max(candidates, limit), filter=flt)
+        stage1 = m.Prefetch(
+            query=vectors,
+            using=pooled,
+            limit=max(candidates, limit),
+            filter=flt,
+            params=m.SearchParams(exact=True) if first_stage == "exact" else None,
+        )
         return {"query": vectors, "using": rerank, "prefetch": [stage1]}
 
     def _channels(self, query: HybridQuery, flt: Any) -> list[dict[str, Any]]:
@@ -187,7 +199,14 @@ class ServerStore:
         for channel, vectors in ((DENSE, query.dense), (TEXT, query.text)):
             if vectors is not None:
                 out.append(
-                    self._dense(vectors, query.channel_limit, query.candidates, flt, channel)
+                    self._dense(
+                        vectors,
+                        query.channel_limit,
+                        query.candidates,
+                        flt,
+                        channel,
+                        query.first_stage,
+                    )
                 )
         if query.sparse is not None:
             sparse = m.SparseVector(
@@ -204,13 +223,16 @@ class ServerStore:
         candidates: int | None,
         where: PayloadFilter | None = None,
         channel: str = DENSE,
+        first_stage: str = "hnsw",
     ) -> list[list[ScoredRecord]]:
         self._require()
         m = self._m
         flt = build_filter(m, where)
         requests = [
             m.QueryRequest(
-                **self._dense(q, k, candidates, flt, channel), limit=k, with_payload=True
+                **self._dense(q, k, candidates, flt, channel, first_stage),
+                limit=k,
+                with_payload=True,
             )
             for q in queries
         ]
