@@ -37,10 +37,11 @@ from pagelens.types import Hit, MultiVector
 
 DEFAULT_CANDIDATES = 200
 # Up to this many pages (after the filter) "auto" draws candidates by an exact scan of
-# the pooled vectors rather than their HNSW graph. Measured side by side on synthetic
-# pages (benchmarks/search_bench.py, 200 candidates): at 1k pages the scan kept all of
-# the exact top-10 at about the graph's latency (which kept 98.8%), at 2k it cost 16%
-# more time for 100% against 96.9%, and at 10k three times the time.
+# the pooled vectors rather than their HNSW graph. Side by side on synthetic pages at
+# 200 candidates (benchmarks/search_bench.py, README there): at 1k pages the scan kept
+# the whole exact top-10 in the graph's time (40.3 vs 40.0 ms; the graph kept 98.9%),
+# at 2k it took 18% longer for 100% against 96.6%, at 10k 1.8x as long (116.8 vs 64.8
+# ms, against 83.2%).
 EXACT_FIRST_STAGE_PAGES = 2000
 
 
