@@ -134,7 +134,8 @@ class TextCache:
     (another model or pool factor, an evaluation sweep) reads the texts back from
     here. A document is cached only when every page was read without error, so a
     timeout or a missing tool is retried next time; an unreadable cache file counts
-    as absent.
+    as absent. Tool versions are not part of the key: clear the folder after
+    upgrading poppler or tesseract.
     """
 
     FORMAT = 1
