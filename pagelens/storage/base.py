@@ -80,9 +80,9 @@ class CollectionSpec:
 
 def dense_layout(spec: CollectionSpec) -> list[tuple[str, str, int]]:
     """(rerank vector, candidate vector, dimension) of each dense channel of a collection."""
-    out = [(PAGES, POOLED, spec.dim)]
+    out = [(*DENSE_VECTORS[DENSE], spec.dim)]
     if spec.text_dim is not None:
-        out.append((TEXT_PAGES, TEXT_POOLED, spec.text_dim))
+        out.append((*DENSE_VECTORS[TEXT], spec.text_dim))
     return out
 
 
@@ -208,10 +208,16 @@ def check_first_stage(first_stage: str) -> None:
         raise PagelensError(f"first_stage must be one of {FIRST_STAGES}, got {first_stage!r}")
 
 
+def dense_queries(query: HybridQuery) -> list[tuple[str, MultiVector]]:
+    """List the dense channels a hybrid query uses, with their query vectors, in order."""
+    given = ((DENSE, query.dense), (TEXT, query.text))
+    return [(name, v) for name, v in given if v is not None]
+
+
 def channel_names(query: HybridQuery) -> list[str]:
     """Name the channels a hybrid query uses, in the order their prefetches are built."""
-    given = ((DENSE, query.dense), (TEXT, query.text), (BM25, query.sparse))
-    return [name for name, v in given if v is not None]
+    names = [name for name, _ in dense_queries(query)]
+    return names + [BM25] if query.sparse is not None else names
 
 
 def channel_weights(query: HybridQuery) -> list[float] | None:

@@ -14,7 +14,6 @@ from pagelens.storage.base import (
     BM25,
     DENSE,
     DENSE_VECTORS,
-    TEXT,
     CollectionSpec,
     HybridQuery,
     PayloadFilter,
@@ -23,6 +22,7 @@ from pagelens.storage.base import (
     SparseVector,
     channel_weights,
     dense_layout,
+    dense_queries,
     hybrid_records,
     plan_hybrid,
 )
@@ -245,19 +245,10 @@ class EdgeStore:
 
     def _channels(self, query: HybridQuery, flt: Any) -> list[tuple[Any, list[Any] | None, Any]]:
         m = self._m
-        out = []
-        for channel, vectors in ((DENSE, query.dense), (TEXT, query.text)):
-            if vectors is not None:
-                out.append(
-                    self._dense(
-                        vectors,
-                        query.channel_limit,
-                        query.candidates,
-                        flt,
-                        channel,
-                        query.first_stage,
-                    )
-                )
+        out = [
+            self._dense(v, query.channel_limit, query.candidates, flt, name, query.first_stage)
+            for name, v in dense_queries(query)
+        ]
         if query.sparse is not None:
             sparse = m.SparseVector(list(query.sparse.indices), list(query.sparse.values))
             out.append((m.Query.Nearest(sparse, using=BM25), None, flt))
