@@ -496,6 +496,29 @@ def test_text_cache_serves_a_second_index(tmp_path, monkeypatch):
     assert cache.get(sha, text) is None
 
 
+def test_an_unwritable_text_cache_is_reported_and_indexing_goes_on(tmp_path, caplog):
+    from pagelens.pipeline.text import TextCache, TextSettings
+    from tests.fakes import FakeTextEncoder
+
+    root = _text_corpus(tmp_path)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    cache = TextCache(blocker / "texts")
+    with Index.open(tmp_path / "idx") as idx:
+        report = index_paths(
+            idx,
+            FakeTextEncoder(),
+            [root],
+            render=RENDER,
+            text=TextSettings(ocr="never"),
+            text_cache=cache,
+            progress=False,
+        )
+        assert len(report.indexed) == 3 and not report.skipped
+        assert idx.info().pages == 5
+    assert "cannot write the text cache" in caplog.text
+
+
 def test_auto_first_stage_scans_few_pages_and_walks_the_graph_for_many(index, corpus, monkeypatch):
     import pagelens.search as search_module
 

@@ -25,6 +25,7 @@ cannot be opened at all raises :class:`~pagelens.errors.InputError`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -168,14 +169,23 @@ class TextCache:
             return None
 
     def put(self, doc_sha256: str, settings: TextSettings, texts: Sequence[PageText]) -> None:
-        """Keep a document's texts, unless a page had an error."""
+        """Keep a document's texts, unless a page had an error.
+
+        A cache that cannot be written (no space, no permission) is reported and
+        skipped: it only saves work, so the indexing run goes on without it.
+        """
         if any(t.error for t in texts):
             return
         path = self._path(doc_sha256, settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps([asdict(t) for t in texts]), encoding="utf-8")
-        os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps([asdict(t) for t in texts]), encoding="utf-8")
+            os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
+        except OSError as exc:
+            logger.warning("cannot write the text cache %s: %s", path, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def usable_chars(text: str) -> int:
