@@ -15,12 +15,18 @@ from pagelens.storage.base import (
     KIND_DOCUMENT,
     KIND_MANIFEST,
     KIND_PAGE,
+    KIND_PENDING,
     MANIFEST_POINT_ID,
     CollectionSpec,
     PayloadFilter,
     PointRecord,
     Store,
+    path_prefixes,
+    pending_point_id,
+    source_from_payload,
+    source_payload,
 )
+from pagelens.types import Document
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +312,7 @@ class Index:
                 doc_path=p["doc_path"],
                 doc_sha256=p["doc_sha256"],
                 page_count=int(p["page_count"]),
-                source=p.get("source", ""),
+                source=source_from_payload(p),
                 vectors=int(p.get("vectors", 0)),
                 pooled_vectors=int(p.get("pooled_vectors", 0)),
                 text_vectors=int(p.get("text_vectors", 0)),
@@ -320,6 +326,37 @@ class Index:
         """Page numbers stored for a document (complete or not)."""
         where = PayloadFilter(kind=KIND_PAGE, doc_sha256=(doc_sha256,))
         return {int(p["page_number"]) for p in self.store.scroll(where)}
+
+    def begin_document(self, doc: Document) -> None:
+        """Mark a document as being written, before its first page is stored.
+
+        The mark stays until the document's commit record is written (or its pages
+        are deleted), so the next run finds a document an interruption left
+        incomplete, even when its file has since changed, moved or gone.
+        """
+        payload = {"kind": KIND_PENDING, "doc_path": doc.path, "doc_sha256": doc.sha256}
+        self.store.upsert([PointRecord(pending_point_id(doc.sha256), payload)])
+
+    def pending_documents(self) -> dict[str, str]:
+        """Documents begun but not committed: ``{sha256: path as recorded}``."""
+        if not self.store.exists():
+            return {}
+        marks = self.store.scroll(PayloadFilter(kind=KIND_PENDING))
+        return {str(p["doc_sha256"]): str(p.get("doc_path", "")) for p in marks}
+
+    def end_document(self, doc_sha256: str) -> None:
+        """Drop a document's pending mark (its commit record is written)."""
+        self.store.delete(PayloadFilter(kind=KIND_PENDING, doc_sha256=(doc_sha256,)))
+
+    def move_document(self, doc_sha256: str, doc: Document) -> None:
+        """Record a new path and source file for every point of one document version."""
+        payload = {
+            "doc_path": doc.path,
+            "path_prefixes": path_prefixes(doc.path),
+            "source_bytes": None,
+            **source_payload(doc.source),
+        }
+        self.store.set_payload(PayloadFilter(doc_sha256=(doc_sha256,)), payload)
 
     def delete_document(self, doc: str) -> int:
         """Delete a document, named by its indexed path or sha256; returns pages removed.
@@ -343,12 +380,11 @@ class Index:
 
     def delete_sha(self, doc_sha256: str) -> int:
         """Delete every point of one document version; returns pages removed."""
-        where = PayloadFilter(kind=KIND_PAGE, doc_sha256=(doc_sha256,))
-        pages = self.store.count(where)
+        pages = self.store.count(PayloadFilter(kind=KIND_PAGE, doc_sha256=(doc_sha256,)))
         # the commit record goes first: a crash in between leaves an uncommitted
         # document, which the next run cleans up, never a record without pages
         self.store.delete(PayloadFilter(kind=KIND_DOCUMENT, doc_sha256=(doc_sha256,)))
-        self.store.delete(where)
+        self.store.delete(PayloadFilter(doc_sha256=(doc_sha256,)))  # pages, pending mark
         return pages
 
     def info(self) -> IndexInfo:

@@ -47,6 +47,9 @@ class Page:
     text_source: str | None = None  # "layer", "ocr" or "none" when text was extracted
     width_pt: float = 0.0  # page size in PDF points (1/72 inch)
     height_pt: float = 0.0
+    # why this page could not be loaded or encoded; such a page carries no image and
+    # is stored without vectors (see pagelens.pipeline.job)
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,13 @@ class Hit:
     def page_id(self) -> str:
         """``<doc path>#<page number>``: the corpus-id form evaluation sets use."""
         return f"{self.doc_path}#{self.page_number}"
+
+
+def display_path(path: str) -> str:
+    r"""Write each byte of ``path`` that is not UTF-8 as ``\xNN``.
+
+    Python hands undecodable file-name bytes over as lone surrogates; this is the
+    form an index records and prints for such a name (``caf\xe9.pdf``), and the
+    form a user types to name it. Valid names come back unchanged.
+    """
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

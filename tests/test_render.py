@@ -1,5 +1,6 @@
 import hashlib
 import math
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -209,20 +210,17 @@ def test_pdf_without_pages(tmp_path: Path) -> None:
     assert info.value.cause == "PDF has no pages"
 
 
-def test_unloadable_page_fails_after_the_pages_before_it(tmp_path: Path) -> None:
+def test_unloadable_page_is_reported_and_the_pages_around_it_rendered(tmp_path: Path) -> None:
     doc = _doc(pf.broken_page_pdf(tmp_path / "broken.pdf", 3))
     info = probe(doc, FAST)  # pdfinfo still counts the page, size 0 x 0
     assert info.page_count == 3
     assert info.page_sizes_pt[2] == (0.0, 0.0)
 
-    pages = []
-    with pytest.raises(InputError) as err:
-        for page in render_pages(doc, info, FAST):
-            pages.append(page.page_number)
+    pages = list(render_pages(doc, info, FAST))
 
-    assert pages == [1, 2]
-    assert err.value.path == "broken.pdf"
-    assert err.value.cause == "page 3: poppler cannot load this page"
+    assert [p.page_number for p in pages] == [1, 2, 3]
+    assert [p.image is not None for p in pages] == [True, True, False]
+    assert [p.error for p in pages] == [None, None, "poppler cannot load this page"]
 
 
 def test_page_poppler_writes_no_image_for(tmp_path: Path) -> None:
@@ -231,13 +229,31 @@ def test_page_poppler_writes_no_image_for(tmp_path: Path) -> None:
     bin_dir = pf.fake_poppler(tmp_path / "bin", hang=())
     (bin_dir / "pdftoppm").write_text("#!/bin/sh\necho 'Some poppler error' >&2\nexit 0\n")
 
-    with pytest.raises(InputError) as err:
-        list(render_pages(doc, info, RenderSettings(dpi=36, poppler_path=str(bin_dir))))
+    pages = list(render_pages(doc, info, RenderSettings(dpi=36, poppler_path=str(bin_dir))))
 
-    assert err.value.path == "doc.pdf"
-    assert (
-        err.value.cause == "page 1: poppler produced no image (exit status 0): Some poppler error"
+    assert [p.image for p in pages] == [None, None]
+    assert pages[0].error == "poppler produced no image (exit status 0): Some poppler error"
+
+
+def test_one_page_poppler_fails_on_costs_only_that_page(tmp_path: Path) -> None:
+    doc = _doc(pf.text_pdf(tmp_path / "doc.pdf", 4))
+    info = probe(doc, FAST)
+    bin_dir = pf.fake_poppler(tmp_path / "bin", hang=())
+    real = shutil.which("pdftoppm")
+    # fails any call whose range holds page 2 (as poppler does on a page it crashes on)
+    (bin_dir / "pdftoppm").write_text(
+        "#!/bin/sh\n"
+        "f=$4; l=$6\n"
+        'if [ "$f" -le 2 ] && [ "$l" -ge 2 ]; then echo "Syntax Error" >&2; exit 1; fi\n'
+        f'exec "{real}" "$@"\n'
     )
+    settings = RenderSettings(dpi=36, batch_pages=4, threads=1, poppler_path=str(bin_dir))
+
+    pages = list(render_pages(doc, info, settings))
+
+    assert [p.page_number for p in pages] == [1, 2, 3, 4]
+    assert [p.image is not None for p in pages] == [True, False, True, True]
+    assert pages[1].error == "poppler produced no image (exit status 1): Syntax Error"
 
 
 def test_pdfinfo_hang_times_out(tmp_path: Path) -> None:
@@ -322,14 +338,16 @@ def test_plan_cuts_batches_per_dpi_and_feeds_every_thread() -> None:
     letter, giant = (612.0, 792.0), (14400.0, 14400.0)
     ten = PdfInfo(10, (letter,) * 10)
     settings = RenderSettings(dpi=150, batch_pages=4, threads=2)
-    spans = [(c.first, c.last) for c in _plan(ten, 1, 10, settings)]
+    spans = [(c.first, c.last) for c in _plan(ten, list(range(1, 11)), settings)]
     assert spans == [(1, 4), (5, 8), (9, 10)]
 
     short = RenderSettings(dpi=150, batch_pages=8, threads=2)  # 5 pages, 2 workers
-    assert [(c.first, c.last) for c in _plan(ten, 1, 5, short)] == [(1, 3), (4, 5)]
+    assert [(c.first, c.last) for c in _plan(ten, [1, 2, 3, 4, 5], short)] == [(1, 3), (4, 5)]
+    # a page left out (unloadable) splits a chunk: pdftoppm takes ranges
+    assert [(c.first, c.last) for c in _plan(ten, [1, 2, 4, 5], short)] == [(1, 2), (4, 5)]
 
     mixed = PdfInfo(4, (letter, giant, letter, letter))
-    chunks = _plan(mixed, 1, 4, RenderSettings(dpi=150, batch_pages=8, threads=1))
+    chunks = _plan(mixed, [1, 2, 3, 4], RenderSettings(dpi=150, batch_pages=8, threads=1))
     assert [(c.first, c.last) for c in chunks] == [(1, 1), (2, 2), (3, 4)]
     assert [c.dpi for c in chunks] == [150.0, 10.0, 150.0]  # 2000 px a side fits 4 M pixels
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pagelens.errors import InputError
-from pagelens.types import Document
+from pagelens.types import Document, display_path
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ PROGRESS_MIN_FILES = 200  # below this, hashing is quick enough to need no progr
 class Skipped:
     """A file that was found but not taken, and why."""
 
-    path: str  # relative to its root, like ``Document.path``
+    path: str  # relative to its root, like ``Document.path`` (bad bytes as ``\\xNN``)
     cause: str
 
 
@@ -64,7 +64,7 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
     roots = [Path(p) for p in paths]
     for root in roots:  # check every input before any work
         if not root.exists():
-            raise InputError(str(root), "no such file or directory")
+            raise InputError(display_path(str(root)), "no such file or directory")
 
     candidates: list[_Candidate] = []
     skipped: list[Skipped] = []
@@ -72,7 +72,9 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
         if root.is_dir():
             candidates.extend(_walk(root, skipped))
         else:
-            candidates.append(_Candidate(str(root.absolute()), root.name, explicit=True))
+            candidates.append(
+                _Candidate(str(root.absolute()), display_path(root.name), explicit=True)
+            )
 
     documents: list[Document] = []
     by_sha: dict[str, Document] = {}
@@ -111,7 +113,9 @@ def _walk(root: Path, skipped: list[Skipped]) -> list[_Candidate]:
         try:
             st = folder.stat()
         except OSError as err:
-            skipped.append(Skipped("/".join(rel) or ".", f"unreadable folder: {err.strerror}"))
+            skipped.append(
+                Skipped(display_path("/".join(rel)) or ".", f"unreadable folder: {err.strerror}")
+            )
             return
         key = (st.st_dev, st.st_ino)
         if key in seen:
@@ -121,7 +125,9 @@ def _walk(root: Path, skipped: list[Skipped]) -> list[_Candidate]:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as err:
-            skipped.append(Skipped("/".join(rel) or ".", f"unreadable folder: {err.strerror}"))
+            skipped.append(
+                Skipped(display_path("/".join(rel)) or ".", f"unreadable folder: {err.strerror}")
+            )
             return
         for entry in entries:
             entry_rel = (*rel, entry.name)
@@ -133,7 +139,11 @@ def _walk(root: Path, skipped: list[Skipped]) -> list[_Candidate]:
                 visit(Path(entry.path), entry_rel)
             else:
                 found.append(
-                    _Candidate(os.path.abspath(entry.path), "/".join(entry_rel), explicit=False)
+                    _Candidate(
+                        os.path.abspath(entry.path),
+                        display_path("/".join(entry_rel)),
+                        explicit=False,
+                    )
                 )
 
     visit(root, ())

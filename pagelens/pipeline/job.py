@@ -11,22 +11,24 @@ reported, and nothing already committed is touched.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from pagelens.bm25 import bm25_documents
 from pagelens.encoders.base import Encoder, reads_text
 from pagelens.errors import InputError, PagelensError
 from pagelens.index import DocumentRecord, Index, IndexSettings
-from pagelens.pipeline.discover import Skipped, discover
-from pagelens.pipeline.render import PdfInfo, RenderSettings, probe, render_pages
+from pagelens.pipeline.discover import Discovery, Skipped, discover
+from pagelens.pipeline.render import UNLOADABLE_PAGE, PdfInfo, RenderSettings, probe, render_pages
 from pagelens.pipeline.text import PageText, TextCache, TextSettings, extract_text
 from pagelens.pooling import ward_pool
 from pagelens.storage.base import (
@@ -42,8 +44,9 @@ from pagelens.storage.base import (
     document_point_id,
     page_point_id,
     path_prefixes,
+    source_payload,
 )
-from pagelens.types import Document, Page
+from pagelens.types import Document, MultiVector, Page, display_path
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,15 @@ class StageTimes:
 
 
 @dataclass(frozen=True)
+class PageError:
+    """A page that could not be loaded or encoded; its document was kept without it."""
+
+    path: str  # the document, as the index records it
+    page_number: int
+    cause: str
+
+
+@dataclass(frozen=True)
 class IndexReport:
     """What an indexing run did."""
 
@@ -74,6 +86,9 @@ class IndexReport:
     pages: int  # pages encoded and stored by this run
     seconds: float
     stages: StageTimes = field(default_factory=StageTimes)
+    page_errors: tuple[PageError, ...] = ()  # pages stored without vectors, with causes
+    # pages of documents an interrupted run left incomplete, whose file changed or went
+    removed_incomplete: tuple[str, ...] = ()
 
     @property
     def pages_per_second(self) -> float:
@@ -130,59 +145,126 @@ def _batched(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
         yield batch
 
 
+def _encode(encoder: Encoder, pages: Sequence[Page]) -> list[MultiVector | str]:
+    """Encode pages; a page the encoder fails on gets the cause instead of vectors.
+
+    An encoder may raise on one page that it cannot take (an extreme aspect ratio,
+    a processor limit): a batch that raises is encoded again page by page, so only
+    that page is lost. Vectors that are not finite, or not ``(n, dim)``, count as a
+    failure too: they must never reach the store.
+    """
+    try:
+        out: list[MultiVector | str] = list(encoder.encode_pages(pages))
+    except Exception as exc:  # any adapter error; reported per page below
+        if len(pages) > 1:
+            return [v for page in pages for v in _encode(encoder, [page])]
+        return [f"{encoder.spec.family} encoder failed: {type(exc).__name__}: {exc}"]
+    if len(out) != len(pages):
+        raise PagelensError(
+            f"encoder {encoder.spec.model_id!r} returned {len(out)} results for {len(pages)} pages"
+        )
+    dim = encoder.spec.dim
+    for i, v in enumerate(out):
+        if isinstance(v, str):
+            continue
+        if v.ndim != 2 or v.shape[1] != dim:
+            out[i] = f"encoder returned vectors of shape {v.shape}, expected (n, {dim})"
+        elif not np.isfinite(v).all():
+            out[i] = "encoder returned vectors that are not finite (NaN or infinity)"
+    return out
+
+
 def _store_batch(
     index: Index,
     encoder: Encoder,
     batch: Sequence[Page],
     settings: IndexSettings,
     times: StageTimes,
-    extra_payload: dict[str, object] | None = None,
+    extra_payload: Mapping[str, object] | None = None,
     text_encoder: Encoder | None = None,
-) -> None:
-    """Encode, pool and upsert one batch of pages."""
+) -> list[PageError]:
+    """Encode, pool and upsert one batch of pages; return the pages that failed.
+
+    A page that failed (to load, or to encode) is stored without vectors, its
+    ``error`` in the payload, so its document can still be committed whole.
+    """
     t0 = time.perf_counter()
-    vectors = encoder.encode_pages(batch)  # list of (n_i, dim) float32
-    text_vectors = text_encoder.encode_pages(batch) if text_encoder is not None else None
+    # positions in the batch: pages of several one-page documents share a number
+    good = [i for i, p in enumerate(batch) if p.error is None]
+    pages = [batch[i] for i in good]
+    results = dict(zip(good, _encode(encoder, pages), strict=True))
+    text_results = (
+        dict(zip(good, _encode(text_encoder, pages), strict=True))
+        if text_encoder is not None and pages
+        else {}
+    )
     t1 = time.perf_counter()
-    factors = [settings.pool_factor, settings.candidate_factor]
-    pooled = [ward_pool(v, factors) for v in vectors]
-    text_pooled = [ward_pool(v, factors) for v in text_vectors] if text_vectors else None
-    sparse = bm25_documents([p.text or "" for p in batch]) if settings.text else None
-    t2 = time.perf_counter()
+    failed: list[PageError] = []
     points = []
-    for i, (page, raw, (stored, candidates)) in enumerate(zip(batch, vectors, pooled, strict=True)):
+    ok: list[int] = []
+    for i, page in enumerate(batch):
+        cause = page.error
+        for found in (results.get(i), text_results.get(i)):
+            if cause is None and isinstance(found, str):
+                cause = found
+        if cause is not None:
+            failed.append(PageError(page.doc_path, page.page_number, cause))
+            payload = {**_page_payload(page, extra_payload), "error": cause}
+            payload.update(raw_vectors=0, vectors=0, pooled_vectors=0)
+            if text_encoder is not None:
+                payload.update(text_vectors=0, text_pooled_vectors=0)
+            points.append(PointRecord(page_point_id(page.doc_sha256, page.page_number), payload))
+            continue
+        ok.append(i)
+    factors = [settings.pool_factor, settings.candidate_factor]
+    sparse = bm25_documents([batch[i].text or "" for i in ok]) if settings.text else None
+    for j, i in enumerate(ok):
+        page = batch[i]
+        raw = results[i]
+        assert not isinstance(raw, str)
+        stored, candidates = ward_pool(raw, factors)
         payload = {
-            "kind": KIND_PAGE,
-            "doc_path": page.doc_path,
-            "doc_sha256": page.doc_sha256,
-            "path_prefixes": path_prefixes(page.doc_path),
-            "page_number": page.page_number,
-            "page_count": page.page_count,
-            "width_pt": page.width_pt,
-            "height_pt": page.height_pt,
+            **_page_payload(page, extra_payload),
             "raw_vectors": int(raw.shape[0]),
             "vectors": int(stored.shape[0]),
             "pooled_vectors": int(candidates.shape[0]),
-            **(extra_payload or {}),
         }
         if page.text is not None:
             payload["text"] = page.text
             payload["text_source"] = page.text_source
         named: dict[str, Any] = {PAGES: stored, POOLED: candidates} if raw.shape[0] else {}
-        if text_pooled is not None:
-            text_stored, text_candidates = text_pooled[i]
+        if text_encoder is not None:
+            text_raw = text_results[i]
+            assert not isinstance(text_raw, str)
+            text_stored, text_candidates = ward_pool(text_raw, factors)
             payload["text_vectors"] = int(text_stored.shape[0])
             payload["text_pooled_vectors"] = int(text_candidates.shape[0])
             if text_stored.shape[0]:  # a page without text has no text-channel vectors
                 named[TEXT_PAGES] = text_stored
                 named[TEXT_POOLED] = text_candidates
-        if sparse is not None and sparse[i].indices:
-            named[BM25] = sparse[i]
+        if sparse is not None and sparse[j].indices:
+            named[BM25] = sparse[j]
         points.append(PointRecord(page_point_id(page.doc_sha256, page.page_number), payload, named))
+    t2 = time.perf_counter()
     index.store.upsert(points)
     times.encode += t1 - t0
     times.pool += t2 - t1
     times.store += time.perf_counter() - t2
+    return failed
+
+
+def _page_payload(page: Page, extra: Mapping[str, object] | None) -> dict[str, Any]:
+    return {
+        "kind": KIND_PAGE,
+        "doc_path": page.doc_path,
+        "doc_sha256": page.doc_sha256,
+        "path_prefixes": path_prefixes(page.doc_path),
+        "page_number": page.page_number,
+        "page_count": page.page_count,
+        "width_pt": page.width_pt,
+        "height_pt": page.height_pt,
+        **(extra or {}),
+    }
 
 
 # per-page vector counts a commit record sums up
@@ -190,32 +272,46 @@ _COUNTED = ("vectors", "pooled_vectors", "text_vectors", "text_pooled_vectors")
 
 
 def _commit(index: Index, doc: Document, page_count: int) -> None:
-    """Write a document's commit record, counting vectors from its stored pages."""
+    """Write a document's commit record, counting vectors from its stored pages.
+
+    Raises:
+        InputError: no page of the document could be loaded or encoded (nothing is
+            committed, so the next run tries it again).
+
+    """
     where = PayloadFilter(kind=KIND_PAGE, doc_sha256=(doc.sha256,))
     counts = dict.fromkeys(_COUNTED, 0)
-    pages = 0
+    pages = failed = 0
+    causes: list[str] = []
     for payload in index.store.scroll(where):
         pages += 1
+        if payload.get("error"):
+            failed += 1
+            causes.append(f"page {payload.get('page_number')}: {payload['error']}")
         for key in _COUNTED:
             counts[key] += int(payload.get(key, 0))
     if pages != page_count:
         raise PagelensError(f"{doc.path}: {pages} of {page_count} pages stored; refusing to commit")
+    if failed == pages:
+        raise InputError(doc.path, "no page could be loaded or encoded: " + "; ".join(causes[:3]))
     record = {
         "kind": KIND_DOCUMENT,
         "doc_path": doc.path,
         "doc_sha256": doc.sha256,
         "page_count": page_count,
-        "source": doc.source,
+        "failed_pages": failed,
         "size_bytes": doc.size_bytes,
+        **source_payload(doc.source),
         **counts,
     }
     index.store.upsert([PointRecord(document_point_id(doc.sha256), record)])
+    index.end_document(doc.sha256)
 
 
 def index_paths(
     index: Index,
     encoder: Encoder,
-    paths: Sequence[str | Path],
+    paths: Sequence[str | Path] | Discovery,
     *,
     settings: IndexSettings | None = None,
     render: RenderSettings | None = None,
@@ -229,12 +325,15 @@ def index_paths(
 
     Unchanged documents (same sha256) are skipped, changed ones re-indexed and
     their old pages removed once the new version is committed, and with
-    ``prune`` documents whose files are gone are removed.
+    ``prune`` documents whose files are gone are removed. Pages an interrupted
+    run left behind are completed when their file is found unchanged, and
+    removed otherwise. A page that cannot be loaded or encoded is reported in
+    ``page_errors`` and stored without vectors; its document is kept.
 
     Args:
         index: the index to write into (created on first use).
         encoder: the page encoder; must match the index's manifest.
-        paths: PDF files or folders.
+        paths: PDF files or folders, or what :func:`discover` found in them.
         settings: pooling settings; ``None`` keeps those of an existing index
             (or the defaults for a new one).
         render: rendering settings.
@@ -251,16 +350,24 @@ def index_paths(
     Returns:
         An :class:`IndexReport`; bad files are in ``skipped`` with their causes.
 
+    Raises:
+        NothingToIndexError: no PDF was found (and nothing is to be pruned); no
+            index is created.
+
     """
     start = time.perf_counter()
     render = render or RenderSettings()
     text = text or TextSettings()
+    found = paths if isinstance(paths, Discovery) else discover(paths)
+    if not found.documents and not (prune and index.store.exists()):
+        raise NothingToIndexError(found)
     settings = _effective(index, encoder, settings, text_encoder)
     index.prepare(encoder.spec, settings, text_encoder.spec if text_encoder else None)
 
-    found = discover(paths)
     skipped = list(found.skipped)
     committed = {r.doc_sha256: r for r in index.documents()}
+    pending = index.pending_documents()
+    removed_incomplete = _clean_incomplete(index, pending, committed, found)
     by_path: dict[str, list[DocumentRecord]] = {}
     for record in committed.values():
         by_path.setdefault(record.doc_path, []).append(record)
@@ -269,6 +376,7 @@ def index_paths(
     indexed: list[str] = []
     unchanged: list[str] = []
     replaced: list[str] = []
+    page_errors: list[PageError] = []
     pages_done = 0
     disable = None if progress else True
     files_bar = tqdm(total=len(found.documents), desc="files", unit="file", disable=disable)
@@ -279,12 +387,18 @@ def index_paths(
             known = committed.get(doc.sha256)
             if known is not None:
                 if known.doc_path != doc.path:  # moved or renamed: same bytes, new path
-                    _move(index, known, doc)
+                    index.move_document(doc.sha256, doc)
+                    logger.info("%s moved to %s", known.doc_path, doc.path)
                 unchanged.append(doc.path)
                 files_bar.update(1)
                 continue
+            clash = _other_file(by_path.get(doc.path, []), doc)
+            if clash is not None:
+                skipped.append(Skipped(doc.path, _clash_cause(clash)))
+                files_bar.update(1)
+                continue
             try:
-                done = _index_document(
+                done, failed = _index_document(
                     index,
                     encoder,
                     doc,
@@ -295,14 +409,16 @@ def index_paths(
                     pages_bar,
                     text_encoder,
                     text_cache,
+                    pending.get(doc.sha256),
                 )
             except InputError as exc:
-                logger.warning("skipped %s", exc)
+                logger.debug("skipped %s", exc)
                 skipped.append(Skipped(doc.path, exc.cause))
                 index.delete_sha(doc.sha256)  # pages of a never-committed version only
                 files_bar.update(1)
                 continue
             pages_done += done
+            page_errors.extend(failed)
             indexed.append(doc.path)
             for old in by_path.get(doc.path, []):
                 if old.doc_sha256 != doc.sha256:
@@ -323,7 +439,7 @@ def index_paths(
                 index.delete_sha(record.doc_sha256)
                 pruned.append(record.doc_path)
 
-    if pages_done or pruned or replaced:
+    if pages_done or pruned or replaced or removed_incomplete:
         t0 = time.perf_counter()
         index.store.optimize()
         times.optimize = time.perf_counter() - t0
@@ -336,8 +452,10 @@ def index_paths(
         pages=pages_done,
         seconds=time.perf_counter() - start,
         stages=times,
+        page_errors=tuple(page_errors),
+        removed_incomplete=tuple(removed_incomplete),
     )
-    logger.info(
+    logger.debug(
         "indexed %d documents (%d pages), %d unchanged, %d skipped, in %.1f s",
         len(indexed),
         pages_done,
@@ -346,6 +464,73 @@ def index_paths(
         report.seconds,
     )
     return report
+
+
+class NothingToIndexError(PagelensError):
+    """No PDF was found under the paths given."""
+
+    def __init__(self, found: Discovery) -> None:
+        message = "no PDFs found"
+        if found.skipped:
+            causes = "; ".join(f"{s.path}: {s.cause}" for s in found.skipped[:5])
+            more = len(found.skipped) - 5
+            message += f" ({len(found.skipped)} files passed over: {causes}"
+            message += f"; and {more} more)" if more > 0 else ")"
+        super().__init__(message + "; nothing was indexed and no index was created or changed")
+        self.found = found
+
+
+def _clean_incomplete(
+    index: Index,
+    pending: dict[str, str],
+    committed: dict[str, DocumentRecord],
+    found: Discovery,
+) -> list[str]:
+    """Settle the documents an interrupted run left incomplete.
+
+    One whose file is among ``found`` unchanged (same sha256) is resumed later in
+    the run; one committed after all (interrupted just after its commit record)
+    only loses its mark; the pages of any other (its file changed, moved away or
+    deleted) are removed, so they can never be found by a search.
+    """
+    here = {d.sha256 for d in found.documents}
+    removed = []
+    for sha, path in pending.items():
+        if sha in committed:
+            index.end_document(sha)
+        elif sha not in here:
+            pages = index.delete_sha(sha)
+            logger.info("removed %d pages of %s, left incomplete by an earlier run", pages, path)
+            removed.append(path)
+    return removed
+
+
+def _other_file(records: Sequence[DocumentRecord], doc: Document) -> DocumentRecord | None:
+    """Find an indexed document at ``doc``'s path from another file, still there.
+
+    Two folders can hold files of the same relative path (``colA/report.pdf`` and
+    ``colB/report.pdf`` both index as ``report.pdf``). An older version of the
+    same file is replaced; a document whose own file still exists elsewhere is
+    another document, and must not be replaced silently.
+    """
+    for record in records:
+        if (
+            record.doc_sha256 != doc.sha256
+            and record.source
+            and record.source != doc.source
+            and os.path.exists(record.source)
+        ):
+            return record
+    return None
+
+
+def _clash_cause(record: DocumentRecord) -> str:
+    return (
+        f"the index already holds another document under this path, from "
+        f"{display_path(record.source)}, which still exists; to index both folders, index "
+        "them from their common parent folder (their paths then differ) or into separate "
+        "indexes"
+    )
 
 
 def _effective(
@@ -371,15 +556,6 @@ def _effective(
     return settings
 
 
-def _move(index: Index, record: DocumentRecord, doc: Document) -> None:
-    where = PayloadFilter(doc_sha256=(doc.sha256,))
-    index.store.set_payload(
-        where,
-        {"doc_path": doc.path, "path_prefixes": path_prefixes(doc.path), "source": doc.source},
-    )
-    logger.info("%s moved to %s", record.doc_path, doc.path)
-
-
 def _index_document(
     index: Index,
     encoder: Encoder,
@@ -391,23 +567,34 @@ def _index_document(
     pages_bar: tqdm,
     text_encoder: Encoder | None = None,
     text_cache: TextCache | None = None,
-) -> int:
-    """Render, encode and store the missing pages of one document, then commit it."""
+    pending_path: str | None = None,
+) -> tuple[int, list[PageError]]:
+    """Render, encode and store the missing pages of one document, then commit it.
+
+    Returns the pages stored by this call and the pages that failed.
+    """
     info = probe(doc, render)
-    stored = index.stored_pages(doc.sha256)
+    render = replace(render, password=info.password)  # only where the document needs one
+    stored = index.stored_pages(doc.sha256) if pending_path is not None else set()
+    if pending_path is not None and pending_path != doc.path:
+        index.move_document(doc.sha256, doc)  # renamed while incomplete
+    index.begin_document(doc)
     first = 1
     while first in stored:  # resume after the last contiguous stored page
         first += 1
-    if first > 1:
+    if first > info.page_count:
+        logger.info("%s: all %d pages stored; committing", doc.path, info.page_count)
+    elif first > 1:
         logger.info("%s: resuming at page %d of %d", doc.path, first, info.page_count)
     pages_bar.total = (pages_bar.total or 0) + info.page_count
     pages_bar.update(first - 1)
     done = 0
+    failed: list[PageError] = []
     if settings.text:
         t0 = time.perf_counter()
         texts = text_cache.get(doc.sha256, text) if text_cache else None
         if texts is None or len(texts) != info.page_count:
-            texts = extract_text(doc.source, info.page_count, text, password=render.password)
+            texts = extract_text(doc.source, info.page_count, text, password=info.password)
             if text_cache is not None:
                 text_cache.put(doc.sha256, text, texts)
         times.text += time.perf_counter() - t0
@@ -425,17 +612,20 @@ def _index_document(
     else:
         pages = render_pages(doc, info, render, first_page=first)
     rendered = _prefetch(_batched(pages, render.batch_pages))
+    extra = source_payload(doc.source)
     while True:
         t0 = time.perf_counter()
         batch = next(rendered, None)
         times.render += time.perf_counter() - t0
         if batch is None:
             break
-        _store_batch(index, encoder, batch, settings, times, {"source": doc.source}, text_encoder)
+        failed += _store_batch(index, encoder, batch, settings, times, extra, text_encoder)
         done += len(batch)
         pages_bar.update(len(batch))
     _commit(index, doc, info.page_count)
-    return done
+    for error in failed:
+        logger.warning("%s: page %d kept without vectors: %s", *astuple(error))
+    return done, failed
 
 
 def _text_pages(
@@ -443,15 +633,18 @@ def _text_pages(
 ) -> Iterator[Page]:
     for t in texts[first - 1 :]:
         w_pt, h_pt = info.page_sizes_pt[t.page_number - 1]
+        unloadable = (w_pt, h_pt) == (0.0, 0.0)
         yield Page(
             doc_sha256=doc.sha256,
             doc_path=doc.path,
             page_number=t.page_number,
             page_count=info.page_count,
-            text=t.text,
-            text_source=t.source,
+            text=None if unloadable else t.text,
+            text_source=None if unloadable else t.source,
             width_pt=w_pt,
             height_pt=h_pt,
+            # the same rule as the rendered path's (render_pages)
+            error=UNLOADABLE_PAGE if unloadable else None,
         )
 
 
@@ -480,18 +673,27 @@ def index_pages(
     times = StageTimes()
     indexed: list[str] = []
     unchanged: list[str] = []
+    skipped: list[Skipped] = []
+    failed: list[PageError] = []
     pages_done = 0
     disable = None if progress else True
     with tqdm(total=total, desc="pages", unit="page", disable=disable) as bar:
         for batch in _batched(_new_pages(pages, committed, unchanged, bar), batch_size):
-            _store_batch(index, encoder, batch, settings, times, text_encoder=text_encoder)
+            failed += _store_batch(
+                index, encoder, batch, settings, times, text_encoder=text_encoder
+            )
             pages_done += len(batch)
             for page in batch:
                 if page.page_number == page.page_count:  # the document's last page
                     doc = Document(
                         source="", path=page.doc_path, sha256=page.doc_sha256, size_bytes=0
                     )
-                    _commit(index, doc, page.page_count)
+                    try:
+                        _commit(index, doc, page.page_count)
+                    except InputError as exc:
+                        skipped.append(Skipped(doc.path, exc.cause))
+                        index.delete_sha(doc.sha256)
+                        continue
                     indexed.append(page.doc_path)
             bar.update(len(batch))
     if indexed:
@@ -501,12 +703,13 @@ def index_pages(
     return IndexReport(
         indexed=tuple(indexed),
         unchanged=tuple(unchanged),
-        skipped=(),
+        skipped=tuple(skipped),
         replaced=(),
         pruned=(),
         pages=pages_done,
         seconds=time.perf_counter() - start,
         stages=times,
+        page_errors=tuple(failed),
     )
 
 

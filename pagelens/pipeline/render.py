@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pagelens.errors import InputError, PagelensError
@@ -43,6 +43,7 @@ _PAGES = re.compile(r"^Pages:\s+(\d+)\s*$", re.M)
 _PPM_NAME = re.compile(r"^p-0*(\d+)\.ppm$")  # pdftoppm names pages <prefix>-<n, 0-padded>
 _TMP_PREFIX = "pagelens-render-"  # + "<pid>-": a folder whose process died can be swept
 _TMP_NAME = re.compile(rf"^{_TMP_PREFIX}(\d+)-")
+UNLOADABLE_PAGE = "poppler cannot load this page"  # the cause of a page pdfinfo gives no size
 
 
 def check_tool_settings(timeout_s: object, poppler_path: str | None) -> None:
@@ -95,14 +96,21 @@ class PdfInfo:
 
     ``page_sizes_pt[i]`` is page ``i + 1``'s (width, height) in points as rendered
     (MediaBox, after ``/Rotate``); ``(0.0, 0.0)`` marks a page poppler cannot load.
+    ``password`` is the password the document needed to open: ``None`` when it
+    opened without one (unencrypted, or restricted only by an owner password).
     """
 
     page_count: int
     page_sizes_pt: tuple[tuple[float, float], ...]
+    password: str | None = None
 
 
 def probe(doc: Document, settings: RenderSettings) -> PdfInfo:
     """Read the page count and page sizes of ``doc``.
+
+    A password in ``settings`` is tried only when the document does not open
+    without one: most encrypted PDFs carry only an owner password (print or copy
+    limits), and poppler refuses a user password that is not theirs.
 
     Raises:
         InputError: the PDF is corrupt, encrypted without (or with a wrong)
@@ -110,11 +118,14 @@ def probe(doc: Document, settings: RenderSettings) -> PdfInfo:
 
     """
     args = ["-f", "1", "-l", str(2**31 - 1), "-box"]  # pdfinfo clamps -l to the page count
-    if settings.password is not None:
-        args += ["-upw", settings.password]
     proc = _run(doc, "pdfinfo", [*args, doc.source], settings)
-    out = proc.stdout.decode("utf-8", "replace")
     err = proc.stderr.decode("utf-8", "replace")
+    password = None
+    if proc.returncode != 0 and "Incorrect password" in err and settings.password is not None:
+        password = settings.password
+        proc = _run(doc, "pdfinfo", [*args, "-upw", password, doc.source], settings)
+        err = proc.stderr.decode("utf-8", "replace")
+    out = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0 or not _PAGES.search(out):
         raise InputError(doc.path, _open_failure(err, settings))
 
@@ -133,7 +144,7 @@ def probe(doc: Document, settings: RenderSettings) -> PdfInfo:
         if rotations.get(n, 0) % 180 == 90:
             w, h = h, w
         sizes.append((w, h))
-    return PdfInfo(page_count=page_count, page_sizes_pt=tuple(sizes))
+    return PdfInfo(page_count=page_count, page_sizes_pt=tuple(sizes), password=password)
 
 
 def render_pages(
@@ -146,6 +157,10 @@ def render_pages(
     (their files wait on disk; memory holds the page being yielded). Each image
     is RGB, fully loaded, and at most ``max_pixels`` large.
 
+    A page poppler cannot load (``pdfinfo`` gives it no size) or renders no image
+    for is yielded without an image, its ``error`` naming the cause, and the pages
+    after it are rendered as usual: one bad page does not cost the document.
+
     Args:
         doc: the document.
         info: what :func:`probe` returned for it.
@@ -153,36 +168,35 @@ def render_pages(
         first_page: 1-based page to start from (a resumed job skips stored pages).
 
     Raises:
-        InputError: ``page <n>: <cause>`` for a page poppler cannot render, or a
-            timeout; the pages before it have been yielded.
+        InputError: ``page <n>: <cause>`` when poppler times out; the pages before
+            it have been yielded.
 
     """
     if isinstance(first_page, bool) or not isinstance(first_page, int) or first_page < 1:
         raise PagelensError(f"first_page must be an integer >= 1, got {first_page!r}")
-    unloadable = next(
-        (
-            n
-            for n in range(first_page, info.page_count + 1)
-            if info.page_sizes_pt[n - 1] == (0.0, 0.0)
-        ),
-        None,
-    )
-    last_page = info.page_count if unloadable is None else unloadable - 1
-    with _Pipeline(doc, settings, _plan(info, first_page, last_page, settings)) as pipeline:
-        for n, image in pipeline.images():
+    numbers = range(first_page, info.page_count + 1)
+    loadable = [n for n in numbers if info.page_sizes_pt[n - 1] != (0.0, 0.0)]
+    settings = replace(settings, password=info.password)  # only where the document needs it
+    with _Pipeline(doc, settings, _plan(info, loadable, settings)) as pipeline:
+        images = pipeline.images()
+        for n in numbers:
             w_pt, h_pt = info.page_sizes_pt[n - 1]
-            yield Page(
+            page = Page(
                 doc_sha256=doc.sha256,
                 doc_path=doc.path,
                 page_number=n,
                 page_count=info.page_count,
-                image=image,
                 width_pt=w_pt,
                 height_pt=h_pt,
             )
-    if unloadable is not None:
-        # pdftoppm would silently repeat the previous page's bitmap for this page.
-        raise InputError(doc.path, f"page {unloadable}: poppler cannot load this page")
+            if (w_pt, h_pt) == (0.0, 0.0):
+                # pdftoppm would silently repeat the previous page's bitmap for this page
+                yield replace(page, error=UNLOADABLE_PAGE)
+                continue
+            got, image, error = next(images)
+            if got != n:  # pragma: no cover - the pipeline yields the planned pages in order
+                raise PagelensError(f"{doc.path}: rendered page {got} where {n} was due")
+            yield replace(page, image=image, error=error)
 
 
 def page_dpi(width_pt: float, height_pt: float, settings: RenderSettings) -> float:
@@ -213,17 +227,17 @@ class _Chunk:
     dpi: float
 
 
-def _plan(info: PdfInfo, first: int, last: int, settings: RenderSettings) -> list[_Chunk]:
-    """Cut ``first..last`` into chunks of at most ``batch_pages`` pages sharing one dpi.
+def _plan(info: PdfInfo, numbers: list[int], settings: RenderSettings) -> list[_Chunk]:
+    """Cut runs of consecutive ``numbers`` into chunks of one dpi, ``batch_pages`` at most.
 
-    A short range is cut into ``threads`` chunks so that every worker has one.
+    A short document is cut into ``threads`` chunks so that every worker has one.
     """
-    size = min(settings.batch_pages, max(1, math.ceil((last - first + 1) / settings.threads)))
+    size = min(settings.batch_pages, max(1, math.ceil(len(numbers) / settings.threads)))
     chunks: list[_Chunk] = []
-    for n in range(first, last + 1):
+    for n in numbers:
         dpi = page_dpi(*info.page_sizes_pt[n - 1], settings)
         prev = chunks[-1] if chunks else None
-        if prev and prev.dpi == dpi and prev.last - prev.first + 1 < size:
+        if prev and prev.dpi == dpi and prev.last == n - 1 and prev.last - prev.first + 1 < size:
             chunks[-1] = _Chunk(prev.first, n, dpi)
         else:
             chunks.append(_Chunk(n, n, dpi))
@@ -266,10 +280,16 @@ class _Pipeline:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._tmp.cleanup()
 
-    def images(self) -> Iterator[tuple[int, Image.Image]]:
-        """``(page number, image)`` in page order; raises on the first failed page."""
-        from PIL import Image
+    def images(self) -> Iterator[tuple[int, Image.Image | None, str | None]]:
+        """``(page number, image, None)``, or ``(page number, None, cause)``, in page order.
 
+        A page missing from a batch's output is rendered again on its own, so one
+        bad page neither hides the others of its batch nor gets their cause.
+
+        Raises:
+            InputError: poppler timed out.
+
+        """
         ahead: deque[tuple[_Chunk, str, Future[_Outcome]]] = deque()
         todo = iter(enumerate(self._chunks))
         while True:
@@ -285,30 +305,48 @@ class _Pipeline:
                 return
             chunk, folder, future = ahead.popleft()
             outcome = future.result()
-            if outcome.timed_out:
-                raise InputError(
-                    self._doc.path,
-                    f"page {chunk.first}: poppler timed out after {self._settings.timeout_s:g} s",
-                )
-            files = {}
-            for name in os.listdir(folder):
-                m = _PPM_NAME.match(name)
-                if m:
-                    files[int(m[1])] = os.path.join(folder, name)
+            files = self._outputs(chunk, folder, outcome)
             for n in range(chunk.first, chunk.last + 1):
-                if outcome.returncode != 0 or n not in files:
+                if n not in files and chunk.first != chunk.last:
+                    one = _Chunk(n, n, chunk.dpi)
+                    retry = os.path.join(folder, f"p{n}")
+                    os.mkdir(retry)
+                    outcome = self._run(one, retry)
+                    files.update(self._outputs(one, retry, outcome))
+                if n not in files:
                     cause = _poppler_message(outcome.stderr)
-                    raise InputError(
-                        self._doc.path,
-                        f"page {n}: poppler produced no image (exit status {outcome.returncode})"
+                    yield (
+                        n,
+                        None,
+                        f"poppler produced no image (exit status {outcome.returncode})"
                         + (f": {cause}" if cause else ""),
                     )
-                image: Image.Image = Image.open(files[n])
-                image.load()  # reads the pixels and closes the file
-                os.unlink(files[n])
-                if image.mode != "RGB":
-                    image = image.convert("RGB")
-                yield n, _fit(image, self._settings.max_pixels)
+                    continue
+                yield n, self._load(files[n]), None
+
+    def _outputs(self, chunk: _Chunk, folder: str, outcome: _Outcome) -> dict[int, str]:
+        """Find the page images a ``pdftoppm`` call wrote, by page number."""
+        if outcome.timed_out:
+            raise InputError(
+                self._doc.path,
+                f"page {chunk.first}: poppler timed out after {self._settings.timeout_s:g} s",
+            )
+        files = {}
+        for name in os.listdir(folder):
+            m = _PPM_NAME.match(name)
+            if m and outcome.returncode == 0:
+                files[int(m[1])] = os.path.join(folder, name)
+        return files
+
+    def _load(self, path: str) -> Image.Image:
+        from PIL import Image
+
+        image: Image.Image = Image.open(path)
+        image.load()  # reads the pixels and closes the file
+        os.unlink(path)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return _fit(image, self._settings.max_pixels)
 
     def _run(self, chunk: _Chunk, folder: str) -> _Outcome:
         """One ``pdftoppm`` call, in a worker thread; writes ``<folder>/p-<n>.ppm``."""

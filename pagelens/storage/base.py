@@ -23,12 +23,13 @@ Qdrant types never leave a backend; callers see numpy arrays and plain dicts.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pagelens.types import MultiVector
+from pagelens.types import MultiVector, display_path
 
 PAGES = "pages"
 POOLED = "pooled"
@@ -46,6 +47,9 @@ DENSE_VECTORS = {DENSE: (PAGES, POOLED), TEXT: (TEXT_PAGES, TEXT_POOLED)}
 KIND_PAGE = "page"
 KIND_DOCUMENT = "document"
 KIND_MANIFEST = "manifest"
+# written before a document's first page and removed once its commit record is: an
+# interrupted run leaves one behind, and the next run completes or removes its pages
+KIND_PENDING = "pending"
 
 _NAMESPACE = uuid.UUID("6f1c2d2a-4b7e-5d0c-9a51-7e3f0c1a2b90")
 
@@ -60,7 +64,33 @@ def document_point_id(doc_sha256: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{doc_sha256}:document"))
 
 
+def pending_point_id(doc_sha256: str) -> str:
+    """Point id of a document's pending marker (see :data:`KIND_PENDING`)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{doc_sha256}:pending"))
+
+
 MANIFEST_POINT_ID = str(uuid.uuid5(_NAMESPACE, "manifest"))
+
+
+def source_payload(source: str) -> dict[str, str]:
+    r"""Payload fields of a source file's absolute path, lossless for any file name.
+
+    A name that is not valid UTF-8 (Latin-1 names on old shares) reaches Python with
+    lone surrogates, which no payload can hold: ``source`` keeps a readable form
+    (each bad byte as ``\xNN``) and ``source_bytes`` the raw bytes, in hex.
+    """
+    shown = display_path(source)
+    if shown == source:
+        return {"source": source}
+    return {"source": shown, "source_bytes": os.fsencode(source).hex()}
+
+
+def source_from_payload(payload: Mapping[str, Any]) -> str:
+    """Read back the source path :func:`source_payload` wrote, as the file system names it."""
+    raw = payload.get("source_bytes")
+    if raw:
+        return os.fsdecode(bytes.fromhex(str(raw)))
+    return str(payload.get("source", ""))
 
 
 @dataclass(frozen=True)
