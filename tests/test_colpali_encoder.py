@@ -324,3 +324,19 @@ def test_backbone_without_projection_head_is_refused(tiny_checkpoint, tmp_path: 
     save_file(kept, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(EncoderError, match="projection head"):
         load_encoder(str(folder), device="cpu")
+
+
+@pytest.mark.parametrize("family", ["colqwen2", "colqwen2_5"])
+def test_a_page_beyond_the_processors_aspect_ratio_is_padded(family: str, tiny_encoder) -> None:
+    # Qwen2-VL's image processor refuses 200:1 and more (a 14400 x 3 pt strip at 150
+    # dpi is 30000 x 7 px): such a page is padded with white to 100:1 and encoded
+    encoder = tiny_encoder(family)
+    sliver, tall, normal = tiny_pages([(30000, 7), (7, 30000), (400, 300)])
+    vectors = encoder.encode_pages([sliver, tall, normal])
+    assert all(v.shape[0] > 0 and np.isfinite(v).all() for v in vectors)
+    from pagelens.encoders.colpali import _pad_to_aspect
+
+    assert _pad_to_aspect(normal.image, 200.0) is normal.image  # within the limit: untouched
+    assert _pad_to_aspect(sliver.image, 200.0).size == (30000, 300)  # padded to 100:1
+    assert _pad_to_aspect(tall.image, 200.0).size == (300, 30000)
+    assert _pad_to_aspect(sliver.image, None) is sliver.image  # families without a limit

@@ -232,6 +232,69 @@ def test_interrupted_run_resumes_without_duplicates(tmp_path, corpus):
         assert len(ids) == len(set(ids)) == 12
 
 
+def _interrupt_mid_document(tmp_path, corpus):
+    """Index ``corpus`` with long.pdf (7 pages) cut off after its 4th page."""
+    pf.text_pdf(corpus / "long.pdf", 7, prefix="Long")
+    with Index.open(tmp_path / "idx") as index:
+        # a.pdf (3) and long.pdf come first: the interrupt falls inside long.pdf
+        with pytest.raises(KeyboardInterrupt):
+            index_paths(index, _FailingEncoder(limit=7), [corpus], render=RENDER, progress=False)
+        assert "long.pdf" not in {d.doc_path for d in index.documents()}
+        assert any(d == "long.pdf" for d, _ in _page_ids(index))  # pages left behind
+
+
+def _no_stale_pages(index):
+    """Every stored page belongs to a committed document, and the counts agree."""
+    docs = {d.doc_sha256: d for d in index.documents()}
+    from pagelens.storage.base import PayloadFilter
+
+    pages = list(index.store.scroll(PayloadFilter(kind="page")))
+    assert {p["doc_sha256"] for p in pages} <= set(docs)
+    assert all(p["doc_path"] == docs[p["doc_sha256"]].doc_path for p in pages)
+    assert len(pages) == sum(d.page_count for d in docs.values()) == index.info().pages
+
+
+def test_interrupted_then_changed_document_leaves_no_stale_pages(tmp_path, corpus):
+    _interrupt_mid_document(tmp_path, corpus)
+    pf.text_pdf(corpus / "long.pdf", 5, prefix="Changed")
+    with Index.open(tmp_path / "idx") as index:
+        report = index_paths(index, FakeEncoder(), [corpus], render=RENDER, progress=False)
+        assert report.removed_incomplete == ("long.pdf",)
+        _no_stale_pages(index)
+        assert index.info().pages == 3 + 2 + 5
+        hits = search(
+            index, FakeEncoder(), ["long"], k=20, filter=SearchFilter(doc_paths=("long.pdf",))
+        )
+        assert sorted(h.page_number for h in hits[0]) == [1, 2, 3, 4, 5]
+
+
+def test_interrupted_then_deleted_document_is_removed(tmp_path, corpus):
+    _interrupt_mid_document(tmp_path, corpus)
+    (corpus / "long.pdf").unlink()
+    with Index.open(tmp_path / "idx") as index:
+        report = index_paths(
+            index, FakeEncoder(), [corpus], render=RENDER, prune=True, progress=False
+        )
+        assert report.removed_incomplete == ("long.pdf",)
+        _no_stale_pages(index)
+        hits = search(index, FakeEncoder(), ["long"], k=20)[0]
+        assert all(h.doc_path != "long.pdf" for h in hits)
+
+
+def test_interrupted_then_renamed_document_is_completed_under_its_new_path(tmp_path, corpus):
+    _interrupt_mid_document(tmp_path, corpus)
+    (corpus / "long.pdf").rename(corpus / "sub" / "renamed.pdf")
+    with Index.open(tmp_path / "idx") as index:
+        enc = FakeEncoder()
+        report = index_paths(index, enc, [corpus], render=RENDER, progress=False)
+        assert "sub/renamed.pdf" in report.indexed and report.removed_incomplete == ()
+        assert enc.pages_seen < 7  # the stored pages were kept, not encoded again
+        _no_stale_pages(index)
+        only = SearchFilter(doc_paths=("sub/renamed.pdf",))
+        hits = search(index, enc, ["long"], k=20, filter=only)[0]
+        assert sorted(h.page_number for h in hits) == list(range(1, 8))
+
+
 CHILD = textwrap.dedent(
     """
     import sys, time

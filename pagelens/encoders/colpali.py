@@ -10,6 +10,7 @@ adapter folder from its base model's config; never from the model's name.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -29,6 +30,7 @@ from pagelens.types import MultiVector, Page
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +51,24 @@ class ColPaliFamily:
     # The colpali-engine model wraps a ...ForConditionalGeneration whose LM head would
     # compute (batch, seq, vocab) logits that are thrown away: keep only one position.
     trim_logits: bool = False
+    # The longest side over the shortest that the family's image processor takes
+    # (Qwen2-VL's smart_resize refuses 200 and more); a page beyond it is padded.
+    max_aspect_ratio: float | None = None
+
+
+# A page beyond its family's aspect-ratio limit (a 14400 x 3 pt strip) is padded with
+# white on its short side, the page at the top left, to this ratio: half the limit, so
+# the processor's own rounding cannot cross it. Such a page holds little to read
+# anyway; padding keeps the page in the index rather than losing it to an exception.
+PADDED_ASPECT_SHARE = 0.5
 
 
 FAMILIES: tuple[ColPaliFamily, ...] = (
     ColPaliFamily("colpali", "paligemma", "ColPali", "ColPaliProcessor", trim_logits=True),
-    ColPaliFamily("colqwen2", "qwen2_vl", "ColQwen2", "ColQwen2Processor"),
-    ColPaliFamily("colqwen2_5", "qwen2_5_vl", "ColQwen2_5", "ColQwen2_5_Processor"),
+    ColPaliFamily("colqwen2", "qwen2_vl", "ColQwen2", "ColQwen2Processor", max_aspect_ratio=200.0),
+    ColPaliFamily(
+        "colqwen2_5", "qwen2_5_vl", "ColQwen2_5", "ColQwen2_5_Processor", max_aspect_ratio=200.0
+    ),
     ColPaliFamily("colidefics3", "idefics3", "ColIdefics3", "ColIdefics3Processor", head="linear"),
     ColPaliFamily("colmodernvbert", "modernvbert", "ColModernVBert", "ColModernVBertProcessor"),
 )
@@ -209,8 +223,10 @@ class ColPaliEngineEncoder:
                     f"{self._spec.family} encodes rendered page images"
                 )
         out: list[MultiVector] = []
+        limit = self._family.max_aspect_ratio
         for batch in _progress(_batches(pages, self.batch_size), len(pages), "encoding pages"):
-            inputs = self._processor.process_images([page.image for page in batch])
+            images = [_pad_to_aspect(p.image, limit) for p in batch if p.image is not None]
+            inputs = self._processor.process_images(images)
             keep_image = self.page_vectors == "image"
             out.extend(self._forward(inputs, image_tokens_only=keep_image))
         return out
@@ -254,6 +270,20 @@ class ColPaliEngineEncoder:
             norms = np.linalg.norm(kept, axis=1, keepdims=True)
             out.append(np.ascontiguousarray(kept / np.maximum(norms, 1e-12), dtype=np.float32))
         return out
+
+
+def _pad_to_aspect(image: Image.Image, limit: float | None) -> Image.Image:
+    """Pad ``image`` with white to ``limit * PADDED_ASPECT_SHARE`` when it exceeds ``limit``."""
+    w, h = image.size
+    if limit is None or max(w, h) < limit * min(w, h):
+        return image
+    from PIL import Image
+
+    ratio = limit * PADDED_ASPECT_SHARE
+    size = (w, max(h, math.ceil(w / ratio))) if w > h else (max(w, math.ceil(h / ratio)), h)
+    padded = Image.new("RGB", size, "white")
+    padded.paste(image.convert("RGB"), (0, 0))
+    return padded
 
 
 def _check_options(batch_size: int, page_vectors: str) -> None:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from pagelens.errors import InputError
 from pagelens.pipeline.discover import file_sha256
 from pagelens.pipeline.render import RenderSettings, probe, render_pages
-from pagelens.types import Document, Hit
+from pagelens.storage.base import source_from_payload
+from pagelens.types import Document, Hit, display_path
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -28,14 +29,15 @@ def page_image(hit: Hit, *, dpi: int = 100, password: str | None = None) -> Imag
         InputError: the source file is gone, changed since indexing, or unreadable.
 
     """
-    source = hit.payload.get("source")
+    source = source_from_payload(hit.payload)
     if not source:
         raise InputError(hit.doc_path, "the index records no source file for this page")
-    path = Path(str(source))
+    path = Path(source)
+    shown = display_path(source)
     if not path.is_file():
-        raise InputError(str(path), "file no longer exists (moved? re-run `pagelens index`)")
+        raise InputError(shown, "file no longer exists (moved? re-run `pagelens index`)")
     if file_sha256(path) != hit.doc_sha256:
-        raise InputError(str(path), "file changed since it was indexed (re-run `pagelens index`)")
+        raise InputError(shown, "file changed since it was indexed (re-run `pagelens index`)")
     doc = Document(
         source=str(path), path=hit.doc_path, sha256=hit.doc_sha256, size_bytes=path.stat().st_size
     )
@@ -46,6 +48,6 @@ def page_image(hit: Hit, *, dpi: int = 100, password: str | None = None) -> Imag
         page = next(pages)
     finally:
         pages.close()  # stop rendering the pages after it
-    if page.image is None:  # pragma: no cover - render_pages always sets it
-        raise InputError(str(path), f"page {hit.page_number} rendered no image")
+    if page.image is None:
+        raise InputError(shown, f"page {hit.page_number}: {page.error or 'no image'}")
     return page.image
