@@ -35,3 +35,15 @@ class IndexMismatchError(PagelensError):
 
 class StoreError(PagelensError):
     """The store could not be opened, read or written."""
+
+
+def check_whole(name: str, value: object, low: int) -> int:
+    """Return ``value`` if it is a whole number (not a bool) of at least ``low``.
+
+    Raises:
+        PagelensError: naming ``name`` and the bad value.
+
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise PagelensError(f"{name} must be a whole number >= {low}, got {value!r}")
+    return value

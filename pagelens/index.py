@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pagelens.encoders.base import EncoderSpec
-from pagelens.errors import IndexMismatchError, PagelensError
+from pagelens.errors import IndexMismatchError, PagelensError, check_whole
 from pagelens.storage.base import (
     KIND_DOCUMENT,
     KIND_MANIFEST,
@@ -67,9 +67,7 @@ class IndexSettings:
 
     def __post_init__(self) -> None:
         for name in ("pool_factor", "candidate_factor"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise PagelensError(f"{name} must be an integer >= 1, got {value!r}")
+            check_whole(name, getattr(self, name), 1)
 
 
 @dataclass(frozen=True)

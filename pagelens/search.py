@@ -18,9 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from pagelens.bm25 import bm25_queries
 from pagelens.encoders.base import Encoder
-from pagelens.errors import PagelensError
+from pagelens.errors import PagelensError, check_whole
 from pagelens.index import Index
 from pagelens.storage.base import (
     BM25,
@@ -33,7 +35,7 @@ from pagelens.storage.base import (
     HybridQuery,
     PayloadFilter,
 )
-from pagelens.types import Hit, MultiVector
+from pagelens.types import Hit, MultiVector, display_path
 
 DEFAULT_CANDIDATES = 200
 # Up to this many pages (after the filter) "auto" draws candidates by an exact scan of
@@ -59,10 +61,35 @@ class SearchFilter:
     path_prefix: str | None = None
 
 
-def _where(filter: SearchFilter | None) -> PayloadFilter:
+class NoMatchError(PagelensError):
+    """A search filter names no page of the index."""
+
+
+def _where(index: Index, filter: SearchFilter | None) -> PayloadFilter:
+    """Build the page filter of a search; a filter that matches no page is an error.
+
+    Raises:
+        NoMatchError: ``filter`` names no indexed document (a typo, or a document
+            that was skipped), so every query would silently get no hit.
+
+    """
     if filter is None:
         return PayloadFilter(kind=KIND_PAGE)
-    return PayloadFilter(kind=KIND_PAGE, doc_paths=filter.doc_paths, path_prefix=filter.path_prefix)
+    paths = tuple(display_path(p) for p in filter.doc_paths) if filter.doc_paths else None
+    prefix = display_path(filter.path_prefix) if filter.path_prefix else None
+    where = PayloadFilter(kind=KIND_PAGE, doc_paths=paths, path_prefix=prefix)
+    if index.store.count(where) == 0:
+        named = []
+        if paths is not None:
+            named.append(f"documents {list(paths)}")
+        if prefix is not None:
+            named.append(f"path prefix {prefix!r}")
+        raise NoMatchError(
+            f"no indexed page matches the filter ({' and '.join(named) or 'empty'}) in index "
+            f"{index.location}: paths are as `pagelens info`/the index records them, "
+            "relative to the folder that was indexed"
+        )
+    return where
 
 
 def _first_stage(
@@ -100,15 +127,12 @@ def search_vectors(
         One list of at most ``k`` hits per query, best first.
 
     """
-    if k < 1:
-        raise PagelensError(f"k must be >= 1, got {k!r}")
-    if candidates is not None and candidates < 1:
-        raise PagelensError(f"candidates must be >= 1 or None for exact search, got {candidates!r}")
+    _check_counts(k, candidates)
     if channel not in (DENSE, TEXT):
         raise PagelensError(f"channel must be {DENSE!r} or {TEXT!r}, got {channel!r}")
     if not queries:
         return []
-    where = _where(filter)
+    where = _where(index, filter)
     results = index.store.query(
         queries,
         k=k,
@@ -118,6 +142,58 @@ def search_vectors(
         first_stage=_first_stage(index, first_stage, where, candidates),
     )
     return [[_hit(r.payload, r.score, (channel,)) for r in records] for records in results]
+
+
+def _check_counts(k: object, candidates: object) -> None:
+    check_whole("k", k, 1)
+    if candidates is not None:
+        check_whole("candidates (None for exact search)", candidates, 1)
+
+
+def check_queries(queries: object) -> list[str]:
+    """Return ``queries`` as a list of question texts, or say which one is bad.
+
+    Every channel and encoder gets the same rule: a query must be a ``str`` holding
+    some non-space character, and valid Unicode (a command-line argument that was
+    not valid UTF-8 reaches Python as lone surrogates).
+
+    Raises:
+        PagelensError: naming the query (by position and value) and what is wrong.
+
+    """
+    if isinstance(queries, (str, bytes)) or not isinstance(queries, Sequence):
+        raise PagelensError(
+            f"queries must be a list of strings, got {type(queries).__name__} {queries!r:.80}"
+        )
+    out = []
+    for i, query in enumerate(queries, 1):
+        if not isinstance(query, str):
+            raise PagelensError(
+                f"query {i} must be a string, got {type(query).__name__} {query!r:.80}"
+            )
+        if not query.strip():
+            raise PagelensError(f"query {i} is empty ({query!r}): ask a question in words")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PagelensError(
+                f"query {i} is not valid UTF-8 text ({display_path(query)!r:.80}): "
+                "check the terminal's encoding"
+            ) from None
+        out.append(query)
+    return out
+
+
+def _encode_queries(encoder: Encoder, queries: list[str]) -> list[MultiVector]:
+    """Encode queries; vectors that are empty or not finite never reach the store."""
+    vectors = encoder.encode_queries(queries)
+    for i, (query, v) in enumerate(zip(queries, vectors, strict=True), 1):
+        if v.ndim != 2 or v.shape[0] == 0 or not np.isfinite(v).all():
+            raise PagelensError(
+                f"query {i} ({query!r:.80}): encoder {encoder.spec.model_id!r} gave no usable "
+                f"vectors (shape {v.shape}, finite: {bool(np.isfinite(v).all())})"
+            )
+    return vectors
 
 
 def _hit(payload: Mapping[str, Any], score: float, channels: tuple[str, ...]) -> Hit:
@@ -177,8 +253,8 @@ def search(
         names the channels whose own results held it.
 
     """
-    if isinstance(queries, str):
-        raise PagelensError("queries must be a list of strings, not one string")
+    queries = check_queries(queries)
+    _check_counts(k, candidates)
     chosen = tuple(dict.fromkeys(channels))
     unknown = [c for c in chosen if c not in CHANNELS]
     if unknown or not chosen:
@@ -204,11 +280,10 @@ def search(
                 "(text_encoder=)"
             )
         index.check_text_encoder(text_encoder.spec)
-    queries = list(queries)
     if len(chosen) == 1 and chosen[0] != BM25:
         model = encoder if chosen[0] == DENSE else text_encoder
         assert model is not None
-        vectors = model.encode_queries(queries)
+        vectors = _encode_queries(model, queries)
         return search_vectors(
             index,
             vectors,
@@ -218,14 +293,12 @@ def search(
             channel=chosen[0],
             first_stage=first_stage,
         )
-    if k < 1:
-        raise PagelensError(f"k must be >= 1, got {k!r}")
-    where = _where(filter)
+    where = _where(index, filter)
     dense_used = DENSE in chosen or TEXT in chosen
     stage = _first_stage(index, first_stage, where, candidates if dense_used else None)
     none: list[None] = [None] * len(queries)
-    dense = encoder.encode_queries(queries) if DENSE in chosen else none
-    text = text_encoder.encode_queries(queries) if text_encoder and TEXT in chosen else none
+    dense = _encode_queries(encoder, queries) if DENSE in chosen else none
+    text = _encode_queries(text_encoder, queries) if text_encoder and TEXT in chosen else none
     sparse = bm25_queries(queries) if BM25 in chosen else none
     requests = [
         HybridQuery(

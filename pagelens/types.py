@@ -76,4 +76,7 @@ def display_path(path: str) -> str:
     form an index records and prints for such a name (``caf\xe9.pdf``), and the
     form a user types to name it. Valid names come back unchanged.
     """
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name holds (made in Python): \udNNN
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")

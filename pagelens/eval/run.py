@@ -35,7 +35,7 @@ from pagelens.eval.report import SCOPES, EvalResult, IndexStats, ScopeResult
 from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.job import index_pages, index_paths
 from pagelens.pipeline.text import TextCache, TextSettings
-from pagelens.search import DEFAULT_CANDIDATES, SearchFilter, search
+from pagelens.search import DEFAULT_CANDIDATES, NoMatchError, SearchFilter, search
 from pagelens.types import Hit
 
 if TYPE_CHECKING:
@@ -221,15 +221,18 @@ def _search_all(
             for start in range(0, len(queries), batch_size):
                 batch = queries[start : start + batch_size]
                 t0 = time.perf_counter()
-                hits: list[list[Hit]] = search(
-                    index,
-                    encoder,
-                    [q.text for q in batch],
-                    k=DEPTH,
-                    candidates=candidates,
-                    filter=where,
-                    **options,
-                )
+                try:
+                    hits: list[list[Hit]] = search(
+                        index,
+                        encoder,
+                        [q.text for q in batch],
+                        k=DEPTH,
+                        candidates=candidates,
+                        filter=where,
+                        **options,
+                    )
+                except NoMatchError:  # a document that could not be indexed: no hit
+                    hits = [[] for _ in batch]
                 seconds += time.perf_counter() - t0
                 for q, found in zip(batch, hits, strict=True):
                     run[q.query_id] = [

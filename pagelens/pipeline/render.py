@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from pagelens.errors import InputError, PagelensError
+from pagelens.errors import InputError, PagelensError, check_whole
 from pagelens.types import Document, Page
 
 if TYPE_CHECKING:
@@ -84,9 +84,7 @@ class RenderSettings:
 
     def __post_init__(self) -> None:
         for name in ("dpi", "max_pixels", "threads", "batch_pages"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PagelensError(f"{name} must be a positive integer, got {value!r}")
+            check_whole(name, getattr(self, name), 1)
         check_tool_settings(self.timeout_s, self.poppler_path)
 
 
@@ -172,8 +170,7 @@ def render_pages(
             it have been yielded.
 
     """
-    if isinstance(first_page, bool) or not isinstance(first_page, int) or first_page < 1:
-        raise PagelensError(f"first_page must be an integer >= 1, got {first_page!r}")
+    check_whole("first_page", first_page, 1)
     numbers = range(first_page, info.page_count + 1)
     loadable = [n for n in numbers if info.page_sizes_pt[n - 1] != (0.0, 0.0)]
     settings = replace(settings, password=info.password)  # only where the document needs it

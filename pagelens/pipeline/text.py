@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from pagelens.errors import InputError, PagelensError
+from pagelens.errors import InputError, PagelensError, check_whole
 from pagelens.pipeline.render import check_tool_settings
 
 logger = logging.getLogger(__name__)
@@ -105,9 +105,7 @@ class TextSettings:
             ("scan_max_chars", 0),
             ("ocr_workers", 1),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise PagelensError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_whole(name, getattr(self, name), low)
         check_tool_settings(self.timeout_s, self.poppler_path)
 
 
