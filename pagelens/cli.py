@@ -10,14 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
-from pagelens.errors import PagelensError
+from pagelens.errors import PagelensError, StoreError
+from pagelens.types import display_path
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -88,6 +94,16 @@ OcrOpt = Annotated[
 ]
 
 
+class _NoFastPlaidNotice(logging.Filter):
+    """Drop colpali-engine's import-time note that FastPlaid is not installed.
+
+    It is logged on the root logger at every import, and pagelens never uses FastPlaid.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("FastPlaid is not installed")
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     if quiet or not sys.stderr.isatty():
@@ -96,6 +112,11 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger().addFilter(_NoFastPlaidNotice())
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run as Ctrl-C does: with what was kept said
 
 
 @app.callback()
@@ -107,6 +128,31 @@ def main(
     if verbose and quiet:
         raise typer.BadParameter("--verbose and --quiet exclude each other")
     _setup_logging(verbose, quiet)
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def shown(text: str) -> str:
+    r"""Escape what would act on a terminal or break a line: ``\n``, ``\t``, ESC...
+
+    Human output only; ``--json`` keeps values as they are.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or unicodedata.category(c) == "Zs" else repr(c)[1:-1] for c in text
+    )
+
+
+@contextmanager
+def _reporting(interrupted: str = "interrupted") -> Iterator[None]:
+    """Turn a PagelensError into ``error: ...`` and Ctrl-C or SIGTERM into a message."""
+    try:
+        yield
+    except PagelensError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.secho(interrupted, err=True)
+        raise typer.Exit(code=130) from None
 
 
 def _progress() -> bool:
@@ -114,18 +160,41 @@ def _progress() -> bool:
 
 
 def _fail(exc: Exception) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {shown(str(exc))}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
 
 
-def _open(index: Path | None, url: str | None, api_key: str | None, collection: str) -> Any:
+def _named(option: str, value: object, variable: str) -> str:
+    """``--url`` or, where the value came from the environment, the variable too."""
+    from_env = os.environ.get(variable)
+    return f"{option} (from {variable})" if from_env and from_env == str(value) else option
+
+
+def _open(
+    index: Path | None,
+    url: str | None,
+    api_key: str | None,
+    collection: str,
+    *,
+    wait: float = 0.0,
+    lock_now: bool = False,
+) -> Any:
     from pagelens.index import Index
 
     if index is not None and url is not None:
-        raise PagelensError("--index and --url exclude each other: give one")
+        raise PagelensError(
+            f"{_named('--index', index, 'PAGELENS_INDEX')} and "
+            f"{_named('--url', url, 'QDRANT_URL')} exclude each other: give one"
+        )
     if url is not None:
-        return Index.open(url=url, api_key=api_key, collection=collection)
-    return Index.open(index or Path(DEFAULT_INDEX))
+        try:
+            return Index.open(url=url, api_key=api_key, collection=collection)
+        except StoreError as exc:
+            raise StoreError(
+                f"{exc}; is a Qdrant server running there? `docker compose up -d` in the "
+                "pagelens checkout starts one on localhost:6333"
+            ) from exc
+    return Index.open(index or Path(DEFAULT_INDEX), wait_s=wait, lock_now=lock_now)
 
 
 def _model_for(idx: Any, model: str | None) -> str:
@@ -191,13 +260,21 @@ def index_cmd(
     """Index PDFs: render, encode, pool and store every page; skip unchanged files."""
     from pagelens.encoders import load_encoder
     from pagelens.index import IndexSettings
-    from pagelens.pipeline.job import index_paths
+    from pagelens.pipeline.discover import discover
+    from pagelens.pipeline.job import check_found, index_paths
     from pagelens.pipeline.render import RenderSettings
     from pagelens.pipeline.text import TextCache, TextSettings
 
-    try:
-        idx = _open(index, url, api_key, collection)
-        with idx:
+    with _reporting("interrupted: committed documents are kept; run again to resume"):
+        text_settings = TextSettings(ocr=ocr)  # type: ignore[arg-type]  # it checks the value
+        render = RenderSettings(
+            dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout
+        )
+        # the lock first, then the files, then the model: a second run on the same
+        # folder, or a run with nothing to index, stops before any costly work
+        with _open(index, url, api_key, collection, lock_now=True) as idx:
+            found = discover(paths)
+            check_found(found, idx, prune=prune)
             settings = None
             if pool_factor is not None or text is not None:
                 base = idx.manifest.settings if idx.manifest else IndexSettings()
@@ -206,10 +283,6 @@ def index_cmd(
                     pool_factor=base.pool_factor if pool_factor is None else pool_factor,
                     text=base.text if text is None else text,
                 )
-            text_settings = TextSettings(ocr=ocr)  # type: ignore[arg-type]  # it checks the value
-            render = RenderSettings(
-                dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout
-            )
             encoder = load_encoder(_model_for(idx, model), device=device, batch_size=batch_size)
             text_name = _text_model_for(idx, text_model)
             text_encoder = (
@@ -218,7 +291,7 @@ def index_cmd(
             report = index_paths(
                 idx,
                 encoder,
-                paths,
+                found,
                 settings=settings,
                 render=render,
                 text=text_settings,
@@ -227,11 +300,6 @@ def index_cmd(
                 prune=prune,
                 progress=_progress(),
             )
-    except PagelensError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        typer.secho("interrupted: committed documents are kept; run again to resume", err=True)
-        raise typer.Exit(code=130) from None
     if as_json:
         out = asdict(report)
         out["pages_per_second"] = report.pages_per_second
@@ -249,7 +317,14 @@ def index_cmd(
         f"store {s.store:.1f} s, optimize {s.optimize:.1f} s"
     )
     for skipped in report.skipped:
-        typer.echo(f"  skipped {skipped.path}: {skipped.cause}")
+        typer.echo(f"  skipped {shown(skipped.path)}: {shown(skipped.cause)}")
+    for error in report.page_errors:
+        typer.echo(
+            f"  page {error.page_number} of {shown(error.path)} kept without vectors: "
+            f"{shown(error.cause)}"
+        )
+    for path in report.removed_incomplete:
+        typer.echo(f"  removed the pages of {shown(path)}, left incomplete by an earlier run")
 
 
 def _channels(text: str) -> list[str]:
@@ -274,6 +349,22 @@ def _weights(text: str | None) -> dict[str, float] | None:
     return out
 
 
+SearchChannelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--channels",
+        help="dense, text, bm25, or several (dense,text,bm25) fused "
+        "(default: every channel the index holds).",
+    ),
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--wait", min=0, help="Seconds to wait while another process (an index run) holds it."
+    ),
+]
+
+
 @app.command("search")
 def search_cmd(
     queries: Annotated[list[str], typer.Argument(help="One or more questions.")],
@@ -289,24 +380,23 @@ def search_cmd(
     ] = 200,
     doc: Annotated[list[str] | None, typer.Option("--doc", help="Only these documents.")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix", help="Only under this folder.")] = None,
-    channels: ChannelsOpt = "dense",
+    channels: SearchChannelsOpt = None,
     fusion: FusionOpt = "dbsf",
     weights: WeightsOpt = None,
     text_model: TextModelOpt = None,
     first_stage: FirstStageOpt = "auto",
+    wait: WaitOpt = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Search the index with questions; print the best pages."""
     from pagelens.encoders import load_encoder
-    from pagelens.search import SearchFilter, search
+    from pagelens.search import SearchFilter, check_queries, index_channels, search
 
-    try:
-        idx = _open(index, url, api_key, collection)
-        with idx:
-            if idx.manifest is None:
-                raise PagelensError(f"index {idx.location} is empty: run `pagelens index` first")
+    with _reporting():
+        check_queries(queries)  # before any model is loaded
+        with _open(index, url, api_key, collection, wait=wait) as idx:
+            chosen = _channels(channels) if channels else list(index_channels(idx))
             encoder = load_encoder(_model_for(idx, model), device=device)
-            chosen = _channels(channels)
             text_name = _text_model_for(idx, text_model)
             text_encoder = (
                 load_encoder(text_name, device=device) if text_name and "text" in chosen else None
@@ -325,12 +415,13 @@ def search_cmd(
                 text_encoder=text_encoder,
                 first_stage=first_stage,
             )
-    except PagelensError as exc:
-        _fail(exc)
+    used = "+".join(chosen) + (f" ({fusion})" if len(chosen) > 1 else "")
     if as_json:
         out = [
             {
                 "query": q,
+                "channels_searched": chosen,
+                "fusion": fusion if len(chosen) > 1 else None,
                 "hits": [
                     {
                         "channels": list(h.channels),
@@ -347,15 +438,14 @@ def search_cmd(
         ]
         typer.echo(json.dumps(out, indent=2))
         return
+    typer.echo(f"channels: {used}")
     for q, hits in zip(queries, results, strict=False):
-        typer.echo(q)
+        typer.echo(shown(q))
         for rank, h in enumerate(hits, 1):
-            found = (
-                f"  [{'+'.join(h.channels)}]"
-                if len(h.channels) and h.channels != ("dense",)
-                else ""
+            found = f"  [{'+'.join(h.channels)}]" if len(chosen) > 1 else ""
+            typer.echo(
+                f"  {rank:>2}. {h.score:8.3f}  {shown(h.doc_path)}  page {h.page_number}{found}"
             )
-            typer.echo(f"  {rank:>2}. {h.score:8.3f}  {h.doc_path}  page {h.page_number}{found}")
 
 
 @app.command("info")
@@ -364,14 +454,12 @@ def info_cmd(
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = "pagelens",
+    wait: WaitOpt = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the manifest, counts and bytes per page of an index."""
-    try:
-        with _open(index, url, api_key, collection) as idx:
-            info = idx.info()
-    except PagelensError as exc:
-        _fail(exc)
+    with _reporting(), _open(index, url, api_key, collection, wait=wait) as idx:
+        info = idx.info()
     if as_json:
         typer.echo(json.dumps(info.to_dict(), indent=2))
         return
@@ -380,7 +468,9 @@ def info_cmd(
         typer.echo("(empty: nothing indexed yet)")
         return
     enc, st = info.manifest.encoder, info.manifest.settings
-    typer.echo(f"encoder:    {enc.model_id} ({enc.family}, revision {enc.revision}, dim {enc.dim})")
+    typer.echo(
+        f"encoder:    {shown(enc.model_id)} ({enc.family}, revision {enc.revision}, dim {enc.dim})"
+    )
     tenc = info.manifest.text_encoder
     if tenc is not None:
         typer.echo(
@@ -409,14 +499,12 @@ def delete_cmd(
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = "pagelens",
+    wait: WaitOpt = 0.0,
 ) -> None:
     """Delete one document and its pages from the index."""
-    try:
-        with _open(index, url, api_key, collection) as idx:
-            removed = idx.delete_document(doc)
-    except PagelensError as exc:
-        _fail(exc)
-    typer.echo(f"deleted {doc} ({removed} pages)")
+    with _reporting(), _open(index, url, api_key, collection, wait=wait) as idx:
+        removed = idx.delete_document(display_path(doc))
+    typer.echo(f"deleted {shown(display_path(doc))} ({removed} pages)")
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality (ViDoRe-style).")

@@ -174,6 +174,8 @@ class Index:
         api_key: str | None = None,
         collection: str = "pagelens",
         location: str | None = None,
+        wait_s: float = 0.0,
+        lock_now: bool = False,
     ) -> Index:
         """Open (or prepare to create) an index.
 
@@ -184,6 +186,10 @@ class Index:
             collection: the collection name on a server.
             location: qdrant-client's local mode (``":memory:"``); for tests and
                 experiments with the server code path.
+            wait_s: seconds to wait for another process that holds an embedded
+                folder (one process at a time holds one).
+            lock_now: take an embedded folder's lock at once, even before an index
+                exists in it (an indexing run, before any work).
 
         Exactly one of ``path``, ``url`` and ``location`` must be given.
 
@@ -198,7 +204,7 @@ class Index:
         if path is not None:
             from pagelens.storage.edge import EdgeStore
 
-            return cls(EdgeStore(path), str(Path(path)))
+            return cls(EdgeStore(path, wait_s=wait_s, lock_now=lock_now), str(Path(path)))
         from pagelens.storage.server import ServerStore
 
         store = ServerStore(url=url, api_key=api_key, location=location, collection=collection)
@@ -271,7 +277,9 @@ class Index:
     def check_encoder(self, encoder: EncoderSpec) -> None:
         """Refuse an encoder other than the one the index was built with."""
         if self._manifest is None:
-            raise PagelensError(f"index {self.location} is empty: index some documents first")
+            raise PagelensError(
+                f"index {self.location} is empty: nothing is indexed yet (run `pagelens index` first)"
+            )
         built = self._manifest.encoder
         if encoder != built:
             raise IndexMismatchError(
@@ -285,7 +293,9 @@ class Index:
     def check_text_encoder(self, encoder: EncoderSpec) -> None:
         """Refuse a text encoder other than the one that made the ``text`` channel."""
         if self._manifest is None:
-            raise PagelensError(f"index {self.location} is empty: index some documents first")
+            raise PagelensError(
+                f"index {self.location} is empty: nothing is indexed yet (run `pagelens index` first)"
+            )
         built = self._manifest.text_encoder
         if built is None:
             raise PagelensError(

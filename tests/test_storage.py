@@ -171,15 +171,65 @@ def test_missing_collection_is_a_clear_error(make_store):
         store.count(PayloadFilter())
 
 
+_OPEN_IN_CHILD = """
+import sys
+from pagelens.errors import StoreError
+from pagelens.storage.edge import EdgeStore
+try:
+    EdgeStore(sys.argv[1], wait_s=float(sys.argv[2]), lock_now=sys.argv[3] == "1").close()
+except StoreError as exc:
+    print(exc)
+    sys.exit(3)
+print("opened")
+"""
+
+
+def _open_in_child(folder, wait_s=0.0, lock_now=False):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", _OPEN_IN_CHILD, str(folder), str(wait_s), "01"[lock_now]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_edge_folder_is_locked_against_a_second_process(tmp_path):
     first = EdgeStore(tmp_path / "idx")
     first.create(CollectionSpec(dim=DIM))
     try:
-        with pytest.raises(StoreError, match="in use"):
+        child = _open_in_child(tmp_path / "idx", wait_s=0.5)
+        assert child.returncode == 3, child.stderr
+        assert "in use by another pagelens process (waited 0.5 s)" in child.stdout
+        assert "--wait SECONDS" in child.stdout
+        # in the same process the message says so, not "another process"
+        with pytest.raises(StoreError, match="already open in this process"):
             EdgeStore(tmp_path / "idx")
     finally:
         first.close()
     EdgeStore(tmp_path / "idx").close()  # free again once closed
+    assert _open_in_child(tmp_path / "idx").stdout.strip() == "opened"
+
+
+def test_a_waiting_open_gets_the_folder_once_it_is_let_go(tmp_path):
+    import threading
+
+    first = EdgeStore(tmp_path / "idx")
+    first.create(CollectionSpec(dim=DIM))
+    threading.Timer(1.0, first.close).start()
+    child = _open_in_child(tmp_path / "idx", wait_s=30)  # blocks until the timer closes it
+    assert child.stdout.strip() == "opened", child.stdout + child.stderr
+
+
+def test_lock_now_takes_a_new_folder_and_leaves_nothing_if_nothing_was_made(tmp_path):
+    store = EdgeStore(tmp_path / "new", lock_now=True)
+    assert (tmp_path / "new").is_dir()
+    child = _open_in_child(tmp_path / "new", lock_now=True)  # a second run stops at once
+    assert child.returncode == 3 and "in use" in child.stdout
+    store.close()
+    assert not (tmp_path / "new").exists()  # no index made: no folder left behind
 
 
 def test_edge_open_creates_nothing_until_an_index_is_made(tmp_path):

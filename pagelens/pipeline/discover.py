@@ -93,7 +93,7 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> Discovery:
             # Two different files would share one name in the index: keep the first.
             first = by_path[doc.path]
             cause = f"another document already has this path (from {first.source})"
-            logger.warning("skipping %s: %s", doc.source, cause)
+            logger.debug("skipping %s: %s", doc.source, cause)
             skipped.append(Skipped(doc.path, cause))
             continue
         by_sha[doc.sha256] = doc
@@ -191,8 +191,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _skip(cand: _Candidate, cause: str, *, warn: bool) -> tuple[None, str]:
-    # Stray non-PDF files in a folder are normal: count them, log them quietly.
-    logger.log(logging.WARNING if warn else logging.DEBUG, "skipping %s: %s", cand.source, cause)
+    # Every skip is in the Discovery the caller reports (the CLI prints each once), so
+    # it is only logged at debug level here; ``warn`` marks files named like PDFs.
+    logger.debug("skipping %s%s: %s", cand.path, " (a PDF by name)" if warn else "", cause)
     return None, cause
 
 

@@ -359,8 +359,7 @@ def index_paths(
     render = render or RenderSettings()
     text = text or TextSettings()
     found = paths if isinstance(paths, Discovery) else discover(paths)
-    if not found.documents and not (prune and index.store.exists()):
-        raise NothingToIndexError(found)
+    check_found(found, index, prune=prune)
     settings = _effective(index, encoder, settings, text_encoder)
     index.prepare(encoder.spec, settings, text_encoder.spec if text_encoder else None)
 
@@ -464,6 +463,17 @@ def index_paths(
         report.seconds,
     )
     return report
+
+
+def check_found(found: Discovery, index: Index, *, prune: bool = False) -> None:
+    """Refuse a run that has nothing to do: no PDF found, and nothing to prune.
+
+    Raises:
+        NothingToIndexError: before any index is created or model loaded.
+
+    """
+    if not found.documents and not (prune and index.store.exists()):
+        raise NothingToIndexError(found)
 
 
 class NothingToIndexError(PagelensError):
@@ -624,7 +634,7 @@ def _index_document(
         pages_bar.update(len(batch))
     _commit(index, doc, info.page_count)
     for error in failed:
-        logger.warning("%s: page %d kept without vectors: %s", *astuple(error))
+        logger.debug("%s: page %d kept without vectors: %s", *astuple(error))
     return done, failed
 
 

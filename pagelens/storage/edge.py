@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -77,22 +79,36 @@ def _records(points: Any, channels: tuple[str, ...] = ()) -> list[ScoredRecord]:
     ]
 
 
+# index folders this process holds the lock of: a second open in the same process
+# would otherwise be told another process holds it
+_HELD: set[str] = set()
+_WAIT_STEP_S = 0.2
+
+
 class EdgeStore:
     """A Qdrant Edge shard in ``folder/qdrant-edge``, guarded by an exclusive lock.
 
     One process at a time may open an index folder: a second gets a StoreError
-    instead of two writers corrupting the shard.
+    instead of two writers corrupting the shard, or waits up to ``wait_s`` seconds
+    for the lock. With ``lock_now`` the lock is taken at once, creating the folder
+    if needed, so that two indexing runs on a new folder find each other before any
+    work; a folder this store created is removed on close if no index was made in it.
     """
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(
+        self, folder: str | os.PathLike[str], *, wait_s: float = 0.0, lock_now: bool = False
+    ) -> None:
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise StoreError(f"{self.folder}: index location exists and is not a folder")
         self._lock_file: Any = None
         self._shard: Any = None
+        self._made_folder = False
+        self._wait_s = wait_s
         self._m = _edge()
-        if (self.folder / _SHARD).exists():
+        if lock_now or (self.folder / _SHARD).exists():
             self._lock()
+        if (self.folder / _SHARD).exists():
             try:
                 self._shard = self._m.EdgeShard.load(str(self.folder / _SHARD))
             except Exception as exc:  # the engine raises plain exceptions
@@ -100,15 +116,34 @@ class EdgeStore:
                 raise StoreError(f"{self.folder}: cannot open the index: {exc}") from exc
 
     def _lock(self) -> None:
-        """Take the folder's lock (nothing is created until an index is)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Take the folder's lock, waiting up to ``wait_s`` for another process."""
+        key = str(self.folder.resolve())
+        if key in _HELD:
+            raise StoreError(
+                f"{self.folder}: index is already open in this process; close the other "
+                "Index (or use it) before opening the folder again"
+            )
+        if not self.folder.exists():
+            self.folder.mkdir(parents=True)
+            self._made_folder = True
         lock_file = open(self.folder / _LOCK, "a+")  # noqa: SIM115 - held until close()
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            lock_file.close()
-            raise StoreError(f"{self.folder}: index is in use by another pagelens process") from exc
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            try:
+                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if time.monotonic() >= deadline:
+                    lock_file.close()
+                    waited = f" (waited {self._wait_s:g} s)" if self._wait_s else ""
+                    raise StoreError(
+                        f"{self.folder}: index is in use by another pagelens process{waited}; "
+                        "wait for it to finish, or pass --wait SECONDS"
+                    ) from exc
+                time.sleep(_WAIT_STEP_S)
         self._lock_file = lock_file
+        self._key = key
+        _HELD.add(key)
 
     # -- lifecycle -----------------------------------------------------------------
     def exists(self) -> bool:
@@ -161,8 +196,14 @@ class EdgeStore:
             self._shard.close()
             self._shard = None
         if self._lock_file is not None and not self._lock_file.closed:
+            if self._made_folder and not (self.folder / _SHARD).exists():
+                # nothing was indexed: leave no folder behind (a mistyped run)
+                (self.folder / _LOCK).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.folder.rmdir()
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
+            _HELD.discard(self._key)
 
     def _require(self) -> Any:
         if self._shard is None:
