@@ -278,7 +278,8 @@ class Index:
         """Refuse an encoder other than the one the index was built with."""
         if self._manifest is None:
             raise PagelensError(
-                f"index {self.location} is empty: nothing is indexed yet (run `pagelens index` first)"
+                f"index {self.location} is empty: nothing is indexed yet "
+                "(run `pagelens index` first)"
             )
         built = self._manifest.encoder
         if encoder != built:
@@ -294,7 +295,8 @@ class Index:
         """Refuse a text encoder other than the one that made the ``text`` channel."""
         if self._manifest is None:
             raise PagelensError(
-                f"index {self.location} is empty: nothing is indexed yet (run `pagelens index` first)"
+                f"index {self.location} is empty: nothing is indexed yet "
+                "(run `pagelens index` first)"
             )
         built = self._manifest.text_encoder
         if built is None:
