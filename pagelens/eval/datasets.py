@@ -171,9 +171,17 @@ class EvalSet:
 
 
 def categorical_fields(
-    queries: Sequence[Query], *, max_values: int = 30, min_values: int = 2
+    queries: Sequence[Query], *, max_values: int = 20, min_values: int = 2
 ) -> tuple[str, ...]:
-    """Query fields worth a breakdown: strings or lists of strings, few distinct values."""
+    """Query fields worth a breakdown by default: categories, not free text.
+
+    A field qualifies when every value is a string or a list of strings (``None``
+    allowed), and its distinct values number at least ``min_values``, at most
+    ``max_values`` and at most half the number of queries, so that each value covers
+    two queries or more on average. A free-text field (an ``answer`` column) has about
+    one value per query and is left out even on a 10-query subset, where its values
+    are few; ask for it by name (``breakdown_fields``, ``--breakdown``) if wanted.
+    """
     values: dict[str, set[str]] = {}
     bad: set[str] = set()
     for q in queries:
@@ -183,11 +191,12 @@ def categorical_fields(
                 bad.add(name)
                 continue
             values.setdefault(name, set()).update(str(v) for v in items if v is not None)
+    most = min(max_values, len(queries) // 2)
     return tuple(
         sorted(
             name
             for name, seen in values.items()
-            if name not in bad and min_values <= len(seen) <= max_values
+            if name not in bad and min_values <= len(seen) <= most
         )
     )
 
