@@ -28,6 +28,7 @@ saved ``Dataset`` or ``DatasetDict`` of splits (v1), a saved ``DatasetDict`` wit
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -149,6 +150,8 @@ class EvalSet:
     corpus: ImageCorpus | PdfCorpus
     corpus_fingerprint: str  # identifies what gets indexed (index cache key)
     dropped_queries: int = 0  # queries without any positive judgment, left out
+    # how load_eval_set chose the queries, where given: split, language, max_queries
+    selection: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def has_documents(self) -> bool:
@@ -167,6 +170,7 @@ class EvalSet:
             "corpus_items": len(self.corpus),  # pages (images) or PDF files
             "judgments": sum(len(r) for r in self.qrels.values()),
             "corpus_fingerprint": self.corpus_fingerprint,
+            **({"selection": dict(self.selection)} if self.selection else {}),
         }
 
 
@@ -230,18 +234,28 @@ def load_eval_set(
         raise PagelensError(f"max_queries must be at least 1, got {max_queries}")
     path = Path(source).expanduser()
     if path.is_dir():
-        return _load_local(path, format=format, split=split, language=language, limit=max_queries)
-    if path.exists():
+        loaded = _load_local(path, format=format, split=split, language=language, limit=max_queries)
+    elif path.exists():
         raise InputError(str(source), "is a file; give a dataset folder or a Hub dataset name")
-    if str(source).startswith((".", "/", "~")) or "\\" in str(source):
+    elif str(source).startswith((".", "/", "~")) or "\\" in str(source):
         raise InputError(str(source), "no such folder")
-    return _load_hub(
-        str(source),
-        format=format,
-        split=split,
-        language=language,
-        limit=max_queries,
-        revision=revision,
+    else:
+        loaded = _load_hub(
+            str(source),
+            format=format,
+            split=split,
+            language=language,
+            limit=max_queries,
+            revision=revision,
+        )
+    selection = {
+        # a PDF set has no splits
+        "split": None if loaded.format == "pdf" else split,
+        "language": language,
+        "max_queries": max_queries,
+    }
+    return dataclasses.replace(
+        loaded, selection={k: v for k, v in selection.items() if v is not None}
     )
 
 
