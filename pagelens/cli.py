@@ -547,7 +547,11 @@ def eval_run_cmd(
     ] = 200,
     scope: Annotated[str, typer.Option("--scope", help="corpus, document or both.")] = "both",
     breakdown: Annotated[
-        list[str] | None, typer.Option("--breakdown", help="Query field to break down by.")
+        list[str] | None,
+        typer.Option(
+            "--breakdown",
+            help="Query field to break down by (default: fields of at most 20 repeated values).",
+        ),
     ] = None,
     dpi: Annotated[int, typer.Option("--dpi", min=10, help="Render resolution (PDF sets).")] = 150,
     cache_dir: Annotated[
@@ -572,9 +576,15 @@ def eval_run_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for JSON, markdown, plots.")] = Path(
         "eval-results"
     ),
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite the files of an earlier, same-named run.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index a dataset (or reuse its cached index), search its queries, score them."""
+    """Index a dataset (or reuse its cached index), search its queries, score them.
+
+    Files are named after the run: model, dataset and every setting not at its default.
+    """
     from pagelens.encoders import load_encoder
     from pagelens.eval.datasets import load_eval_set
     from pagelens.eval.report import result_markdown, sweep_markdown, write_result, write_sweep
@@ -615,15 +625,14 @@ def eval_run_cmd(
         if len(factors) == 1:
             settings = IndexSettings(pool_factor=factors[0], text=text)
             result = evaluate(eval_set, encoder, settings=settings, **kwargs)
-            stem = "".join(c if c.isalnum() or c in "-_.," else "-" for c in result.label)
-            written = write_result(result, out, stem=stem)
+            written = write_result(result, out, force=force)
             table = result_markdown(result)
             payload: Any = json.loads(written[0].read_text())
         else:
             results = sweep(
                 eval_set, encoder, pool_factors=factors, settings=IndexSettings(text=text), **kwargs
             )
-            written = write_sweep(results, out)
+            written = write_sweep(results, out, force=force)
             table = sweep_markdown(results)
             payload = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]
     except PagelensError as exc:

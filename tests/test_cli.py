@@ -147,12 +147,34 @@ def test_eval_run_sweep_and_compare(tmp_path, model):
     common = ["--model", model, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
     one = json.loads(_run("eval", "run", str(data), "--pool-factor", "2", "--json", *common))
     assert "ndcg_at_5" in one["scopes"]["corpus"]["metrics"]
+    assert one["label"] == "tiny v2 pool_factor=2"  # model, dataset, what is not default
     sweep = _run("eval", "run", str(data), "--pool-factor", "1,3", *common)
-    assert (out / "quality_vs_bytes.png").is_file() and (out / "quality_vs_latency.png").is_file()
+    assert (out / "tiny_v2_sweep.quality_vs_bytes.png").is_file()
+    assert (out / "tiny_v2_sweep.quality_vs_latency.png").is_file()
     assert "pool_factor=1" in sweep and "pool_factor=3" in sweep
-    files = sorted(str(p) for p in out.glob("0*_pool_factor*.json"))
+    files = sorted(str(p) for p in out.glob("tiny_v2_pool_factor=[13].json"))
+    assert len(files) == 2
     table = _run("eval", "compare", *files, "--metric", "ndcg_at_5")
     assert "ndcg_at_5" in table
+    assert "| tiny v2 pool_factor=1 | tiny v2 pool_factor=3 |" in table
+
+
+def test_eval_run_files_are_named_by_run_and_never_overwritten(tmp_path, model):
+    data = build_beir(tmp_path / "v2", version=2)
+    out = tmp_path / "out"
+    common = ["--model", model, "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]
+    _run("eval", "run", str(data), *common)
+    _run("eval", "run", str(data), "--candidates", "0", *common)  # exact search: another run
+    assert sorted(p.name for p in out.glob("*.json")) == [
+        "tiny_v2_pool_factor=3.json",
+        "tiny_v2_pool_factor=3_exact.json",
+    ]
+    again = runner.invoke(app, ["-q", "eval", "run", str(data), "--candidates", "0", *common])
+    assert again.exit_code == 1
+    assert "tiny_v2_pool_factor=3_exact.json exists" in again.output and "--force" in again.output
+    _run("eval", "run", str(data), "--candidates", "0", "--force", *common)
+    table = _run("eval", "compare", *sorted(str(p) for p in out.glob("*.json")))
+    assert "| tiny v2 pool_factor=3 | tiny v2 pool_factor=3 exact |" in table
 
 
 def test_eval_on_a_pdf_set_both_scopes(tmp_path, model):
@@ -200,6 +222,8 @@ def test_eval_channels_on_a_pdf_set_with_text(tmp_path, model):
             )
         )
     assert runs["bm25"]["settings"]["channels"] == ["bm25"]
-    assert runs["dense,bm25"]["label"] == "pool_factor=3 dense+bm25 dbsf"
+    assert runs["dense,bm25"]["label"] == (
+        "tiny set pool_factor=3 text channels=dense+bm25 render_dpi=40 ocr=never"
+    )
     # one index serves the three runs: built once, then reused
     assert [r["index"]["reused"] for r in runs.values()] == [False, True, True]

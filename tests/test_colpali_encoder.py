@@ -177,6 +177,9 @@ def test_unreachable_hub_id_fails_fast_offline(tmp_path: Path, monkeypatch) -> N
         load_encoder("vidore/colqwen2.5-v0.2", device="cpu")
     assert time.monotonic() - start < 5
     assert "offline" in str(info.value)
+    # what does work without the Hub, and why a vision model on CPU is no substitute
+    assert "--model minilm" in str(info.value)
+    assert "minutes per page" in str(info.value)
 
 
 def test_unreachable_hub_id_fails_fast_online(tmp_path: Path, monkeypatch) -> None:
@@ -187,9 +190,11 @@ def test_unreachable_hub_id_fails_fast_online(tmp_path: Path, monkeypatch) -> No
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
     start = time.monotonic()
-    with pytest.raises(EncoderError, match="local checkpoint folder"):
+    with pytest.raises(EncoderError, match="local checkpoint folder") as info:
         load_encoder("vidore/colqwen2.5-v0.2", device="cpu")
     assert time.monotonic() - start < 15
+    assert "--model minilm" in str(info.value)
+    assert "minutes per page" in str(info.value)
 
 
 def test_missing_folder_and_bad_ids(tmp_path: Path) -> None:

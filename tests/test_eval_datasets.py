@@ -8,6 +8,7 @@ from pagelens.errors import InputError, PagelensError
 from pagelens.eval.datasets import (
     ImageCorpus,
     PdfCorpus,
+    Query,
     categorical_fields,
     load_eval_set,
     load_pdf_set,
@@ -115,8 +116,8 @@ def test_v3_keeps_extra_query_columns_and_skips_heavy_ones(saved):
         "query_types": ["extractive", "numerical"],
         "answer": "answer 11",
     }
-    assert "language" in categorical_fields(s.queries)
-    assert "query_types" in categorical_fields(s.queries)
+    # 4 queries: language (2 values) is a category; query_types (3) and answer (4) are not
+    assert categorical_fields(s.queries) == ("language",)
     pages = list(s.corpus.iter_pages())
     assert pages[5].doc_path == "5" and pages[5].image.getpixel((3, 3)) == vf.COLORS["cyan"]
 
@@ -247,6 +248,26 @@ def test_pdf_set(saved):
     assert "evidence_sources" in categorical_fields(s.queries)
 
 
+def _query(i, **fields):
+    return Query(f"q{i}", f"question {i}", fields=fields)
+
+
+def test_free_text_fields_are_not_broken_down_by_default():
+    # 20 queries: the answers are 20 distinct strings (free text, one per query), the
+    # document type 3 repeated values (a category)
+    queries = [
+        _query(i, answer=f"the answer is {i}", doc_type=("report", "slides", "paper")[i % 3])
+        for i in range(20)
+    ]
+    assert categorical_fields(queries) == ("doc_type",)
+    # few queries: a field is a category only if its values repeat (at most half as many)
+    assert categorical_fields(queries[:4]) == ()
+    assert categorical_fields(queries[:6]) == ("doc_type",)
+    # too many distinct values, however many queries share them
+    many = [_query(i, answer="x", topic=f"t{i % 21}") for i in range(100)]
+    assert categorical_fields(many) == ()
+
+
 def test_pdf_set_fingerprint_follows_the_pdf_bytes(tmp_path, saved):
     copy = shutil.copytree(saved["pdf"], tmp_path / "copy")
     a = load_pdf_set(copy).corpus_fingerprint
@@ -287,3 +308,7 @@ def test_mmlongbench_dev_loads_if_present():
     assert all(q.doc in s.corpus.documents for q in s.queries)
     assert all(cid.split("#")[0] == q.doc for q in s.queries for cid in s.qrels[q.query_id])
     assert "evidence_sources" in categorical_fields(s.queries)
+    # a 20-query subset: its 20 answers are free text, not a breakdown
+    few = load_eval_set(MMLB, max_queries=20)
+    assert "answer" not in categorical_fields(few.queries)
+    assert "doc_type" in categorical_fields(few.queries)

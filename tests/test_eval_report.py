@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -13,6 +14,7 @@ from pagelens.eval.report import (
     ScopeResult,
     compare,
     compare_files,
+    file_stem,
     load_result,
     paired_randomization_test,
     paired_t_test,
@@ -213,8 +215,45 @@ def test_compare_files_labels_by_file_name(tmp_path):
         tmp_path / "new.json"
     )
     cmp = compare_files([pa, pb], metrics=["recall_at_1"])
-    assert cmp.labels == ("base", "new")
+    assert cmp.labels == ("base", "new")  # equal labels: the file names tell them apart
     assert [m.scope for m in cmp.rows[0]] == ["corpus"]  # "document" missing from new
+
+
+def test_compare_files_columns_are_labels_else_file_names_else_paths(tmp_path):
+    b = make_result("B", {"q1": 1.0, "q2": 1.0, "q3": 1.0, "q4": 1.0})
+    pa, pb = A.save_json(tmp_path / "x" / "run.json"), b.save_json(tmp_path / "y" / "run.json")
+    assert compare_files([pa, pb], metrics=["recall_at_1"]).labels == ("A", "B")
+    # equal labels and equal file names: the paths
+    pa2 = A.save_json(tmp_path / "z" / "run.json")
+    cmp = compare_files([pa, pa2], metrics=["recall_at_1"])
+    assert cmp.labels == (str(pa), str(pa2))
+
+
+def test_file_stems_follow_labels_and_stay_distinct():
+    labels = [
+        "vidore/colqwen2.5-v0.2 mmlongbench-dev pool_factor=3",
+        "vidore/colqwen2.5-v0.2 mmlongbench-dev pool_factor=3 exact",
+        "minilm mmlongbench-dev pool_factor=3",
+        "minilm mmlongbench-dev max_queries=20 pool_factor=3 channels=dense+bm25 weights=bm25:2",
+        "minilm mmlongbench-dev max_queries=20 pool_factor=3 channels=dense+bm25 weights=bm25:3",
+    ]
+    stems = [file_stem(label) for label in labels]
+    assert stems[0] == "vidore_colqwen2.5-v0.2_mmlongbench-dev_pool_factor=3"
+    assert len(set(stems)) == len(stems)
+    long = ["a" * 200 + " x", "a" * 200 + " y"]
+    assert all(len(file_stem(label)) <= 120 for label in long)
+    assert file_stem(long[0]) != file_stem(long[1])
+
+
+def test_result_files_are_named_by_label_and_not_overwritten(tmp_path):
+    b = make_result("B", {"q1": 1.0})
+    assert [p.name for p in write_result(A, tmp_path)] == ["A.json", "A.md"]
+    assert [p.name for p in write_result(b, tmp_path)] == ["B.json", "B.md"]
+    with pytest.raises(PagelensError, match=r"A\.json exists.*--force"):
+        write_result(A, tmp_path)
+    again = dataclasses.replace(A, created_at="2026-01-01T00:00:00+00:00")
+    write_result(again, tmp_path, force=True)
+    assert load_result(tmp_path / "A.json") == again
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -240,12 +279,26 @@ def test_sweep_writes_rows_and_plots(tmp_path):
     )
     written = write_sweep(results, tmp_path / "sweep")
     names = sorted(p.name for p in written)
-    assert "sweep.md" in names and "quality_vs_bytes.png" in names
-    assert "quality_vs_latency.png" in names
+    assert "sweep.md" in names and "sweep.quality_vs_bytes.png" in names
+    assert "sweep.quality_vs_latency.png" in names
     assert sum(n.endswith(".json") for n in names) == 4
     for p in written:
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
-    assert load_result(tmp_path / "sweep" / "00_pool_factor=1.json") == results[0]
+    assert load_result(tmp_path / "sweep" / "pool_factor=1.json") == results[0]
     with pytest.raises(PagelensError, match="unknown metric"):
         write_sweep(results, tmp_path / "s2", metric="ndcg@5")
+    with pytest.raises(PagelensError, match=r"pool_factor=1\.json exists.*--force"):
+        write_sweep(results, tmp_path / "sweep")
+    assert len(write_sweep(results, tmp_path / "sweep", force=True)) == 7
+
+
+def test_two_sweeps_write_side_by_side(tmp_path):
+    def run(model, pf):
+        label = f"{model} toy pool_factor={pf}"
+        return make_result(label, {"q1": 1.0, "q2": 1 / pf}, pool_factor=pf)
+
+    first = write_sweep([run("m1", 1), run("m1", 2)], tmp_path)
+    second = write_sweep([run("m2", 1), run("m2", 2)], tmp_path)
+    assert not {p.name for p in first} & {p.name for p in second}
+    assert "m1_toy_sweep.md" in {p.name for p in first}

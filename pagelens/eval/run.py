@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import shutil
@@ -320,8 +321,8 @@ def evaluate(
         first_stage: ``"auto"``, ``"hnsw"`` or ``"exact"``, as in
             :func:`pagelens.search.search`.
         rebuild: drop the cached index and build it again.
-        label: the run's name in tables; ``pool_factor=<n>`` (and the channels,
-            when not dense) by default.
+        label: the run's name in tables and file names; by default
+            :func:`run_label`: model, dataset and every setting not at its default.
         progress: show progress bars (they stay off when output is not a terminal).
 
     """
@@ -445,8 +446,10 @@ def evaluate(
     )
     if render is not None and isinstance(eval_set.corpus, PdfCorpus):
         run_settings.update(render_dpi=render.dpi, render_max_pixels=render.max_pixels)
-    return EvalResult(
-        label=label or _label(settings, channels, fusion, weights, first_stage),
+    if text is not None and settings.text and isinstance(eval_set.corpus, PdfCorpus):
+        run_settings.update(ocr=text.ocr, ocr_lang=text.ocr_lang)  # what the page texts hold
+    result = EvalResult(
+        label="",
         dataset=eval_set.describe(),
         encoder=dataclasses.asdict(encoder.spec),
         text_encoder=dataclasses.asdict(text_encoder.spec) if text_encoder else None,
@@ -467,25 +470,83 @@ def evaluate(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         pagelens_version=_version(),
     )
+    return dataclasses.replace(result, label=label or run_label(result))
 
 
-def _label(
-    settings: IndexSettings,
-    channels: Sequence[str],
-    fusion: str,
-    weights: Mapping[str, float] | None,
-    first_stage: str = "auto",
-) -> str:
-    label = f"pool_factor={settings.pool_factor}"
-    if first_stage != "auto":
-        label += f" first_stage={first_stage}"
-    if tuple(channels) != ("dense",):
-        label += " " + "+".join(channels)
-        if len(channels) > 1:
-            label += f" {fusion}"
-            if weights:
-                label += " w=" + ",".join(f"{c}:{w:g}" for c, w in weights.items())
-    return label
+def _setting_defaults() -> dict[str, Any]:
+    """Each recorded run setting at its default: the values a label leaves out."""
+    from pagelens.pipeline.render import RenderSettings
+
+    params = inspect.signature(evaluate).parameters
+    render, text = RenderSettings(), TextSettings()
+    return {
+        **dataclasses.asdict(IndexSettings()),
+        "k": DEPTH,
+        **{
+            name: params[name].default
+            for name in ("query_batch_size", "candidates", "fusion", "weights", "first_stage")
+        },
+        "channels": list(params["channels"].default),
+        "render_dpi": render.dpi,
+        "render_max_pixels": render.max_pixels,
+        "ocr": text.ocr,
+        "ocr_lang": text.ocr_lang,
+    }
+
+
+def _setting_token(name: str, value: Any) -> str:
+    if name == "candidates" and value is None:
+        return "exact"
+    if isinstance(value, bool):
+        return name if value else f"no_{name}"
+    if isinstance(value, Mapping):
+        return f"{name}=" + ",".join(f"{k}:{v:g}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return f"{name}=" + "+".join(str(v) for v in value)
+    return f"{name}={value}"
+
+
+def _model_name(model_id: str) -> str:
+    """Shorten a local checkpoint folder to its name; keep a hub id whole."""
+    if model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1:
+        return Path(model_id).name or model_id
+    return model_id
+
+
+def run_label(result: EvalResult) -> str:
+    """Name a run by what it measured: model, dataset and each setting not at its default.
+
+    The tokens are the encoder's model id (a local folder by its name), ``text_model=``
+    and the text encoder's, the dataset's name with its query selection (``split=``
+    when not ``test``, ``language=``, ``max_queries=``), ``pool_factor=<n>`` always,
+    then every other recorded setting whose value is not :func:`evaluate`'s default
+    (``exact`` for ``candidates=None``, ``first_stage=``, ``channels=``, ``fusion=``,
+    ``weights=``, ``text``, ``ocr=``, ``render_dpi=``...; a setting this function does
+    not know is always shown). Two runs that differ in any of these get different
+    labels (two local model folders of one name excepted), hence different result
+    files (:func:`pagelens.eval.report.result_stem`) and compare columns.
+
+    Example: ``"vidore/colqwen2.5-v0.2 mmlongbench-dev max_queries=20 pool_factor=3
+    exact channels=dense+bm25 fusion=rrf"``.
+    """
+    tokens = [_model_name(str(result.encoder.get("model_id", "?")))]
+    if result.text_encoder:
+        tokens.append("text_model=" + _model_name(str(result.text_encoder.get("model_id", "?"))))
+    tokens.append(str(result.dataset.get("name", "?")))
+    selection = dict(result.dataset.get("selection") or {})
+    if selection.get("split") == "test":
+        del selection["split"]
+    tokens += [_setting_token(k, v) for k, v in selection.items()]
+    settings = dict(result.settings)
+    if "pool_factor" in settings:
+        tokens.append(_setting_token("pool_factor", settings.pop("pool_factor")))
+    defaults = _setting_defaults()
+    tokens += [
+        _setting_token(name, value)
+        for name, value in settings.items()
+        if name not in defaults or value != defaults[name]
+    ]
+    return " ".join(tokens)
 
 
 def sweep(
@@ -498,7 +559,8 @@ def sweep(
 ) -> list[EvalResult]:
     """:func:`evaluate` once per pool factor (other settings from ``settings``).
 
-    Keyword arguments go to :func:`evaluate`; each run is labelled ``pool_factor=<n>``.
+    Keyword arguments go to :func:`evaluate`; each run is labelled by :func:`run_label`
+    (the labels differ in ``pool_factor=<n>``).
     """
     if not pool_factors:
         raise PagelensError("a sweep needs at least one pool factor")
@@ -518,7 +580,6 @@ def sweep(
                 eval_set,
                 cached,
                 settings=dataclasses.replace(base, pool_factor=pf),
-                label=f"pool_factor={pf}",
                 **kwargs,
             )
         )
