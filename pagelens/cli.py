@@ -594,7 +594,11 @@ def eval_run_cmd(
     from pagelens.pipeline.text import TextSettings
 
     scopes = {"both": None, "corpus": ["corpus"], "document": ["document"]}
-    try:
+    interrupted = (
+        "interrupted: the evaluation index keeps what was committed (in --cache-dir); "
+        "run again to resume"
+    )
+    with _reporting(interrupted):
         if scope not in scopes:
             raise PagelensError(f"--scope must be one of {sorted(scopes)}, got {scope!r}")
         factors = _ints(pool_factor, "--pool-factor")
@@ -635,8 +639,6 @@ def eval_run_cmd(
             written = write_sweep(results, out, force=force)
             table = sweep_markdown(results)
             payload = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]
-    except PagelensError as exc:
-        _fail(exc)
     if as_json:
         typer.echo(json.dumps(payload, indent=2))
         return
@@ -663,7 +665,7 @@ def eval_compare_cmd(
     from pagelens.eval.metrics import METRIC_KEYS
     from pagelens.eval.report import compare_files, comparison_markdown
 
-    try:
+    with _reporting():
         if len(results) < 2:
             raise PagelensError("compare needs at least two result files")
         comparison = compare_files(
@@ -674,8 +676,6 @@ def eval_compare_cmd(
             seed=seed,
             alpha=alpha,
         )
-    except PagelensError as exc:
-        _fail(exc)
     if as_json:
         typer.echo(json.dumps(comparison.to_dict(), indent=2))
         return

@@ -148,3 +148,22 @@ def test_a_search_while_an_index_run_holds_the_folder_can_wait(tmp_path):
         assert "in use by another pagelens process (waited 0.5 s)" in busy.stderr
     finally:
         store.close()
+
+
+def test_ctrl_c_during_eval_run_says_what_was_kept(tmp_path, model):
+    from tests.vidore_fixtures import build_pdf_set
+
+    data = build_pdf_set(tmp_path / "set")
+    env = {**os.environ, "PYTHONPATH": ROOT, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "pagelens.cli", "-v", "eval", "run", str(data)]
+    cmd += ["--model", model, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")]
+    pipe = subprocess.PIPE
+    child = subprocess.Popen(cmd, stderr=pipe, stdout=pipe, text=True, env=env)
+    assert child.stderr is not None
+    for line in child.stderr:
+        if "loading colqwen2_5 checkpoint" in line:
+            break
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err[-2000:]
+    assert "interrupted: the evaluation index keeps what was committed" in err
