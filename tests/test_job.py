@@ -604,3 +604,59 @@ def test_auto_first_stage_scans_few_pages_and_walks_the_graph_for_many(index, co
     assert seen == ["exact", "hnsw", "exact", "exact"]
     with pytest.raises(PagelensError, match="first_stage must be"):
         search(index, enc, ["alpha"], first_stage="graph")
+
+
+def test_two_folders_with_the_same_relative_path_never_replace_each_other(index, tmp_path):
+    for name, prefix in (("colA", "Apples"), ("colB", "Bananas")):
+        (tmp_path / name).mkdir()
+        pf.text_pdf(tmp_path / name / "report.pdf", 2, prefix=prefix)
+    index_paths(index, FakeEncoder(), [tmp_path / "colA"], render=RENDER, progress=False)
+    second = index_paths(index, FakeEncoder(), [tmp_path / "colB"], render=RENDER, progress=False)
+    assert second.indexed == () and second.replaced == ()
+    [(path, cause)] = [(s.path, s.cause) for s in second.skipped]
+    assert path == "report.pdf" and str(tmp_path / "colA" / "report.pdf") in cause
+    assert "common parent folder" in cause
+    [doc] = index.documents()
+    assert doc.source == str(tmp_path / "colA" / "report.pdf")  # nothing lost silently
+    # from the common parent the two paths differ, and both are indexed
+    both = index_paths(index, FakeEncoder(), [tmp_path], render=RENDER, progress=False)
+    assert both.indexed == ("colB/report.pdf",) and both.unchanged == ("colA/report.pdf",)
+    assert [d.doc_path for d in index.documents()] == ["colA/report.pdf", "colB/report.pdf"]
+
+
+def test_nothing_to_index_creates_no_index(tmp_path):
+    from pagelens.pipeline.job import NothingToIndexError
+
+    (tmp_path / "empty").mkdir()
+    pf.not_a_pdf(tmp_path / "empty" / "notes.pdf")
+    with Index.open(tmp_path / "idx") as index:
+        with pytest.raises(NothingToIndexError, match=r"no PDFs found \(1 files passed over"):
+            index_paths(index, FakeEncoder(), [tmp_path / "empty"], progress=False)
+        assert index.manifest is None and not index.store.exists()
+    assert not (tmp_path / "idx").exists()
+    # a later run with the right encoder is not refused by a manifest the typo pinned
+    pf.text_pdf(tmp_path / "empty" / "real.pdf", 1)
+    with Index.open(tmp_path / "idx") as index:
+        report = index_paths(index, FakeEncoder(dim=8), [tmp_path / "empty"], progress=False)
+        assert report.indexed == ("real.pdf",)
+
+
+def test_all_pages_stored_but_not_committed_is_said_plainly(tmp_path, corpus, caplog, monkeypatch):
+    from pagelens.pipeline import job
+
+    real = job._commit
+
+    def crash_before_commit(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with Index.open(tmp_path / "idx") as index:
+        monkeypatch.setattr(job, "_commit", crash_before_commit)
+        with pytest.raises(KeyboardInterrupt):
+            index_paths(index, FakeEncoder(), [corpus / "a.pdf"], render=RENDER, progress=False)
+        monkeypatch.setattr(job, "_commit", real)
+        caplog.set_level("INFO", logger="pagelens.pipeline.job")
+        enc = FakeEncoder()
+        report = index_paths(index, enc, [corpus / "a.pdf"], render=RENDER, progress=False)
+    assert report.indexed == ("a.pdf",) and enc.pages_seen == 0
+    assert "a.pdf: all 3 pages stored; committing" in caplog.text
+    assert "resuming at page 4 of 3" not in caplog.text
