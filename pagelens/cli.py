@@ -118,14 +118,21 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=1)
 
 
-def _open(index: Path | None, url: str | None, api_key: str | None, collection: str) -> Any:
+def _open(
+    index: Path | None,
+    url: str | None,
+    api_key: str | None,
+    collection: str,
+    *,
+    verify: bool = False,
+) -> Any:
     from pagelens.index import Index
 
     if index is not None and url is not None:
         raise PagelensError("--index and --url exclude each other: give one")
     if url is not None:
-        return Index.open(url=url, api_key=api_key, collection=collection)
-    return Index.open(index or Path(DEFAULT_INDEX))
+        return Index.open(url=url, api_key=api_key, collection=collection, verify=verify)
+    return Index.open(index or Path(DEFAULT_INDEX), verify=verify)
 
 
 def _model_for(idx: Any, model: str | None) -> str:
@@ -417,6 +424,57 @@ def delete_cmd(
     except PagelensError as exc:
         _fail(exc)
     typer.echo(f"deleted {doc} ({removed} pages)")
+
+
+@app.command("check")
+def check_cmd(
+    index: IndexOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = "pagelens",
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Remove damaged documents (the next `pagelens index` run indexes them again), "
+            "orphan pages and unreadable points; rebuild a lost manifest.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check an index for damage: pages, vectors and manifest against the commit records.
+
+    Exits with status 1 when problems are found (or remain after --repair).
+    """
+    from pagelens.check import check_index, repair_index
+
+    try:
+        with _open(index, url, api_key, collection, verify=True) as idx:
+            repaired = repair_index(idx) if repair else None
+            report = check_index(idx)
+    except PagelensError as exc:
+        _fail(exc)
+    if as_json:
+        out = {**report.to_dict(), "repair": repaired.to_dict() if repaired else None}
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        if repaired is not None:
+            if repaired.manifest_rebuilt:
+                typer.echo("rebuilt the manifest from the commit records")
+            for path in repaired.requeued:
+                typer.echo(f"removed {path}: run `pagelens index` on its folder to index it again")
+            if repaired.orphans:
+                typer.echo(f"removed the pages of {repaired.orphans} uncommitted documents")
+        typer.echo(f"index:    {report.location}")
+        typer.echo(f"checked:  {report.documents} documents, {report.pages} pages")
+        if report.ok:
+            typer.echo("healthy:  no problems found")
+        for problem in report.problems:
+            typer.echo(f"  {problem.subject}: {problem.cause}")
+        if report.advice:
+            typer.echo(f"to fix:   {report.advice}")
+    if not report.ok:
+        raise typer.Exit(code=1)
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality (ViDoRe-style).")
