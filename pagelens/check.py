@@ -88,6 +88,7 @@ class CheckReport:
     repairable: bool
     advice: str
     manifest: Manifest | None = field(default=None, repr=False)  # what a repair restores
+    unreadable: tuple[str, ...] = ()  # ids of points the engine failed to read
 
     @property
     def ok(self) -> bool:
@@ -102,6 +103,7 @@ class CheckReport:
             "problems": [
                 {k: v for k, v in asdict(p).items() if k != "point_ids"} for p in self.problems
             ],
+            "unreadable_points": len(self.unreadable),
             "repairable": self.repairable,
             "advice": self.advice,
         }
@@ -193,6 +195,10 @@ def _page(point: StoredPoint) -> _Page | str:
     return page
 
 
+def _numbers(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:10])) + (", ..." if len(numbers) > 10 else "")
+
+
 def _expected_dims(manifest: Manifest | None) -> dict[str, int]:
     if manifest is None:
         return {}
@@ -270,21 +276,20 @@ def check_index(index: Index) -> CheckReport:
             problems.append(Problem("point", point.id, cause, None, (point.id,)))
 
     # which document (or the manifest) an unreadable point belonged to
-    owner: dict[str, str] = {MANIFEST_POINT_ID: "manifest"}
+    owner: dict[str, tuple[str, int]] = {}  # page id -> (document, page number)
     for sha, record in records.items():
-        owner[document_point_id(sha)] = sha
         for number in range(1, record.page_count + 1):
-            owner[page_point_id(sha, number)] = sha
-    lost: dict[str, list[str]] = {}
+            owner[page_point_id(sha, number)] = (sha, number)
+    lost: dict[str, dict[int, str]] = {}  # document -> unreadable page number -> its id
     for point_id, cause in unreadable.items():
-        who = owner.get(point_id)
-        if who == "manifest":
+        if point_id == MANIFEST_POINT_ID:
             manifest_seen = True
             problems.append(Problem("manifest", "manifest", f"unreadable: {cause}", None, ()))
-        elif who is None:
-            problems.append(Problem("point", point_id, f"unreadable: {cause}", None, (point_id,)))
+        elif point_id in owner:
+            sha, number = owner[point_id]
+            lost.setdefault(sha, {})[number] = point_id
         else:
-            lost.setdefault(who, []).append(point_id)
+            problems.append(Problem("point", point_id, f"unreadable: {cause}", None, (point_id,)))
 
     # the manifest against the copies the commit records keep
     copies = {m for m in record_manifests.values() if m is not None}
@@ -306,21 +311,21 @@ def check_index(index: Index) -> CheckReport:
     for sha, record in sorted(records.items(), key=lambda kv: kv[1].doc_path):
         stored = pages.pop(sha, [])
         faults: list[str] = []
-        numbers = {p.page_number for p in stored}
+        unread = lost.get(sha, {})
+        numbers = {p.page_number for p in stored} | set(unread)
         missing = sorted(set(range(1, record.page_count + 1)) - numbers)
-        if sha in lost:
-            faults.append(f"{len(lost[sha])} points unreadable")
+        if unread:
+            faults.append(f"pages {_numbers(sorted(unread))} unreadable")
         if missing:
-            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
             faults.append(f"{record.page_count - len(missing)} of {record.page_count} pages stored")
-            faults.append(f"missing pages {shown}")
+            faults.append(f"missing pages {_numbers(missing)}")
         for page in sorted(stored, key=lambda p: p.page_number):
             faults.extend(_page_faults(page, dims))
         total = sum(p.shapes.get(PAGES, (0, 0))[0] for p in stored)
         if not missing and sha not in lost and total != record.vectors:
             faults.append(f"{total} {PAGES} vectors stored, {record.vectors} recorded")
         if faults:
-            ids_of = (document_point_id(sha), *(p.id for p in stored), *lost.get(sha, []))
+            ids_of = (document_point_id(sha), *(p.id for p in stored), *unread.values())
             problems.append(Problem("document", record.doc_path, "; ".join(faults), sha, ids_of))
     for sha, stored in sorted(pages.items()):
         cause = (
@@ -339,6 +344,7 @@ def check_index(index: Index) -> CheckReport:
         repairable=repairable,
         advice=advice,
         manifest=manifest or rebuild,
+        unreadable=tuple(unreadable),
     )
 
 
@@ -374,6 +380,9 @@ def repair_index(index: Index) -> RepairReport:
     Damaged documents lose their commit record and pages (the next ``pagelens
     index`` run indexes them again); orphan pages and unreadable points are
     removed; a lost manifest is rebuilt from the copy every commit record keeps.
+    When the engine failed to read some points, their storage files are damaged
+    beyond those points (later writes fail too), so the points kept are copied
+    into new files (:meth:`Store.rebuild`).
 
     Raises:
         PagelensError: the damage cannot be repaired (the reason is the check's
@@ -383,6 +392,10 @@ def repair_index(index: Index) -> RepairReport:
     report = check_index(index)
     if not report.repairable:
         raise PagelensError(f"index {index.location}: cannot repair: {report.advice}")
+    if report.unreadable and report.manifest is not None:
+        drop = set(report.unreadable).union(*(p.point_ids for p in report.problems))
+        keep = [i for i in index.store.point_ids() if i not in drop]
+        index.store.rebuild(report.manifest.collection_spec(), keep)
     rebuilt = False
     if index.manifest is None and report.manifest is not None and report.problems:
         index.restore_manifest(report.manifest)

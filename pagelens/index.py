@@ -81,6 +81,14 @@ class Manifest:
     format: int = MANIFEST_FORMAT
     text_encoder: EncoderSpec | None = None
 
+    def collection_spec(self) -> CollectionSpec:
+        """Describe the collection an index with this manifest has."""
+        return CollectionSpec(
+            dim=self.encoder.dim,
+            fp16=self.settings.fp16,
+            text_dim=self.text_encoder.dim if self.text_encoder else None,
+        )
+
     def to_payload(self) -> dict[str, Any]:
         return {"kind": KIND_MANIFEST, **self.to_dict()}
 
@@ -314,13 +322,7 @@ class Index:
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         if not self.store.exists():
-            self.store.create(
-                CollectionSpec(
-                    dim=encoder.dim,
-                    fp16=settings.fp16,
-                    text_dim=text_encoder.dim if text_encoder else None,
-                )
-            )
+            self.store.create(manifest.collection_spec())
         self.store.upsert([PointRecord(MANIFEST_POINT_ID, manifest.to_payload())])
         self._manifest = manifest
         return manifest

@@ -350,6 +350,10 @@ class Store(Protocol):
         """Delete the points with these ids."""
         ...
 
+    def rebuild(self, spec: CollectionSpec, ids: Sequence[str]) -> None:
+        """Rewrite the collection with only the points with these ids, in new storage files."""
+        ...
+
     def query(
         self,
         queries: Sequence[MultiVector],

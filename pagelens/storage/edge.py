@@ -6,6 +6,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -155,9 +156,8 @@ def probe_shard(folder: Path) -> None:
     status = f"signal {-rc}" if rc < 0 else f"exit {rc}"
     raise StoreError(
         f"{folder}: index files are damaged: the engine aborted loading them ({status}: "
-        f"{' '.join(kept[:2])[:300] or 'no message'}). Run `pagelens check --index {folder}`; "
-        "a copy of the folder from before the damage, or indexing into a new folder, "
-        "restores it"
+        f"{' '.join(kept[:2])[:300] or 'no message'}); pagelens cannot repair this: restore "
+        "a copy of the folder from before the damage, or index the documents into a new folder"
     )
 
 
@@ -224,6 +224,10 @@ class EdgeStore:
             self._lock()
         if (self.folder / _SHARD).exists():  # created by another process meanwhile
             raise StoreError(f"{self.folder}: index already exists")
+        with engine_errors(self.folder, "create the index"):
+            self._shard = self._create_shard(self.folder / _SHARD, spec)
+
+    def _create_shard(self, path: Path, spec: CollectionSpec) -> Any:
         m = self._m
         dtype = m.VectorStorageDatatype.Float16 if spec.fp16 else m.VectorStorageDatatype.Float32
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim)
@@ -253,12 +257,43 @@ class EdgeStore:
             vectors=vectors,
             sparse_vectors={BM25: m.EdgeSparseVectorParams(modifier=m.Modifier.Idf)},
         )
-        with engine_errors(self.folder, "create the index"):
-            self._shard = m.EdgeShard.create(str(self.folder / _SHARD), config)
-            for name in _KEYWORD_FIELDS:
-                self._shard.update(
-                    m.UpdateOperation.create_field_index(name, m.PayloadSchemaType.Keyword)
-                )
+        shard = m.EdgeShard.create(str(path), config)
+        for name in _KEYWORD_FIELDS:
+            shard.update(m.UpdateOperation.create_field_index(name, m.PayloadSchemaType.Keyword))
+        return shard
+
+    def rebuild(self, spec: CollectionSpec, ids: Sequence[str]) -> None:
+        """Copy the points with these ids into a fresh shard that replaces this one.
+
+        For damage that deleting points cannot undo (a truncated or garbled
+        storage file fails later writes too): the points kept are read back
+        whole, vectors and payloads, and written into new files.
+        """
+        old = self._require()
+        m = self._m
+        fresh_path = self.folder / f"{_SHARD}.rebuild"
+        damaged_path = self.folder / f"{_SHARD}.damaged"
+        for leftover in (fresh_path, damaged_path):
+            shutil.rmtree(leftover, ignore_errors=True)
+        with engine_errors(self.folder, "rebuild the index"):
+            fresh = self._create_shard(fresh_path, spec)
+            try:
+                for start in range(0, len(ids), 256):
+                    records = old.retrieve(list(ids[start : start + 256]), True, True)
+                    points = [m.Point(str(r.id), r.vector or {}, r.payload or {}) for r in records]
+                    if points:
+                        fresh.update(m.UpdateOperation.upsert_points(points))
+                fresh.flush()
+            finally:
+                fresh.close()
+            self._shard = None
+            old.close()
+        os.replace(self.folder / _SHARD, damaged_path)
+        os.replace(fresh_path, self.folder / _SHARD)
+        shutil.rmtree(damaged_path)
+        with engine_errors(self.folder, "open the rebuilt index"):
+            self._shard = m.EdgeShard.load(str(self.folder / _SHARD))
+        logger.info("%s: rebuilt with %d points", self.folder, len(ids))
 
     def close(self) -> None:
         try:

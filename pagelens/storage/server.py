@@ -156,6 +156,14 @@ class ServerStore:
         with engine_errors(self.location, "write payloads"):
             self._client.set_payload(self.collection, payload=dict(payload), points=flt, wait=True)
 
+    def rebuild(self, spec: CollectionSpec, ids: Sequence[str]) -> None:
+        """Refuse: a server's storage is the server's to repair."""
+        raise StoreError(
+            f"{self.location}: the server could not read some points; pagelens does not "
+            "rebuild a server's collection: restore it from a Qdrant snapshot, or index "
+            "into a new collection"
+        )
+
     def optimize(self) -> None:
         """Do nothing: a server builds its indexes in the background."""
 
