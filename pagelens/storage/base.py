@@ -303,7 +303,8 @@ def engine_errors(location: object, operation: str) -> Iterator[None]:
         raise
     except Exception as exc:  # the engines raise plain exceptions of many types
         raise StoreError(
-            f"{location}: cannot {operation}: {exc} (run `pagelens check` on this index)"
+            f"{location}: cannot {operation}: {exc} (if the index files are damaged, "
+            "`pagelens check` finds what is lost)"
         ) from exc
 
 
