@@ -232,10 +232,13 @@ def check_index(index: Index) -> CheckReport:
     engine).
 
     Raises:
+        PagelensError: there is no index at all.
         StoreError: the index cannot even list its points.
 
     """
-    ids = list(index.store.point_ids()) if index.store.exists() else []
+    if not index.store.exists():
+        raise PagelensError(f"no index at {index.location}: nothing to check")
+    ids = list(index.store.point_ids())
     points, unreadable = _read(index, ids)
     problems: list[Problem] = []
 
@@ -329,7 +332,8 @@ def check_index(index: Index) -> CheckReport:
             problems.append(Problem("document", record.doc_path, "; ".join(faults), sha, ids_of))
     for sha, stored in sorted(pages.items()):
         cause = (
-            f"{len(stored)} pages without a commit record (an interrupted run, or a lost record)"
+            f"{len(stored)} pages without a commit record (a lost record, or an interrupted "
+            "run that `pagelens index` would resume)"
         )
         problems.append(
             Problem("orphan", stored[0].doc_path, cause, sha, tuple(p.id for p in stored))

@@ -332,6 +332,14 @@ def test_engine_errors_are_store_errors_naming_the_index(copy):
     assert str(copy) in str(info.value) and "cannot read points" in str(info.value)
 
 
+def test_no_index_is_no_clean_bill_of_health(tmp_path):
+    with (
+        Index.open(tmp_path / "nothing", verify=True) as idx,
+        pytest.raises(PagelensError, match="no index at"),
+    ):
+        check_index(idx)
+
+
 def test_a_server_collection_is_not_rebuilt():
     with Index.open(location=":memory:") as idx, pytest.raises(StoreError, match="snapshot"):
         idx.store.rebuild(None, [])  # type: ignore[arg-type]
