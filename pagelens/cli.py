@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pagelens.errors import PagelensError, StoreError
+from pagelens.errors import PagelensError
 from pagelens.types import display_path
 
 app = typer.Typer(
@@ -178,6 +178,7 @@ def _open(
     *,
     wait: float = 0.0,
     lock_now: bool = False,
+    verify: bool = False,
 ) -> Any:
     from pagelens.index import Index
 
@@ -187,14 +188,9 @@ def _open(
             f"{_named('--url', url, 'QDRANT_URL')} exclude each other: give one"
         )
     if url is not None:
-        try:
-            return Index.open(url=url, api_key=api_key, collection=collection)
-        except StoreError as exc:
-            raise StoreError(
-                f"{exc}; is a Qdrant server running there? `docker compose up -d` in the "
-                "pagelens checkout starts one on localhost:6333"
-            ) from exc
-    return Index.open(index or Path(DEFAULT_INDEX), wait_s=wait, lock_now=lock_now)
+        return Index.open(url=url, api_key=api_key, collection=collection, verify=verify)
+    path = index or Path(DEFAULT_INDEX)
+    return Index.open(path, wait_s=wait, lock_now=lock_now, verify=verify)
 
 
 def _model_for(idx: Any, model: str | None) -> str:
@@ -505,6 +501,56 @@ def delete_cmd(
     with _reporting(), _open(index, url, api_key, collection, wait=wait) as idx:
         removed = idx.delete_document(display_path(doc))
     typer.echo(f"deleted {shown(display_path(doc))} ({removed} pages)")
+
+
+@app.command("check")
+def check_cmd(
+    index: IndexOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = "pagelens",
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Remove damaged documents (the next `pagelens index` run indexes them again), "
+            "orphan pages and unreadable points; rebuild a lost manifest.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check an index for damage: pages, vectors and manifest against the commit records.
+
+    Exits with status 1 when problems are found (or remain after --repair).
+    """
+    from pagelens.check import check_index, repair_index
+
+    with _reporting(), _open(index, url, api_key, collection, verify=True) as idx:
+        repaired = repair_index(idx) if repair else None
+        report = check_index(idx)
+    if as_json:
+        out = {**report.to_dict(), "repair": repaired.to_dict() if repaired else None}
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        if repaired is not None:
+            if repaired.manifest_rebuilt:
+                typer.echo("rebuilt the manifest from the commit records")
+            for path in repaired.requeued:
+                typer.echo(
+                    f"removed {shown(path)}: run `pagelens index` on its folder to index it again"
+                )
+            if repaired.orphans:
+                typer.echo(f"removed the pages of {repaired.orphans} uncommitted documents")
+        typer.echo(f"index:    {report.location}")
+        typer.echo(f"checked:  {report.documents} documents, {report.pages} pages")
+        if report.ok:
+            typer.echo("healthy:  no problems found")
+        for problem in report.problems:
+            typer.echo(f"  {shown(problem.subject)}: {shown(problem.cause)}")
+        if report.advice:
+            typer.echo(f"to fix:   {report.advice}")
+    if not report.ok:
+        raise typer.Exit(code=1)
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality (ViDoRe-style).")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pagelens.encoders.base import EncoderSpec
-from pagelens.errors import IndexMismatchError, PagelensError, check_whole
+from pagelens.errors import IndexMismatchError, PagelensError, StoreError, check_whole
 from pagelens.storage.base import (
     KIND_DOCUMENT,
     KIND_MANIFEST,
@@ -85,9 +85,20 @@ class Manifest:
     format: int = MANIFEST_FORMAT
     text_encoder: EncoderSpec | None = None
 
+    def collection_spec(self) -> CollectionSpec:
+        """Describe the collection an index with this manifest has."""
+        return CollectionSpec(
+            dim=self.encoder.dim,
+            fp16=self.settings.fp16,
+            text_dim=self.text_encoder.dim if self.text_encoder else None,
+        )
+
     def to_payload(self) -> dict[str, Any]:
+        return {"kind": KIND_MANIFEST, **self.to_dict()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the manifest as plain data (its payload without the point's kind)."""
         return {
-            "kind": KIND_MANIFEST,
             "format": self.format,
             "encoder": asdict(self.encoder),
             "text_encoder": asdict(self.text_encoder) if self.text_encoder else None,
@@ -104,13 +115,16 @@ class Manifest:
                 f"index manifest format {fmt!r} is not supported (expected {MANIFEST_FORMAT})"
             )
         text_encoder = payload.get("text_encoder")
-        return cls(
-            encoder=EncoderSpec(**payload["encoder"]),
-            text_encoder=EncoderSpec(**text_encoder) if text_encoder else None,
-            settings=IndexSettings(**payload["settings"]),
-            pagelens_version=payload["pagelens_version"],
-            created_at=payload["created_at"],
-        )
+        try:
+            return cls(
+                encoder=EncoderSpec(**payload["encoder"]),
+                text_encoder=EncoderSpec(**text_encoder) if text_encoder else None,
+                settings=IndexSettings(**payload["settings"]),
+                pagelens_version=payload["pagelens_version"],
+                created_at=payload["created_at"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise StoreError(f"index manifest is damaged: {exc!r} in {payload!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,29 @@ class DocumentRecord:
     pooled_vectors: int
     text_vectors: int = 0  # the text channel's, if the index has one
     text_pooled_vectors: int = 0
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> DocumentRecord:
+        """Read a commit record; StoreError if it is damaged."""
+        try:
+            return cls(
+                doc_path=str(payload["doc_path"]),
+                doc_sha256=str(payload["doc_sha256"]),
+                page_count=int(payload["page_count"]),
+                source=source_from_payload(payload),
+                vectors=int(payload.get("vectors", 0)),
+                pooled_vectors=int(payload.get("pooled_vectors", 0)),
+                text_vectors=int(payload.get("text_vectors", 0)),
+                text_pooled_vectors=int(payload.get("text_pooled_vectors", 0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreError(f"commit record is damaged: {exc!r} in {payload!r}") from exc
+
+
+def recorded_manifest(payload: dict[str, Any]) -> Manifest | None:
+    """Read the manifest a commit record carries (``None`` in records older than that)."""
+    data = payload.get("manifest")
+    return Manifest.from_payload(data) if isinstance(data, dict) else None
 
 
 @dataclass(frozen=True)
@@ -143,8 +180,7 @@ class IndexInfo:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         if self.manifest is not None:
-            out["manifest"] = self.manifest.to_payload()
-            del out["manifest"]["kind"]
+            out["manifest"] = self.manifest.to_dict()
         return out
 
 
@@ -156,14 +192,36 @@ class Index:
     :func:`pagelens.search.search`.
     """
 
-    def __init__(self, store: Store, location: str) -> None:
+    def __init__(self, store: Store, location: str, *, verify: bool = False) -> None:
+        """Read the manifest of ``store``.
+
+        Raises:
+            StoreError: the collection holds points but no readable manifest (a
+                different encoder must never be stamped over its vectors); with
+                ``verify`` (``pagelens check``) the index opens anyway.
+
+        """
         self.store = store
         self.location = location
         self._manifest: Manifest | None = None
-        if store.exists():
+        if not store.exists():
+            return
+        try:
             payloads = list(store.scroll(PayloadFilter(kind=KIND_MANIFEST)))
             if payloads:
-                self._manifest = Manifest.from_payload(payloads[0])
+                try:
+                    self._manifest = Manifest.from_payload(payloads[0])
+                except StoreError as exc:
+                    raise StoreError(f"index {location}: {exc}; run `pagelens check`") from exc
+            elif store.count(PayloadFilter()):
+                raise StoreError(
+                    f"index {location} holds points but no manifest (lost to damage?): "
+                    "run `pagelens check --repair` to rebuild it from the commit records"
+                )
+        except StoreError as exc:
+            if not verify:
+                raise
+            logger.debug("opening %s for a check despite: %s", location, exc)
 
     @classmethod
     def open(
@@ -176,6 +234,7 @@ class Index:
         location: str | None = None,
         wait_s: float = 0.0,
         lock_now: bool = False,
+        verify: bool = False,
     ) -> Index:
         """Open (or prepare to create) an index.
 
@@ -190,6 +249,9 @@ class Index:
                 folder (one process at a time holds one).
             lock_now: take an embedded folder's lock at once, even before an index
                 exists in it (an indexing run, before any work).
+            verify: open a possibly damaged index to check it (``pagelens
+                check``): always probe an embedded index's files in a child
+                process first, and open it even without a readable manifest.
 
         Exactly one of ``path``, ``url`` and ``location`` must be given.
 
@@ -201,14 +263,22 @@ class Index:
             )
         if api_key and not url:
             raise PagelensError("api_key is only meaningful with url")
+        store: Store
         if path is not None:
             from pagelens.storage.edge import EdgeStore
 
-            return cls(EdgeStore(path, wait_s=wait_s, lock_now=lock_now), str(Path(path)))
-        from pagelens.storage.server import ServerStore
+            edge = EdgeStore(path, wait_s=wait_s, lock_now=lock_now, verify=verify)
+            store, where = edge, str(Path(path))
+        else:
+            from pagelens.storage.server import ServerStore
 
-        store = ServerStore(url=url, api_key=api_key, location=location, collection=collection)
-        return cls(store, f"{url or location}#{collection}")
+            store = ServerStore(url=url, api_key=api_key, location=location, collection=collection)
+            where = f"{url or location}#{collection}"
+        try:
+            return cls(store, where, verify=verify)
+        except PagelensError:
+            store.close()  # release the folder's lock
+            raise
 
     def close(self) -> None:
         self.store.close()
@@ -263,13 +333,7 @@ class Index:
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         if not self.store.exists():
-            self.store.create(
-                CollectionSpec(
-                    dim=encoder.dim,
-                    fp16=settings.fp16,
-                    text_dim=text_encoder.dim if text_encoder else None,
-                )
-            )
+            self.store.create(manifest.collection_spec())
         self.store.upsert([PointRecord(MANIFEST_POINT_ID, manifest.to_payload())])
         self._manifest = manifest
         return manifest
@@ -317,20 +381,19 @@ class Index:
         """Commit records of every fully indexed document, sorted by path."""
         if not self.store.exists():
             return []
-        records = [
-            DocumentRecord(
-                doc_path=p["doc_path"],
-                doc_sha256=p["doc_sha256"],
-                page_count=int(p["page_count"]),
-                source=source_from_payload(p),
-                vectors=int(p.get("vectors", 0)),
-                pooled_vectors=int(p.get("pooled_vectors", 0)),
-                text_vectors=int(p.get("text_vectors", 0)),
-                text_pooled_vectors=int(p.get("text_pooled_vectors", 0)),
-            )
-            for p in self.store.scroll(PayloadFilter(kind=KIND_DOCUMENT))
-        ]
+        try:
+            records = [
+                DocumentRecord.from_payload(p)
+                for p in self.store.scroll(PayloadFilter(kind=KIND_DOCUMENT))
+            ]
+        except StoreError as exc:
+            raise StoreError(f"index {self.location}: {exc}; run `pagelens check`") from exc
         return sorted(records, key=lambda r: r.doc_path)
+
+    def restore_manifest(self, manifest: Manifest) -> None:
+        """Write back a lost manifest (``pagelens check --repair``)."""
+        self.store.upsert([PointRecord(MANIFEST_POINT_ID, manifest.to_payload())])
+        self._manifest = manifest
 
     def stored_pages(self, doc_sha256: str) -> set[int]:
         """Page numbers stored for a document (complete or not)."""

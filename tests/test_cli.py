@@ -227,3 +227,42 @@ def test_eval_channels_on_a_pdf_set_with_text(tmp_path, model):
     )
     # one index serves the three runs: built once, then reused
     assert [r["index"]["reused"] for r in runs.values()] == [False, True, True]
+
+
+def test_check_and_repair(tmp_path):
+    from pagelens.index import Index
+    from pagelens.pipeline.job import index_paths
+    from pagelens.pipeline.render import RenderSettings
+    from pagelens.storage.base import MANIFEST_POINT_ID, PAGES, PayloadFilter, PointRecord
+    from tests.fakes import FakeEncoder
+
+    pdfs = tmp_path / "pdfs"
+    pdfs.mkdir()
+    pf.text_pdf(pdfs / "a.pdf", 2, prefix="Revenue")
+    idx = str(tmp_path / "idx")
+    with Index.open(idx) as index:
+        index_paths(index, FakeEncoder(), [pdfs], render=RenderSettings(dpi=30), progress=False)
+    assert "healthy:  no problems found" in _run("check", "--index", idx)
+    assert json.loads(_run("check", "--index", idx, "--json"))["ok"] is True
+    # damage: the manifest lost, a page's vectors no longer unit length
+    with Index.open(idx) as index:
+        page = index.store.retrieve([p for p in index.store.point_ids() if p != MANIFEST_POINT_ID])
+        page = next(p for p in page if PAGES in p.vectors)
+        index.store.upsert(
+            [PointRecord(page.id, page.payload, {n: v * 9 for n, v in page.vectors.items()})]
+        )
+        index.store.delete(PayloadFilter(kind="manifest"))
+    info = runner.invoke(app, ["info", "--index", idx])
+    assert info.exit_code == 1 and "no manifest" in info.output and "empty" not in info.output
+    plain = runner.invoke(app, ["check", "--index", idx])
+    assert plain.exit_code == 1
+    assert "a.pdf: page" in plain.stdout and "manifest: missing" in plain.stdout
+    assert "pagelens check --repair" in plain.stdout
+    found = json.loads(runner.invoke(app, ["check", "--index", idx, "--json"]).stdout)
+    assert not found["ok"] and found["repairable"] and found["repair"] is None
+    assert {p["subject"] for p in found["problems"]} == {"manifest", "a.pdf"}
+    fixed = json.loads(_run("check", "--repair", "--index", idx, "--json"))
+    assert fixed["ok"] and fixed["repair"]["manifest_rebuilt"]
+    assert fixed["repair"]["requeued"] == ["a.pdf"]
+    assert "healthy" in _run("check", "--index", idx)
+    assert json.loads(_run("info", "--index", idx, "--json"))["documents"] == 0

@@ -153,6 +153,36 @@ def test_vectorless_records_scroll_and_set_payload(make_store):
     assert len(list(store.scroll(PayloadFilter(kind="page")))) == 30
 
 
+def test_points_read_back_with_ids_payloads_and_vectors(make_store):
+    store = make_store()
+    pages, points = _fill(store, fp16=True)
+    store.upsert([PointRecord("00000000-0000-0000-0000-000000000001", {"kind": "document"})])
+    ids = list(store.point_ids())
+    assert sorted(ids) == sorted([p.id for p in points] + ["00000000-0000-0000-0000-000000000001"])
+    unknown = page_point_id("nowhere", 1)
+    read = {p.id: p for p in store.retrieve([points[3].id, points[7].id, unknown])}
+    assert set(read) == {points[3].id, points[7].id}
+    got = read[points[3].id]
+    assert got.payload["page_number"] == 3 and set(got.vectors) == {PAGES, POOLED}
+    assert got.vectors[PAGES].dtype == np.float32 and got.vectors[PAGES].shape == pages[3].shape
+    np.testing.assert_allclose(got.vectors[PAGES], pages[3], atol=1e-3)  # fp16 storage
+    np.testing.assert_allclose(got.vectors[POOLED], pages[3][:2], atol=1e-6)
+    store.delete_points([points[3].id, points[7].id])
+    assert store.count(PayloadFilter(kind="page")) == 28
+    assert store.retrieve([points[3].id]) == []
+
+
+def test_engine_errors_are_store_errors_naming_the_operation(make_store):
+    store = make_store()
+    _fill(store)
+    wrong_dim = PointRecord(
+        page_point_id("x", 1), {"kind": "page"}, {PAGES: _unit(np.ones((2, DIM + 3)))}
+    )
+    with pytest.raises(StoreError, match="cannot write points") as info:
+        store.upsert([wrong_dim])
+    assert not isinstance(info.value.__cause__, StoreError)  # the engine's own, kept as cause
+
+
 def test_reopen_keeps_data(make_store, tmp_path, request):
     store = make_store("persist")
     if request.node.callspec.params["make_store"] == "client-memory":

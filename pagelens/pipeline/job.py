@@ -303,6 +303,8 @@ def _commit(index: Index, doc: Document, page_count: int) -> None:
         "size_bytes": doc.size_bytes,
         **source_payload(doc.source),
         **counts,
+        # lets `pagelens check --repair` rebuild a lost manifest point
+        "manifest": index.manifest.to_dict() if index.manifest else None,
     }
     index.store.upsert([PointRecord(document_point_id(doc.sha256), record)])
     index.end_document(doc.sha256)

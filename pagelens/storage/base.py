@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -135,6 +136,20 @@ class PointRecord:
     id: str
     payload: Mapping[str, Any]
     vectors: Mapping[str, MultiVector | SparseVector] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredPoint:
+    """A point as stored: its payload and its dense vectors (what ``pagelens check`` reads).
+
+    ``vectors`` maps each dense named vector the point has (``pages``, ``pooled``,
+    ``text_pages``, ``text_pooled``) to a float32 ``(n, dim)`` array; sparse
+    vectors are left out.
+    """
+
+    id: str
+    payload: Mapping[str, Any]
+    vectors: Mapping[str, MultiVector] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -302,6 +317,27 @@ def hybrid_records(
     return [annotate(results[start], {n: results[i] for n, i in slots}) for start, slots in layout]
 
 
+@contextmanager
+def engine_errors(location: object, operation: str) -> Iterator[None]:
+    """Turn an engine's exception into a StoreError naming the index and the operation.
+
+    Qdrant Edge raises plain ``Exception`` and qdrant-client a family of its own, so
+    a backend wraps each call to its engine in this: the user reads which index
+    failed, doing what, and why, instead of a traceback.
+    """
+    from pagelens.errors import PagelensError, StoreError
+
+    try:
+        yield
+    except PagelensError:
+        raise
+    except Exception as exc:  # the engines raise plain exceptions of many types
+        raise StoreError(
+            f"{location}: cannot {operation}: {exc} (if the index files are damaged, "
+            "`pagelens check` finds what is lost)"
+        ) from exc
+
+
 class Store(Protocol):
     """One Qdrant collection, wherever it lives."""
 
@@ -331,6 +367,22 @@ class Store(Protocol):
 
     def count(self, where: PayloadFilter) -> int:
         """Exact number of points matching ``where``."""
+        ...
+
+    def point_ids(self) -> Iterator[str]:
+        """Ids of every point, read without payloads or vectors (so despite damage to those)."""
+        ...
+
+    def retrieve(self, ids: Sequence[str]) -> list[StoredPoint]:
+        """Payloads and dense vectors of the points with these ids (unknown ids left out)."""
+        ...
+
+    def delete_points(self, ids: Sequence[str]) -> None:
+        """Delete the points with these ids."""
+        ...
+
+    def rebuild(self, spec: CollectionSpec, ids: Sequence[str]) -> None:
+        """Rewrite the collection with only the points with these ids, in new storage files."""
         ...
 
     def query(

@@ -21,13 +21,15 @@ from pagelens.storage.base import (
     PointRecord,
     ScoredRecord,
     SparseVector,
+    StoredPoint,
     channel_weights,
     dense_layout,
     dense_queries,
+    engine_errors,
     hybrid_records,
     plan_hybrid,
 )
-from pagelens.storage.edge import _KEYWORD_FIELDS, _as_lists, _records, build_filter
+from pagelens.storage.edge import _KEYWORD_FIELDS, _as_lists, _records, build_filter, stored_point
 from pagelens.types import MultiVector
 
 logger = logging.getLogger(__name__)
@@ -53,13 +55,22 @@ class ServerStore:
             raise StoreError(f"give exactly one of url, location, path; got {given or 'none'}")
         self._m = models
         self.collection = collection
+        self.location = f"{url or location or path}#{collection}"
         try:
             self._client = QdrantClient(
                 url=url, api_key=api_key, location=location, path=path, timeout=timeout
             )
             self._exists = self._client.collection_exists(collection)
         except Exception as exc:  # connection errors come in many types
-            raise StoreError(f"cannot reach Qdrant at {url or location or path}: {exc}") from exc
+            hint = (
+                "; is a Qdrant server running there? `docker compose up -d` in the pagelens "
+                "checkout starts one on localhost:6333"
+                if url
+                else ""
+            )
+            raise StoreError(
+                f"cannot reach Qdrant at {url or location or path}: {exc}{hint}"
+            ) from exc
         self._local = url is None
 
     def exists(self) -> bool:
@@ -67,7 +78,7 @@ class ServerStore:
 
     def create(self, spec: CollectionSpec) -> None:
         if self._exists:
-            raise StoreError(f"collection {self.collection!r} already exists")
+            raise StoreError(f"{self.location}: collection {self.collection!r} already exists")
         m = self._m
         dtype = m.Datatype.FLOAT16 if spec.fp16 else m.Datatype.FLOAT32
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
@@ -87,25 +98,28 @@ class ServerStore:
                 datatype=m.Datatype.FLOAT32,
                 hnsw_config=m.HnswConfigDiff(m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct),
             )
-        self._client.create_collection(
-            self.collection,
-            vectors_config=vectors,
-            sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},
-        )
-        if not self._local:  # local mode has no payload indexes (and warns)
-            for name in _KEYWORD_FIELDS:
-                self._client.create_payload_index(
-                    self.collection, name, field_schema=m.PayloadSchemaType.KEYWORD
-                )
+        with engine_errors(self.location, "create the collection"):
+            self._client.create_collection(
+                self.collection,
+                vectors_config=vectors,
+                sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+            )
+            if not self._local:  # local mode has no payload indexes (and warns)
+                for name in _KEYWORD_FIELDS:
+                    self._client.create_payload_index(
+                        self.collection, name, field_schema=m.PayloadSchemaType.KEYWORD
+                    )
         self._exists = True
 
     def close(self) -> None:
-        self._client.close()
+        with engine_errors(self.location, "close the connection"):
+            self._client.close()
 
     def _require(self) -> None:
         if not self._exists:
             raise StoreError(
-                f"collection {self.collection!r} does not exist yet (run `pagelens index` first)"
+                f"{self.location}: collection {self.collection!r} does not exist yet "
+                "(run `pagelens index` first)"
             )
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
@@ -113,18 +127,16 @@ class ServerStore:
             return
         self._require()
         m = self._m
-        self._client.upsert(
-            self.collection,
-            points=[
-                m.PointStruct(
-                    id=p.id,
-                    vector={name: self._vector(v) for name, v in p.vectors.items()},
-                    payload=dict(p.payload),
-                )
-                for p in points
-            ],
-            wait=True,
-        )
+        structs = [
+            m.PointStruct(
+                id=p.id,
+                vector={name: self._vector(v) for name, v in p.vectors.items()},
+                payload=dict(p.payload),
+            )
+            for p in points
+        ]
+        with engine_errors(self.location, "write points"):
+            self._client.upsert(self.collection, points=structs, wait=True)
 
     def _vector(self, v: MultiVector | SparseVector) -> Any:
         if isinstance(v, SparseVector):
@@ -134,16 +146,30 @@ class ServerStore:
     def delete(self, where: PayloadFilter) -> None:
         self._require()
         m = self._m
-        self._client.delete(
-            self.collection,
-            points_selector=m.FilterSelector(filter=build_filter(m, where)),
-            wait=True,
-        )
+        selector = m.FilterSelector(filter=build_filter(m, where))
+        with engine_errors(self.location, "delete points"):
+            self._client.delete(self.collection, points_selector=selector, wait=True)
+
+    def delete_points(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        self._require()
+        selector = self._m.PointIdsList(points=list(ids))
+        with engine_errors(self.location, "delete points"):
+            self._client.delete(self.collection, points_selector=selector, wait=True)
 
     def set_payload(self, where: PayloadFilter, payload: Mapping[str, Any]) -> None:
         self._require()
-        self._client.set_payload(
-            self.collection, payload=dict(payload), points=build_filter(self._m, where), wait=True
+        flt = build_filter(self._m, where)
+        with engine_errors(self.location, "write payloads"):
+            self._client.set_payload(self.collection, payload=dict(payload), points=flt, wait=True)
+
+    def rebuild(self, spec: CollectionSpec, ids: Sequence[str]) -> None:
+        """Refuse: a server's storage is the server's to repair."""
+        raise StoreError(
+            f"{self.location}: the server could not read some points; pagelens does not "
+            "rebuild a server's collection: restore it from a Qdrant snapshot, or index "
+            "into a new collection"
         )
 
     def optimize(self) -> None:
@@ -154,9 +180,10 @@ class ServerStore:
         offset = None
         flt = build_filter(self._m, where)
         while True:
-            records, offset = self._client.scroll(
-                self.collection, scroll_filter=flt, limit=1000, offset=offset, with_payload=True
-            )
+            with engine_errors(self.location, "read payloads"):
+                records, offset = self._client.scroll(
+                    self.collection, scroll_filter=flt, limit=1000, offset=offset, with_payload=True
+                )
             for record in records:
                 yield dict(record.payload or {})
             if offset is None:
@@ -164,10 +191,31 @@ class ServerStore:
 
     def count(self, where: PayloadFilter) -> int:
         self._require()
-        result = self._client.count(
-            self.collection, count_filter=build_filter(self._m, where), exact=True
-        )
+        flt = build_filter(self._m, where)
+        with engine_errors(self.location, "count points"):
+            result = self._client.count(self.collection, count_filter=flt, exact=True)
         return int(result.count)
+
+    def point_ids(self) -> Iterator[str]:
+        self._require()
+        offset = None
+        while True:
+            with engine_errors(self.location, "list point ids"):
+                records, offset = self._client.scroll(
+                    self.collection, limit=1000, offset=offset, with_payload=False
+                )
+            for record in records:
+                yield str(record.id)
+            if offset is None:
+                return
+
+    def retrieve(self, ids: Sequence[str]) -> list[StoredPoint]:
+        self._require()
+        with engine_errors(self.location, "read points"):
+            records = self._client.retrieve(
+                self.collection, ids=list(ids), with_payload=True, with_vectors=True
+            )
+        return [stored_point(r.id, r.payload, r.vector) for r in records]
 
     def _dense(
         self,
@@ -227,7 +275,8 @@ class ServerStore:
             )
             for q in queries
         ]
-        responses = self._client.query_batch_points(self.collection, requests=requests)
+        with engine_errors(self.location, "search"):
+            responses = self._client.query_batch_points(self.collection, requests=requests)
         return [_records(r.points) for r in responses]
 
     def hybrid(
@@ -254,5 +303,6 @@ class ServerStore:
             return fused, own
 
         requests, layout = plan_hybrid(queries, build)
-        responses = self._client.query_batch_points(self.collection, requests=requests)
+        with engine_errors(self.location, "search"):
+            responses = self._client.query_batch_points(self.collection, requests=requests)
         return hybrid_records([_records(r.points) for r in responses], layout)

@@ -1,0 +1,430 @@
+"""Check an index for damage, and repair what can be repaired (``pagelens check``).
+
+Damage to an index's files does not always fail loudly: flipped bytes in stored
+vectors give scores in the thousands, a lost segment leaves commit records whose
+pages are gone (so the documents stay "unchanged" for good), a lost manifest
+lets another encoder be stamped over the old vectors. :func:`check_index` reads
+every point back and compares it with what the commit records promise:
+
+- each committed document has all its pages, and as many vectors as recorded;
+- every dense vector has the manifest's dimension, is finite and has a norm near
+  1 (vectors are stored L2-normalised; fp16 storage keeps norms within 1e-3);
+- no page lacks a commit record (an interrupted run, or a lost record);
+- the manifest is there, readable, and agrees with the commit records.
+
+:func:`repair_index` re-queues the damaged documents (deletes their commit
+records and pages, so the next ``pagelens index`` run indexes them again),
+removes orphan pages and unreadable points, and rebuilds a lost manifest from
+the copy each commit record keeps, or refuses with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pagelens.errors import PagelensError, StoreError
+from pagelens.index import DocumentRecord, Index, Manifest, recorded_manifest
+from pagelens.storage.base import (
+    KIND_DOCUMENT,
+    KIND_MANIFEST,
+    KIND_PAGE,
+    MANIFEST_POINT_ID,
+    PAGES,
+    POOLED,
+    TEXT_PAGES,
+    TEXT_POOLED,
+    StoredPoint,
+    document_point_id,
+    page_point_id,
+)
+
+logger = logging.getLogger(__name__)
+
+# the norms a stored unit vector may have: fp16 storage moves them by ~1e-3;
+# damage moves them by orders of magnitude
+NORM_RANGE = (0.9, 1.1)
+_BATCH = 256  # points read per call
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an index.
+
+    Attributes:
+        kind: ``"manifest"``, ``"document"`` (a committed document is damaged),
+            ``"orphan"`` (pages without a commit record) or ``"point"`` (a point
+            that cannot be read or tied to a document).
+        subject: the document path, ``"manifest"`` or the point id.
+        cause: what is wrong, in words.
+        doc_sha256: the document version concerned, if known.
+        point_ids: the points a repair removes.
+
+    """
+
+    kind: str
+    subject: str
+    cause: str
+    doc_sha256: str | None = None
+    point_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What :func:`check_index` found.
+
+    ``repairable`` says whether :func:`repair_index` can fix every problem;
+    ``advice`` says what to do (empty when the index is healthy).
+    """
+
+    location: str
+    documents: int  # commit records read
+    pages: int  # page points read
+    problems: tuple[Problem, ...]
+    repairable: bool
+    advice: str
+    manifest: Manifest | None = field(default=None, repr=False)  # what a repair restores
+    unreadable: tuple[str, ...] = ()  # ids of points the engine failed to read
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "location": self.location,
+            "ok": self.ok,
+            "documents": self.documents,
+            "pages": self.pages,
+            "problems": [
+                {k: v for k, v in asdict(p).items() if k != "point_ids"} for p in self.problems
+            ],
+            "unreadable_points": len(self.unreadable),
+            "repairable": self.repairable,
+            "advice": self.advice,
+        }
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :func:`repair_index` did."""
+
+    location: str
+    requeued: tuple[str, ...]  # documents removed, to be indexed again by the next run
+    orphans: int  # documents' worth of uncommitted pages removed
+    points: int  # points removed in all
+    manifest_rebuilt: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Page:
+    id: str
+    doc_sha256: str
+    doc_path: str
+    page_number: int
+    declared: int  # rerank vectors its payload names
+    shapes: dict[str, tuple[int, int]]  # dense vector name -> (n, dim)
+    damage: list[str]  # non-finite or non-unit vectors
+
+
+def _batches(ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _read(index: Index, ids: Sequence[str]) -> tuple[list[StoredPoint], dict[str, str]]:
+    """Read points in batches; a batch that fails is read point by point."""
+    points: list[StoredPoint] = []
+    unreadable: dict[str, str] = {}
+    for batch in _batches(ids, _BATCH):
+        try:
+            points.extend(index.store.retrieve(batch))
+            continue
+        except StoreError:
+            pass
+        for point_id in batch:
+            try:
+                points.extend(index.store.retrieve([point_id]))
+            except StoreError as exc:
+                unreadable[point_id] = str(exc.__cause__ or exc)
+    return points, unreadable
+
+
+def _vector_damage(name: str, v: np.ndarray) -> str | None:
+    if not np.isfinite(v).all():
+        return f"{name} vectors hold non-finite values"
+    norms = np.linalg.norm(v, axis=1)
+    low, high = NORM_RANGE
+    if len(norms) and (norms.min() < low or norms.max() > high):
+        return (
+            f"{name} vector norms {norms.min():.3g}..{norms.max():.3g} "
+            f"(unit vectors are stored; expected {low}..{high})"
+        )
+    return None
+
+
+def _page(point: StoredPoint) -> _Page | str:
+    """Read a page point, or say why its payload is damaged."""
+    p = point.payload
+    try:
+        sha, number = str(p["doc_sha256"]), int(p["page_number"])
+        page = _Page(
+            id=point.id,
+            doc_sha256=sha,
+            doc_path=str(p.get("doc_path", "?")),
+            page_number=number,
+            declared=int(p.get("vectors", 0)),
+            shapes={name: (v.shape[0], v.shape[1]) for name, v in point.vectors.items()},
+            damage=[],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"page payload is damaged: {exc!r}"
+    if point.id != page_point_id(sha, number):
+        return f"page payload is damaged: it names page {number} of {sha[:12]}, not this point"
+    for name, v in point.vectors.items():
+        damage = _vector_damage(name, v)
+        if damage:
+            page.damage.append(damage)
+    return page
+
+
+def _numbers(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:10])) + (", ..." if len(numbers) > 10 else "")
+
+
+def _expected_dims(manifest: Manifest | None) -> dict[str, int]:
+    if manifest is None:
+        return {}
+    dims = {PAGES: manifest.encoder.dim, POOLED: manifest.encoder.dim}
+    if manifest.text_encoder is not None:
+        dims[TEXT_PAGES] = dims[TEXT_POOLED] = manifest.text_encoder.dim
+    return dims
+
+
+def _page_faults(page: _Page, dims: dict[str, int]) -> list[str]:
+    faults = list(page.damage)
+    for name, (_, dim) in sorted(page.shapes.items()):
+        if name not in dims and dims:
+            faults.append(f"{name} vectors the index does not have")
+        elif name in dims and dim != dims[name]:
+            faults.append(f"{name} vectors of dimension {dim}, not the manifest's {dims[name]}")
+    if page.declared and PAGES not in page.shapes:
+        faults.append(f"no {PAGES} vectors ({page.declared} recorded)")
+    elif PAGES in page.shapes and page.shapes[PAGES][0] != page.declared:
+        faults.append(f"{page.shapes[PAGES][0]} {PAGES} vectors, {page.declared} recorded")
+    if page.declared and POOLED not in page.shapes:
+        faults.append(f"no {POOLED} vectors")
+    return [f"page {page.page_number}: {f}" for f in faults]
+
+
+def check_index(index: Index) -> CheckReport:
+    """Read every point of an index back and report what is damaged.
+
+    Open the index with ``Index.open(..., verify=True)`` so that a damaged one
+    opens at all (and an embedded one is probed for damage that aborts the
+    engine).
+
+    Raises:
+        PagelensError: there is no index at all.
+        StoreError: the index cannot even list its points.
+
+    """
+    if not index.store.exists():
+        raise PagelensError(f"no index at {index.location}: nothing to check")
+    ids = list(index.store.point_ids())
+    points, unreadable = _read(index, ids)
+    problems: list[Problem] = []
+
+    manifest: Manifest | None = None
+    manifest_seen = False
+    records: dict[str, DocumentRecord] = {}
+    record_manifests: dict[str, Manifest | None] = {}
+    pages: dict[str, list[_Page]] = {}
+    for point in points:
+        kind = point.payload.get("kind")
+        if kind == KIND_MANIFEST and point.id == MANIFEST_POINT_ID:
+            manifest_seen = True
+            try:
+                manifest = Manifest.from_payload(dict(point.payload))
+            except PagelensError as exc:
+                problems.append(Problem("manifest", "manifest", str(exc), None, (point.id,)))
+        elif kind == KIND_DOCUMENT:
+            try:
+                record = DocumentRecord.from_payload(dict(point.payload))
+                if point.id != document_point_id(record.doc_sha256):
+                    raise StoreError("commit record is damaged: it names another document")
+            except StoreError as exc:
+                problems.append(Problem("point", point.id, str(exc), None, (point.id,)))
+                continue
+            records[record.doc_sha256] = record
+            try:
+                record_manifests[record.doc_sha256] = recorded_manifest(dict(point.payload))
+            except PagelensError:
+                record_manifests[record.doc_sha256] = None
+        elif kind == KIND_PAGE:
+            page = _page(point)
+            if isinstance(page, str):
+                problems.append(Problem("point", point.id, page, None, (point.id,)))
+            else:
+                pages.setdefault(page.doc_sha256, []).append(page)
+        else:
+            cause = f"payload is damaged: unknown kind {kind!r}"
+            problems.append(Problem("point", point.id, cause, None, (point.id,)))
+
+    # which document (or the manifest) an unreadable point belonged to
+    owner: dict[str, tuple[str, int]] = {}  # page id -> (document, page number)
+    for sha, record in records.items():
+        for number in range(1, record.page_count + 1):
+            owner[page_point_id(sha, number)] = (sha, number)
+    lost: dict[str, dict[int, str]] = {}  # document -> unreadable page number -> its id
+    for point_id, cause in unreadable.items():
+        if point_id == MANIFEST_POINT_ID:
+            manifest_seen = True
+            problems.append(Problem("manifest", "manifest", f"unreadable: {cause}", None, ()))
+        elif point_id in owner:
+            sha, number = owner[point_id]
+            lost.setdefault(sha, {})[number] = point_id
+        else:
+            problems.append(Problem("point", point_id, f"unreadable: {cause}", None, (point_id,)))
+
+    # the manifest against the copies the commit records keep
+    copies = {m for m in record_manifests.values() if m is not None}
+    rebuild = None
+    if manifest is None and (points or unreadable):
+        if not manifest_seen:
+            problems.append(Problem("manifest", "manifest", "missing: the index holds points"))
+        if len(copies) == 1 and all(m is not None for m in record_manifests.values()):
+            rebuild = copies.pop()
+    elif manifest is not None and any(m is not None and m != manifest for m in copies):
+        others = sorted({m.encoder.model_id for m in copies if m != manifest})
+        cause = (
+            f"says encoder {manifest.encoder.model_id!r} with {manifest.settings}; commit "
+            f"records say otherwise ({', '.join(others)}): written over by another run?"
+        )
+        problems.append(Problem("manifest", "manifest", cause))
+    dims = _expected_dims(manifest or rebuild)
+
+    for sha, record in sorted(records.items(), key=lambda kv: kv[1].doc_path):
+        stored = pages.pop(sha, [])
+        faults: list[str] = []
+        unread = lost.get(sha, {})
+        numbers = {p.page_number for p in stored} | set(unread)
+        missing = sorted(set(range(1, record.page_count + 1)) - numbers)
+        if unread:
+            faults.append(f"pages {_numbers(sorted(unread))} unreadable")
+        if missing:
+            faults.append(f"{record.page_count - len(missing)} of {record.page_count} pages stored")
+            faults.append(f"missing pages {_numbers(missing)}")
+        for page in sorted(stored, key=lambda p: p.page_number):
+            faults.extend(_page_faults(page, dims))
+        total = sum(p.shapes.get(PAGES, (0, 0))[0] for p in stored)
+        if not missing and sha not in lost and total != record.vectors:
+            faults.append(f"{total} {PAGES} vectors stored, {record.vectors} recorded")
+        if faults:
+            ids_of = (document_point_id(sha), *(p.id for p in stored), *unread.values())
+            problems.append(Problem("document", record.doc_path, "; ".join(faults), sha, ids_of))
+    for sha, stored in sorted(pages.items()):
+        cause = (
+            f"{len(stored)} pages without a commit record (a lost record, or an interrupted "
+            "run that `pagelens index` would resume)"
+        )
+        problems.append(
+            Problem("orphan", stored[0].doc_path, cause, sha, tuple(p.id for p in stored))
+        )
+
+    repairable, advice = _advice(problems, manifest, rebuild, index.location)
+    return CheckReport(
+        location=index.location,
+        documents=len(records),
+        pages=sum(1 for p in points if p.payload.get("kind") == KIND_PAGE),
+        problems=tuple(problems),
+        repairable=repairable,
+        advice=advice,
+        manifest=manifest or rebuild,
+        unreadable=tuple(unreadable),
+    )
+
+
+def _advice(
+    problems: list[Problem], manifest: Manifest | None, rebuild: Manifest | None, location: str
+) -> tuple[bool, str]:
+    if not problems:
+        return True, ""
+    if manifest is None and rebuild is None:
+        return False, (
+            "the manifest cannot be rebuilt: the commit records do not all keep a copy of it "
+            "(indexes built before they did) or they disagree; index the documents into a "
+            "new folder"
+        )
+    if any(p.kind == "manifest" for p in problems) and manifest is not None:
+        return False, (
+            "the manifest disagrees with the commit records, so the stored vectors may come "
+            "from two encoders; index the documents into a new folder"
+        )
+    damaged = sum(p.kind == "document" for p in problems)
+    then = (
+        f", then `pagelens index` on the same folders to index the {damaged} damaged "
+        "documents again"
+        if damaged
+        else ""
+    )
+    return True, f"run `pagelens check --repair` on {location}{then}"
+
+
+def repair_index(index: Index) -> RepairReport:
+    """Check an index, then re-queue damaged documents and rebuild a lost manifest.
+
+    Damaged documents lose their commit record and pages (the next ``pagelens
+    index`` run indexes them again); orphan pages and unreadable points are
+    removed; a lost manifest is rebuilt from the copy every commit record keeps.
+    When the engine failed to read some points, their storage files are damaged
+    beyond those points (later writes fail too), so the points kept are copied
+    into new files (:meth:`Store.rebuild`).
+
+    Raises:
+        PagelensError: the damage cannot be repaired (the reason is the check's
+            advice); nothing is changed then.
+
+    """
+    report = check_index(index)
+    if not report.repairable:
+        raise PagelensError(f"index {index.location}: cannot repair: {report.advice}")
+    if report.unreadable and report.manifest is not None:
+        drop = set(report.unreadable).union(*(p.point_ids for p in report.problems))
+        keep = [i for i in index.store.point_ids() if i not in drop]
+        index.store.rebuild(report.manifest.collection_spec(), keep)
+    rebuilt = False
+    if index.manifest is None and report.manifest is not None and report.problems:
+        index.restore_manifest(report.manifest)
+        rebuilt = True
+        logger.info("%s: manifest rebuilt from the commit records", index.location)
+    requeued: list[str] = []
+    orphans = removed = 0
+    for problem in report.problems:
+        if problem.kind == "manifest":
+            continue
+        if problem.doc_sha256 is not None:
+            index.delete_sha(problem.doc_sha256)  # pages the check could not see too
+        index.store.delete_points(problem.point_ids)
+        removed += len(problem.point_ids)
+        if problem.kind == "document":
+            requeued.append(problem.subject)
+            logger.info("%s: removed, to be indexed again (%s)", problem.subject, problem.cause)
+        elif problem.kind == "orphan":
+            orphans += 1
+    if requeued or orphans or removed:
+        index.store.optimize()
+    return RepairReport(
+        location=index.location,
+        requeued=tuple(requeued),
+        orphans=orphans,
+        points=removed,
+        manifest_rebuilt=rebuilt,
+    )
