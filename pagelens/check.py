@@ -33,6 +33,7 @@ from pagelens.storage.base import (
     KIND_DOCUMENT,
     KIND_MANIFEST,
     KIND_PAGE,
+    KIND_PENDING,
     MANIFEST_POINT_ID,
     PAGES,
     POOLED,
@@ -41,6 +42,7 @@ from pagelens.storage.base import (
     StoredPoint,
     document_point_id,
     page_point_id,
+    pending_point_id,
 )
 
 logger = logging.getLogger(__name__)
@@ -247,6 +249,9 @@ def check_index(index: Index) -> CheckReport:
     records: dict[str, DocumentRecord] = {}
     record_manifests: dict[str, Manifest | None] = {}
     pages: dict[str, list[_Page]] = {}
+    # marks of documents begun and not committed (see Index.begin_document); alone
+    # they are no damage: the next indexing run resumes or removes such a document
+    pending: dict[str, str] = {}
     for point in points:
         kind = point.payload.get("kind")
         if kind == KIND_MANIFEST and point.id == MANIFEST_POINT_ID:
@@ -274,6 +279,10 @@ def check_index(index: Index) -> CheckReport:
                 problems.append(Problem("point", point.id, page, None, (point.id,)))
             else:
                 pages.setdefault(page.doc_sha256, []).append(page)
+        elif kind == KIND_PENDING and point.id == pending_point_id(
+            str(point.payload.get("doc_sha256"))
+        ):
+            pending[str(point.payload["doc_sha256"])] = point.id
         else:
             cause = f"payload is damaged: unknown kind {kind!r}"
             problems.append(Problem("point", point.id, cause, None, (point.id,)))
@@ -335,9 +344,8 @@ def check_index(index: Index) -> CheckReport:
             f"{len(stored)} pages without a commit record (a lost record, or an interrupted "
             "run that `pagelens index` would resume)"
         )
-        problems.append(
-            Problem("orphan", stored[0].doc_path, cause, sha, tuple(p.id for p in stored))
-        )
+        orphan_ids = (*(p.id for p in stored), *([pending[sha]] if sha in pending else []))
+        problems.append(Problem("orphan", stored[0].doc_path, cause, sha, orphan_ids))
 
     repairable, advice = _advice(problems, manifest, rebuild, index.location)
     return CheckReport(

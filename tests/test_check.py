@@ -361,3 +361,23 @@ def test_unit_vectors_pass_the_norm_test():
     v = (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
     norms = np.linalg.norm(v, axis=1)
     assert NORM_RANGE[0] < norms.min() and norms.max() < NORM_RANGE[1]
+
+
+def test_an_interrupted_run_is_an_orphan_that_repair_removes_with_its_mark(tmp_path):
+    pdfs = _pdfs(tmp_path / "pdfs")
+    pf.text_pdf(pdfs / "long.pdf", 6, prefix="Long")
+
+    class Dies(FakeEncoder):
+        def encode_pages(self, pages):
+            if self.pages_seen >= 6:  # a.pdf, then two of long.pdf's pages
+                raise KeyboardInterrupt
+            return super().encode_pages(pages)
+
+    with Index.open(tmp_path / "idx") as idx, pytest.raises(KeyboardInterrupt):
+        _index(idx, pdfs, Dies())
+    report = _check(tmp_path / "idx")
+    assert [(p.kind, p.subject) for p in report.problems] == [("orphan", "long.pdf")]
+    with Index.open(tmp_path / "idx", verify=True) as idx:
+        assert repair_index(idx).orphans == 1
+        assert idx.pending_documents() == {}  # the mark went with its pages
+    assert _check(tmp_path / "idx").ok
