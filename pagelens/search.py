@@ -177,7 +177,7 @@ def check_queries(queries: object) -> list[str]:
             query.encode("utf-8")
         except UnicodeEncodeError:
             raise PagelensError(
-                f"query {i} is not valid UTF-8 text ({display_path(query)!r:.80}): "
+                f"query {i} is not valid UTF-8 text ({display_path(query)[:80]}): "
                 "check the terminal's encoding"
             ) from None
         out.append(query)
