@@ -37,6 +37,21 @@ def _cli(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess[
     )
 
 
+def _signal_while_loading(args: list[str], sig: int) -> tuple[int, str]:
+    """Run ``pagelens -v ARGS``, send ``sig`` once the model loads; (exit status, stderr)."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "pagelens.cli", "-v", *args]
+    pipe = subprocess.PIPE
+    child = subprocess.Popen(cmd, stderr=pipe, stdout=pipe, text=True, env=env)
+    assert child.stderr is not None
+    for line in child.stderr:  # the model is loading: the command's handlers are set
+        if "loading colqwen2_5 checkpoint" in line:
+            break
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=120)
+    return child.returncode, err
+
+
 def test_shown_escapes_controls_and_keeps_text():
     assert shown("caf\\xe9 ünï 文書.pdf") == "caf\\xe9 ünï 文書.pdf"
     assert shown("new\nline\there") == "new\\nline\\there"
@@ -78,19 +93,9 @@ def test_sigterm_ends_an_index_run_as_ctrl_c_does(tmp_path, model):
     pdfs.mkdir()
     for i in range(6):
         pf.text_pdf(pdfs / f"d{i}.pdf", 8, prefix=f"Doc {i}")
-    env = {**os.environ, "PYTHONPATH": ROOT, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "pagelens.cli", "-v", "index", str(pdfs)]
-    cmd += ["--index", str(tmp_path / "idx"), "--model", model]
-    child = subprocess.Popen(
-        cmd, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-    )
-    assert child.stderr is not None
-    for line in child.stderr:  # wait until the model is loading: the handler is set
-        if "loading colqwen2_5 checkpoint" in line:
-            break
-    child.send_signal(signal.SIGTERM)
-    out, err = child.communicate(timeout=120)
-    assert child.returncode == 130, err[-2000:]
+    args = ["index", str(pdfs), "--index", str(tmp_path / "idx"), "--model", model]
+    returncode, err = _signal_while_loading(args, signal.SIGTERM)
+    assert returncode == 130, err[-2000:]
     assert "interrupted: committed documents are kept; run again to resume" in err
 
 
@@ -154,16 +159,8 @@ def test_ctrl_c_during_eval_run_says_what_was_kept(tmp_path, model):
     from tests.vidore_fixtures import build_pdf_set
 
     data = build_pdf_set(tmp_path / "set")
-    env = {**os.environ, "PYTHONPATH": ROOT, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "pagelens.cli", "-v", "eval", "run", str(data)]
-    cmd += ["--model", model, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")]
-    pipe = subprocess.PIPE
-    child = subprocess.Popen(cmd, stderr=pipe, stdout=pipe, text=True, env=env)
-    assert child.stderr is not None
-    for line in child.stderr:
-        if "loading colqwen2_5 checkpoint" in line:
-            break
-    child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=120)
-    assert child.returncode == 130, err[-2000:]
+    args = ["eval", "run", str(data), "--model", model]
+    args += ["--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")]
+    returncode, err = _signal_while_loading(args, signal.SIGINT)
+    assert returncode == 130, err[-2000:]
     assert "interrupted: the evaluation index keeps what was committed" in err
