@@ -27,19 +27,11 @@ from pagelens.storage.base import (
     source_payload,
 )
 from pagelens.types import Document
+from pagelens.version import package_version
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = 1
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pagelens")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
 
 
 @dataclass(frozen=True)
@@ -329,7 +321,7 @@ class Index:
             encoder=encoder,
             text_encoder=text_encoder,
             settings=settings,
-            pagelens_version=_version(),
+            pagelens_version=package_version(),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         if not self.store.exists():

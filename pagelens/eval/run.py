@@ -38,20 +38,12 @@ from pagelens.pipeline.job import index_pages, index_paths
 from pagelens.pipeline.text import TextCache, TextSettings
 from pagelens.search import DEFAULT_CANDIDATES, NoMatchError, SearchFilter, search
 from pagelens.types import Hit
+from pagelens.version import package_version
 
 if TYPE_CHECKING:
     from pagelens.pipeline.render import RenderSettings
 
 logger = logging.getLogger(__name__)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pagelens")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
 
 
 def index_key(
@@ -468,7 +460,7 @@ def evaluate(
             q.query_id: {name: q.fields.get(name) for name in fields} for q in eval_set.queries
         },
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        pagelens_version=_version(),
+        pagelens_version=package_version(),
     )
     return dataclasses.replace(result, label=label or run_label(result))
 
