@@ -4,29 +4,45 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pagelens.encoders.base import EncoderSpec
-from pagelens.errors import IndexMismatchError, PagelensError, StoreError, check_whole
+from pagelens.errors import (
+    IndexMismatchError,
+    InputError,
+    PagelensError,
+    StoreError,
+    check_whole,
+)
 from pagelens.storage.base import (
+    BM25,
+    DENSE,
+    DENSE_VECTORS,
     KIND_DOCUMENT,
     KIND_MANIFEST,
     KIND_PAGE,
     KIND_PENDING,
     MANIFEST_POINT_ID,
+    TEXT,
     CollectionSpec,
+    HybridQuery,
     PayloadFilter,
     PointRecord,
+    ScoredRecord,
+    SparseVector,
     Store,
+    document_point_id,
+    page_point_id,
     path_prefixes,
     pending_point_id,
     source_from_payload,
     source_payload,
 )
-from pagelens.types import Document
+from pagelens.types import Document, MultiVector, Page
 from pagelens.version import package_version
 
 logger = logging.getLogger(__name__)
@@ -176,6 +192,37 @@ class IndexInfo:
         return out
 
 
+@dataclass(frozen=True)
+class PageVectors:
+    """One channel's vectors of a page, as the index stores them."""
+
+    stored: MultiVector  # (n, dim) rerank vectors, pooled at the index's pool factor
+    candidates: MultiVector  # (m, dim) first-stage vectors, pooled further
+    raw: int  # vectors the encoder gave, before pooling
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    """A page ready to store: its vectors, or the reason it has none.
+
+    ``dense`` is the index's own encoder's; ``text`` the text encoder's (indexes
+    built with one); ``sparse`` the BM25 vector of the page text. A page with an
+    ``error`` (or ``page.error``) is stored without vectors, so that its document
+    can still be committed whole.
+    """
+
+    page: Page
+    source: str = ""  # the file the page came from (absolute path), if any
+    dense: PageVectors | None = None
+    text: PageVectors | None = None
+    sparse: SparseVector | None = None
+    error: str | None = None
+
+
+# per-page vector counts a commit record sums up
+_COUNTED = ("vectors", "pooled_vectors", "text_vectors", "text_pooled_vectors")
+
+
 class Index:
     """An opened index: the store and its manifest.
 
@@ -280,6 +327,10 @@ class Index:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def exists(self) -> bool:
+        """Whether an index has been created here (by a first indexing run)."""
+        return self.store.exists()
 
     # -- manifest ------------------------------------------------------------------
     @property
@@ -387,6 +438,76 @@ class Index:
         self.store.upsert([PointRecord(MANIFEST_POINT_ID, manifest.to_payload())])
         self._manifest = manifest
 
+    # -- pages -------------------------------------------------------------------
+    def add_pages(self, pages: Sequence[StoredPage]) -> None:
+        """Store pages (their vectors and payloads) in one write; durable on return."""
+        self.store.upsert([_page_point(p) for p in pages])
+
+    def pages(self, where: PayloadFilter | None = None) -> Iterator[dict[str, Any]]:
+        """Payloads of the stored pages (complete documents or not) matching ``where``."""
+        base = where or PayloadFilter()
+        yield from self.store.scroll(replace(base, kind=KIND_PAGE))
+
+    def count_pages(self, where: PayloadFilter | None = None) -> int:
+        """Count the stored pages matching ``where``."""
+        base = where or PayloadFilter()
+        return self.store.count(replace(base, kind=KIND_PAGE))
+
+    def commit(self, doc: Document, page_count: int) -> int:
+        """Write a document's commit record once all its pages are stored.
+
+        The record sums the vector counts of the stored pages and keeps a copy of
+        the manifest (``pagelens check --repair`` rebuilds a lost one from it).
+        Returns how many of the pages were stored without vectors.
+
+        Raises:
+            PagelensError: not every page is stored.
+            InputError: no page could be loaded or encoded (nothing is committed,
+                so the next run tries the document again).
+
+        """
+        counts = dict.fromkeys(_COUNTED, 0)
+        pages = failed = 0
+        causes: list[str] = []
+        for payload in self.pages(PayloadFilter(doc_sha256=(doc.sha256,))):
+            pages += 1
+            if payload.get("error"):
+                failed += 1
+                causes.append(f"page {payload.get('page_number')}: {payload['error']}")
+            for key in _COUNTED:
+                counts[key] += int(payload.get(key, 0))
+        if pages != page_count:
+            raise PagelensError(
+                f"{doc.path}: {pages} of {page_count} pages stored; refusing to commit"
+            )
+        if failed == pages:
+            cause = "no page could be loaded or encoded: " + "; ".join(causes[:3])
+            raise InputError(doc.path, cause)
+        record = {
+            "kind": KIND_DOCUMENT,
+            "doc_path": doc.path,
+            "doc_sha256": doc.sha256,
+            "page_count": page_count,
+            "failed_pages": failed,
+            "size_bytes": doc.size_bytes,
+            **source_payload(doc.source),
+            **counts,
+            "manifest": self._manifest.to_dict() if self._manifest else None,
+        }
+        self.store.upsert([PointRecord(document_point_id(doc.sha256), record)])
+        self.end_document(doc.sha256)
+        return failed
+
+    def optimize(self) -> None:
+        """Build what a batch of writes left pending (the candidate vectors' graph)."""
+        self.store.optimize()
+
+    def hybrid(
+        self, queries: Sequence[HybridQuery], *, k: int, where: PayloadFilter | None = None
+    ) -> list[list[ScoredRecord]]:
+        """Run engine queries (one or several channels each, fused) over the pages."""
+        return self.store.hybrid(queries, k=k, where=where)
+
     def stored_pages(self, doc_sha256: str) -> set[int]:
         """Page numbers stored for a document (complete or not)."""
         where = PayloadFilter(kind=KIND_PAGE, doc_sha256=(doc_sha256,))
@@ -481,3 +602,43 @@ class Index:
             bytes_per_page=per_page,
             text_vectors_per_page=text_vectors / pages if pages else 0.0,
         )
+
+
+def _page_point(stored: StoredPage) -> PointRecord:
+    """Lay out one page as a point: payload keys and named vectors (the stored format)."""
+    page = stored.page
+    error = stored.error or page.error
+    payload: dict[str, Any] = {
+        "kind": KIND_PAGE,
+        "doc_path": page.doc_path,
+        "doc_sha256": page.doc_sha256,
+        "path_prefixes": path_prefixes(page.doc_path),
+        "page_number": page.page_number,
+        "page_count": page.page_count,
+        "width_pt": page.width_pt,
+        "height_pt": page.height_pt,
+        **(source_payload(stored.source) if stored.source else {}),
+    }
+    vectors: dict[str, Any] = {}
+    if error is not None:
+        payload.update(error=error, raw_vectors=0, vectors=0, pooled_vectors=0)
+        return PointRecord(page_point_id(page.doc_sha256, page.page_number), payload)
+    if stored.dense is not None:
+        payload["raw_vectors"] = stored.dense.raw
+        payload["vectors"] = int(stored.dense.stored.shape[0])
+        payload["pooled_vectors"] = int(stored.dense.candidates.shape[0])
+        if stored.dense.raw:
+            rerank, candidates = DENSE_VECTORS[DENSE]
+            vectors[rerank], vectors[candidates] = stored.dense.stored, stored.dense.candidates
+    if stored.text is not None:
+        payload["text_vectors"] = int(stored.text.stored.shape[0])
+        payload["text_pooled_vectors"] = int(stored.text.candidates.shape[0])
+        if stored.text.stored.shape[0]:  # a page without text has no text-channel vectors
+            rerank, candidates = DENSE_VECTORS[TEXT]
+            vectors[rerank], vectors[candidates] = stored.text.stored, stored.text.candidates
+    if page.text is not None:
+        payload["text"] = page.text
+        payload["text_source"] = page.text_source
+    if stored.sparse is not None and stored.sparse.indices:
+        vectors[BM25] = stored.sparse
+    return PointRecord(page_point_id(page.doc_sha256, page.page_number), payload, vectors)

@@ -642,18 +642,14 @@ def test_nothing_to_index_creates_no_index(tmp_path):
 
 
 def test_all_pages_stored_but_not_committed_is_said_plainly(tmp_path, corpus, caplog, monkeypatch):
-    from pagelens.pipeline import job
-
-    real = job._commit
-
     def crash_before_commit(*args, **kwargs):
         raise KeyboardInterrupt
 
     with Index.open(tmp_path / "idx") as index:
-        monkeypatch.setattr(job, "_commit", crash_before_commit)
+        monkeypatch.setattr(index, "commit", crash_before_commit)
         with pytest.raises(KeyboardInterrupt):
             index_paths(index, FakeEncoder(), [corpus / "a.pdf"], render=RENDER, progress=False)
-        monkeypatch.setattr(job, "_commit", real)
+        monkeypatch.undo()
         caplog.set_level("INFO", logger="pagelens.pipeline.job")
         enc = FakeEncoder()
         report = index_paths(index, enc, [corpus / "a.pdf"], render=RENDER, progress=False)

@@ -15,10 +15,10 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -26,26 +26,11 @@ from tqdm.auto import tqdm
 from pagelens.bm25 import bm25_documents
 from pagelens.encoders.base import Encoder, reads_text
 from pagelens.errors import InputError, PagelensError
-from pagelens.index import DocumentRecord, Index, IndexSettings
+from pagelens.index import DocumentRecord, Index, IndexSettings, PageVectors, StoredPage
 from pagelens.pipeline.discover import Discovery, Skipped, discover
 from pagelens.pipeline.render import UNLOADABLE_PAGE, PdfInfo, RenderSettings, probe, render_pages
 from pagelens.pipeline.text import PageText, TextCache, TextSettings, extract_text
 from pagelens.pooling import ward_pool
-from pagelens.storage.base import (
-    BM25,
-    KIND_DOCUMENT,
-    KIND_PAGE,
-    PAGES,
-    POOLED,
-    TEXT_PAGES,
-    TEXT_POOLED,
-    PayloadFilter,
-    PointRecord,
-    document_point_id,
-    page_point_id,
-    path_prefixes,
-    source_payload,
-)
 from pagelens.types import Document, MultiVector, Page, display_path
 
 logger = logging.getLogger(__name__)
@@ -134,6 +119,11 @@ def _prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
                 pass
 
 
+def progress_bar(total: int | None, desc: str, unit: str, enabled: bool) -> tqdm:
+    """Make a tqdm bar, silent when ``enabled`` is false or output is not a terminal."""
+    return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True)
+
+
 def _batched(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
     batch: list[Page] = []
     for page in pages:
@@ -180,134 +170,53 @@ def _store_batch(
     batch: Sequence[Page],
     settings: IndexSettings,
     times: StageTimes,
-    extra_payload: Mapping[str, object] | None = None,
+    source: str = "",
     text_encoder: Encoder | None = None,
 ) -> list[PageError]:
-    """Encode, pool and upsert one batch of pages; return the pages that failed.
+    """Encode, pool and store one batch of pages; return the pages that failed.
 
     A page that failed (to load, or to encode) is stored without vectors, its
-    ``error`` in the payload, so its document can still be committed whole.
+    error in the payload, so its document can still be committed whole.
     """
     t0 = time.perf_counter()
     # positions in the batch: pages of several one-page documents share a number
     good = [i for i, p in enumerate(batch) if p.error is None]
     pages = [batch[i] for i in good]
-    results = dict(zip(good, _encode(encoder, pages), strict=True))
-    text_results = (
-        dict(zip(good, _encode(text_encoder, pages), strict=True))
-        if text_encoder is not None and pages
-        else {}
-    )
+    dense = dict(zip(good, _encode(encoder, pages), strict=True))
+    text = dict(zip(good, _encode(text_encoder, pages), strict=True)) if text_encoder else {}
     t1 = time.perf_counter()
-    failed: list[PageError] = []
-    points = []
-    ok: list[int] = []
-    for i, page in enumerate(batch):
-        cause = page.error
-        for found in (results.get(i), text_results.get(i)):
-            if cause is None and isinstance(found, str):
-                cause = found
-        if cause is not None:
-            failed.append(PageError(page.doc_path, page.page_number, cause))
-            payload = {**_page_payload(page, extra_payload), "error": cause}
-            payload.update(raw_vectors=0, vectors=0, pooled_vectors=0)
-            if text_encoder is not None:
-                payload.update(text_vectors=0, text_pooled_vectors=0)
-            points.append(PointRecord(page_point_id(page.doc_sha256, page.page_number), payload))
-            continue
-        ok.append(i)
-    factors = [settings.pool_factor, settings.candidate_factor]
+    factors = (settings.pool_factor, settings.candidate_factor)
+    errors = {i: _first_error(p.error, dense.get(i), text.get(i)) for i, p in enumerate(batch)}
+    ok = [i for i, error in errors.items() if error is None]
     sparse = bm25_documents([batch[i].text or "" for i in ok]) if settings.text else None
+    out = [StoredPage(p, source, error=errors[i]) for i, p in enumerate(batch) if errors[i]]
     for j, i in enumerate(ok):
-        page = batch[i]
-        raw = results[i]
-        assert not isinstance(raw, str)
-        stored, candidates = ward_pool(raw, factors)
-        payload = {
-            **_page_payload(page, extra_payload),
-            "raw_vectors": int(raw.shape[0]),
-            "vectors": int(stored.shape[0]),
-            "pooled_vectors": int(candidates.shape[0]),
-        }
-        if page.text is not None:
-            payload["text"] = page.text
-            payload["text_source"] = page.text_source
-        named: dict[str, Any] = {PAGES: stored, POOLED: candidates} if raw.shape[0] else {}
-        if text_encoder is not None:
-            text_raw = text_results[i]
-            assert not isinstance(text_raw, str)
-            text_stored, text_candidates = ward_pool(text_raw, factors)
-            payload["text_vectors"] = int(text_stored.shape[0])
-            payload["text_pooled_vectors"] = int(text_candidates.shape[0])
-            if text_stored.shape[0]:  # a page without text has no text-channel vectors
-                named[TEXT_PAGES] = text_stored
-                named[TEXT_POOLED] = text_candidates
-        if sparse is not None and sparse[j].indices:
-            named[BM25] = sparse[j]
-        points.append(PointRecord(page_point_id(page.doc_sha256, page.page_number), payload, named))
+        out.append(
+            StoredPage(
+                batch[i],
+                source,
+                dense=_pooled(dense[i], factors),
+                text=_pooled(text[i], factors) if text_encoder else None,
+                sparse=sparse[j] if sparse is not None else None,
+            )
+        )
     t2 = time.perf_counter()
-    index.store.upsert(points)
+    index.add_pages(out)
     times.encode += t1 - t0
     times.pool += t2 - t1
     times.store += time.perf_counter() - t2
-    return failed
+    return [PageError(s.page.doc_path, s.page.page_number, s.error) for s in out if s.error]
 
 
-def _page_payload(page: Page, extra: Mapping[str, object] | None) -> dict[str, Any]:
-    return {
-        "kind": KIND_PAGE,
-        "doc_path": page.doc_path,
-        "doc_sha256": page.doc_sha256,
-        "path_prefixes": path_prefixes(page.doc_path),
-        "page_number": page.page_number,
-        "page_count": page.page_count,
-        "width_pt": page.width_pt,
-        "height_pt": page.height_pt,
-        **(extra or {}),
-    }
+def _first_error(*found: str | MultiVector | None) -> str | None:
+    """Pick the first cause among a page's own error and its encoders' results."""
+    return next((f for f in found if isinstance(f, str)), None)
 
 
-# per-page vector counts a commit record sums up
-_COUNTED = ("vectors", "pooled_vectors", "text_vectors", "text_pooled_vectors")
-
-
-def _commit(index: Index, doc: Document, page_count: int) -> None:
-    """Write a document's commit record, counting vectors from its stored pages.
-
-    Raises:
-        InputError: no page of the document could be loaded or encoded (nothing is
-            committed, so the next run tries it again).
-
-    """
-    where = PayloadFilter(kind=KIND_PAGE, doc_sha256=(doc.sha256,))
-    counts = dict.fromkeys(_COUNTED, 0)
-    pages = failed = 0
-    causes: list[str] = []
-    for payload in index.store.scroll(where):
-        pages += 1
-        if payload.get("error"):
-            failed += 1
-            causes.append(f"page {payload.get('page_number')}: {payload['error']}")
-        for key in _COUNTED:
-            counts[key] += int(payload.get(key, 0))
-    if pages != page_count:
-        raise PagelensError(f"{doc.path}: {pages} of {page_count} pages stored; refusing to commit")
-    if failed == pages:
-        raise InputError(doc.path, "no page could be loaded or encoded: " + "; ".join(causes[:3]))
-    record = {
-        "kind": KIND_DOCUMENT,
-        "doc_path": doc.path,
-        "doc_sha256": doc.sha256,
-        "page_count": page_count,
-        "failed_pages": failed,
-        "size_bytes": doc.size_bytes,
-        **source_payload(doc.source),
-        **counts,
-        # lets `pagelens check --repair` rebuild a lost manifest point
-        "manifest": index.manifest.to_dict() if index.manifest else None,
-    }
-    index.store.upsert([PointRecord(document_point_id(doc.sha256), record)])
-    index.end_document(doc.sha256)
+def _pooled(vectors: MultiVector | str | None, factors: tuple[int, int]) -> PageVectors:
+    assert vectors is not None and not isinstance(vectors, str)  # failed pages are out
+    stored, candidates = ward_pool(vectors, list(factors))
+    return PageVectors(stored, candidates, int(vectors.shape[0]))
 
 
 def index_paths(
@@ -358,113 +267,127 @@ def index_paths(
 
     """
     start = time.perf_counter()
-    render = render or RenderSettings()
-    text = text or TextSettings()
     found = paths if isinstance(paths, Discovery) else discover(paths)
     check_found(found, index, prune=prune)
     settings = _effective(index, encoder, settings, text_encoder)
     index.prepare(encoder.spec, settings, text_encoder.spec if text_encoder else None)
-
-    skipped = list(found.skipped)
-    committed = {r.doc_sha256: r for r in index.documents()}
-    pending = index.pending_documents()
-    removed_incomplete = _clean_incomplete(index, pending, committed, found)
-    by_path: dict[str, list[DocumentRecord]] = {}
-    for record in committed.values():
-        by_path.setdefault(record.doc_path, []).append(record)
-
-    times = StageTimes()
-    indexed: list[str] = []
-    unchanged: list[str] = []
-    replaced: list[str] = []
-    page_errors: list[PageError] = []
-    pages_done = 0
-    disable = None if progress else True
-    files_bar = tqdm(total=len(found.documents), desc="files", unit="file", disable=disable)
-    pages_bar = tqdm(total=0, desc="pages", unit="page", disable=disable)
-    try:
-        for doc in found.documents:
-            files_bar.set_postfix_str(doc.path[-40:], refresh=False)
-            known = committed.get(doc.sha256)
-            if known is not None:
-                if known.doc_path != doc.path:  # moved or renamed: same bytes, new path
-                    index.move_document(doc.sha256, doc)
-                    logger.info("%s moved to %s", known.doc_path, doc.path)
-                unchanged.append(doc.path)
-                files_bar.update(1)
-                continue
-            clash = _other_file(by_path.get(doc.path, []), doc)
-            if clash is not None:
-                skipped.append(Skipped(doc.path, _clash_cause(clash)))
-                files_bar.update(1)
-                continue
-            try:
-                done, failed = _index_document(
-                    index,
-                    encoder,
-                    doc,
-                    settings,
-                    render,
-                    text,
-                    times,
-                    pages_bar,
-                    text_encoder,
-                    text_cache,
-                    pending.get(doc.sha256),
-                )
-            except InputError as exc:
-                logger.debug("skipped %s", exc)
-                skipped.append(Skipped(doc.path, exc.cause))
-                index.delete_sha(doc.sha256)  # pages of a never-committed version only
-                files_bar.update(1)
-                continue
-            pages_done += done
-            page_errors.extend(failed)
-            indexed.append(doc.path)
-            for old in by_path.get(doc.path, []):
-                if old.doc_sha256 != doc.sha256:
-                    index.delete_sha(old.doc_sha256)
-                    replaced.append(f"{old.doc_path} ({old.doc_sha256[:12]})")
-            files_bar.update(1)
-    finally:
-        files_bar.close()
-        pages_bar.close()
-
-    pruned: list[str] = []
+    run = _Run(
+        index,
+        _Encoding(
+            encoder, text_encoder, settings, render or RenderSettings(), text or TextSettings()
+        ),
+        text_cache,
+        found,
+    )
+    run.index_all(progress)
     if prune:
-        seen = {d.sha256 for d in found.documents}
-        for record in committed.values():
-            if record.doc_sha256 not in seen and index.store.count(
-                PayloadFilter(kind=KIND_DOCUMENT, doc_sha256=(record.doc_sha256,))
-            ):
-                index.delete_sha(record.doc_sha256)
-                pruned.append(record.doc_path)
+        run.prune()
+    return run.report(start)
 
-    if pages_done or pruned or replaced or removed_incomplete:
-        t0 = time.perf_counter()
-        index.store.optimize()
-        times.optimize = time.perf_counter() - t0
-    report = IndexReport(
-        indexed=tuple(indexed),
-        unchanged=tuple(unchanged),
-        skipped=tuple(skipped),
-        replaced=tuple(replaced),
-        pruned=tuple(pruned),
-        pages=pages_done,
-        seconds=time.perf_counter() - start,
-        stages=times,
-        page_errors=tuple(page_errors),
-        removed_incomplete=tuple(removed_incomplete),
-    )
-    logger.debug(
-        "indexed %d documents (%d pages), %d unchanged, %d skipped, in %.1f s",
-        len(indexed),
-        pages_done,
-        len(unchanged),
-        len(skipped),
-        report.seconds,
-    )
-    return report
+
+@dataclass(frozen=True)
+class _Encoding:
+    """How pages are made and encoded in one run."""
+
+    encoder: Encoder
+    text_encoder: Encoder | None
+    settings: IndexSettings
+    render: RenderSettings
+    text: TextSettings
+
+
+class _Run:
+    """The state of one :func:`index_paths` run: what was found, done and skipped."""
+
+    def __init__(
+        self, index: Index, how: _Encoding, text_cache: TextCache | None, found: Discovery
+    ) -> None:
+        self.index, self.how, self.text_cache, self.found = index, how, text_cache, found
+        self.committed = {r.doc_sha256: r for r in index.documents()}
+        self.pending = index.pending_documents()
+        self.removed_incomplete = _clean_incomplete(index, self.pending, self.committed, found)
+        self.by_path: dict[str, list[DocumentRecord]] = {}
+        for record in self.committed.values():
+            self.by_path.setdefault(record.doc_path, []).append(record)
+        self.times = StageTimes()
+        self.skipped = list(found.skipped)
+        self.indexed: list[str] = []
+        self.unchanged: list[str] = []
+        self.replaced: list[str] = []
+        self.pruned: list[str] = []
+        self.page_errors: list[PageError] = []
+        self.pages = 0
+        self.deleted: set[str] = set()  # versions removed by this run
+
+    def index_all(self, progress: bool) -> None:
+        docs = self.found.documents
+        with (
+            progress_bar(len(docs), "files", "file", progress) as files,
+            progress_bar(0, "pages", "page", progress) as pages,
+        ):
+            for doc in docs:
+                files.set_postfix_str(doc.path[-40:], refresh=False)
+                self.index_one(doc, pages)
+                files.update(1)
+
+    def index_one(self, doc: Document, pages_bar: tqdm) -> None:
+        """Index one document, or note why it is unchanged or skipped."""
+        known = self.committed.get(doc.sha256)
+        if known is not None:
+            if known.doc_path != doc.path:  # moved or renamed: same bytes, new path
+                self.index.move_document(doc.sha256, doc)
+                logger.info("%s moved to %s", known.doc_path, doc.path)
+            self.unchanged.append(doc.path)
+            return
+        clash = _other_file(self.by_path.get(doc.path, []), doc)
+        if clash is not None:
+            self.skipped.append(Skipped(doc.path, _clash_cause(clash)))
+            return
+        try:
+            done, failed = _index_document(
+                self.index, self.how, doc, self.times, pages_bar, self.text_cache,
+                self.pending.get(doc.sha256),
+            )  # fmt: skip
+        except InputError as exc:
+            logger.debug("skipped %s", exc)
+            self.skipped.append(Skipped(doc.path, exc.cause))
+            self.index.delete_sha(doc.sha256)  # pages of a never-committed version only
+            return
+        self.pages += done
+        self.page_errors.extend(failed)
+        self.indexed.append(doc.path)
+        for old in self.by_path.get(doc.path, []):
+            if old.doc_sha256 != doc.sha256:
+                self.index.delete_sha(old.doc_sha256)
+                self.deleted.add(old.doc_sha256)
+                self.replaced.append(f"{old.doc_path} ({old.doc_sha256[:12]})")
+
+    def prune(self) -> None:
+        """Remove the committed documents whose files were not found."""
+        seen = {d.sha256 for d in self.found.documents}
+        for record in self.committed.values():
+            if record.doc_sha256 not in seen and record.doc_sha256 not in self.deleted:
+                self.index.delete_sha(record.doc_sha256)
+                self.deleted.add(record.doc_sha256)
+                self.pruned.append(record.doc_path)
+
+    def report(self, start: float) -> IndexReport:
+        if self.pages or self.pruned or self.replaced or self.removed_incomplete:
+            t0 = time.perf_counter()
+            self.index.optimize()
+            self.times.optimize = time.perf_counter() - t0
+        return IndexReport(
+            indexed=tuple(self.indexed),
+            unchanged=tuple(self.unchanged),
+            skipped=tuple(self.skipped),
+            replaced=tuple(self.replaced),
+            pruned=tuple(self.pruned),
+            pages=self.pages,
+            seconds=time.perf_counter() - start,
+            stages=self.times,
+            page_errors=tuple(self.page_errors),
+            removed_incomplete=tuple(self.removed_incomplete),
+        )
 
 
 def check_found(found: Discovery, index: Index, *, prune: bool = False) -> None:
@@ -474,7 +397,7 @@ def check_found(found: Discovery, index: Index, *, prune: bool = False) -> None:
         NothingToIndexError: before any index is created or model loaded.
 
     """
-    if not found.documents and not (prune and index.store.exists()):
+    if not found.documents and not (prune and index.exists()):
         raise NothingToIndexError(found)
 
 
@@ -570,14 +493,10 @@ def _effective(
 
 def _index_document(
     index: Index,
-    encoder: Encoder,
+    how: _Encoding,
     doc: Document,
-    settings: IndexSettings,
-    render: RenderSettings,
-    text: TextSettings,
     times: StageTimes,
     pages_bar: tqdm,
-    text_encoder: Encoder | None = None,
     text_cache: TextCache | None = None,
     pending_path: str | None = None,
 ) -> tuple[int, list[PageError]]:
@@ -585,8 +504,7 @@ def _index_document(
 
     Returns the pages stored by this call and the pages that failed.
     """
-    info = probe(doc, render)
-    render = replace(render, password=info.password)  # only where the document needs one
+    info = probe(doc, how.render)
     stored = index.stored_pages(doc.sha256) if pending_path is not None else set()
     if pending_path is not None and pending_path != doc.path:
         index.move_document(doc.sha256, doc)  # renamed while incomplete
@@ -600,44 +518,53 @@ def _index_document(
         logger.info("%s: resuming at page %d of %d", doc.path, first, info.page_count)
     pages_bar.total = (pages_bar.total or 0) + info.page_count
     pages_bar.update(first - 1)
+    rendered = _prefetch(
+        _batched(_page_stream(how, doc, info, first, times, text_cache), how.render.batch_pages)
+    )
     done = 0
     failed: list[PageError] = []
-    if settings.text:
-        t0 = time.perf_counter()
-        texts = text_cache.get(doc.sha256, text) if text_cache else None
-        if texts is None or len(texts) != info.page_count:
-            texts = extract_text(doc.source, info.page_count, text, password=info.password)
-            if text_cache is not None:
-                text_cache.put(doc.sha256, text, texts)
-        times.text += time.perf_counter() - t0
-        if reads_text(encoder):  # no image needed: the pages are their text
-            pages: Iterator[Page] = _text_pages(doc, info, texts, first)
-        else:
-            pages = (
-                replace(
-                    p,
-                    text=texts[p.page_number - 1].text,
-                    text_source=texts[p.page_number - 1].source,
-                )
-                for p in render_pages(doc, info, render, first_page=first)
-            )
-    else:
-        pages = render_pages(doc, info, render, first_page=first)
-    rendered = _prefetch(_batched(pages, render.batch_pages))
-    extra = source_payload(doc.source)
     while True:
         t0 = time.perf_counter()
         batch = next(rendered, None)
         times.render += time.perf_counter() - t0
         if batch is None:
             break
-        failed += _store_batch(index, encoder, batch, settings, times, extra, text_encoder)
+        failed += _store_batch(
+            index, how.encoder, batch, how.settings, times, doc.source, how.text_encoder
+        )
         done += len(batch)
         pages_bar.update(len(batch))
-    _commit(index, doc, info.page_count)
+    index.commit(doc, info.page_count)
     for error in failed:
         logger.debug("%s: page %d kept without vectors: %s", *astuple(error))
     return done, failed
+
+
+def _page_stream(
+    how: _Encoding,
+    doc: Document,
+    info: PdfInfo,
+    first: int,
+    times: StageTimes,
+    text_cache: TextCache | None,
+) -> Iterator[Page]:
+    """Make the pages of ``doc`` from ``first`` on: rendered, with text where it is kept."""
+    render = replace(how.render, password=info.password)  # only where the document needs one
+    if not how.settings.text:
+        return render_pages(doc, info, render, first_page=first)
+    t0 = time.perf_counter()
+    texts = text_cache.get(doc.sha256, how.text) if text_cache else None
+    if texts is None or len(texts) != info.page_count:
+        texts = extract_text(doc.source, info.page_count, how.text, password=info.password)
+        if text_cache is not None:
+            text_cache.put(doc.sha256, how.text, texts)
+    times.text += time.perf_counter() - t0
+    if reads_text(how.encoder):  # no image needed: the pages are their text
+        return _text_pages(doc, info, texts, first)
+    return (
+        replace(p, text=texts[p.page_number - 1].text, text_source=texts[p.page_number - 1].source)
+        for p in render_pages(doc, info, render, first_page=first)
+    )
 
 
 def _text_pages(
@@ -688,29 +615,19 @@ def index_pages(
     skipped: list[Skipped] = []
     failed: list[PageError] = []
     pages_done = 0
-    disable = None if progress else True
-    with tqdm(total=total, desc="pages", unit="page", disable=disable) as bar:
+    with progress_bar(total, "pages", "page", progress) as bar:
         for batch in _batched(_new_pages(pages, committed, unchanged, bar), batch_size):
             failed += _store_batch(
                 index, encoder, batch, settings, times, text_encoder=text_encoder
             )
             pages_done += len(batch)
-            for page in batch:
-                if page.page_number == page.page_count:  # the document's last page
-                    doc = Document(
-                        source="", path=page.doc_path, sha256=page.doc_sha256, size_bytes=0
-                    )
-                    try:
-                        _commit(index, doc, page.page_count)
-                    except InputError as exc:
-                        skipped.append(Skipped(doc.path, exc.cause))
-                        index.delete_sha(doc.sha256)
-                        continue
+            for page in (p for p in batch if p.page_number == p.page_count):  # a last page
+                if _commit_page_document(index, page, skipped):
                     indexed.append(page.doc_path)
             bar.update(len(batch))
     if indexed:
         t0 = time.perf_counter()
-        index.store.optimize()
+        index.optimize()
         times.optimize = time.perf_counter() - t0
     return IndexReport(
         indexed=tuple(indexed),
@@ -723,6 +640,18 @@ def index_pages(
         stages=times,
         page_errors=tuple(failed),
     )
+
+
+def _commit_page_document(index: Index, page: Page, skipped: list[Skipped]) -> bool:
+    """Commit the document a corpus page ends; a document with no good page is skipped."""
+    doc = Document(source="", path=page.doc_path, sha256=page.doc_sha256, size_bytes=0)
+    try:
+        index.commit(doc, page.page_count)
+    except InputError as exc:
+        skipped.append(Skipped(doc.path, exc.cause))
+        index.delete_sha(doc.sha256)
+        return False
+    return True
 
 
 def _new_pages(
