@@ -15,7 +15,7 @@ score fusion ``dbsf``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,17 +26,20 @@ from pagelens.errors import PagelensError, check_whole
 from pagelens.index import Index
 from pagelens.storage.base import (
     BM25,
-    CHANNELS,
     DENSE,
-    FIRST_STAGES,
-    FUSIONS,
-    KIND_PAGE,
     TEXT,
     HybridQuery,
     PayloadFilter,
+    ScoredRecord,
+    SparseVector,
+    source_from_payload,
 )
 from pagelens.types import Hit, MultiVector, display_path
 
+CHANNELS = (DENSE, TEXT, BM25)
+FUSIONS = ("dbsf", "rrf")
+FIRST_STAGES = ("auto", "hnsw", "exact")
+DEFAULT_K = 10
 DEFAULT_CANDIDATES = 200
 # Up to this many pages (after the filter) "auto" draws candidates by an exact scan of
 # the pooled vectors rather than their HNSW graph. Side by side on synthetic pages at
@@ -61,11 +64,95 @@ class SearchFilter:
     path_prefix: str | None = None
 
 
+@dataclass(frozen=True)
+class SearchOptions:
+    """How a search ranks pages; validated once, here, for every channel and path.
+
+    Attributes:
+        k: hits per question.
+        candidates: first-stage candidates of each dense channel; ``None`` scores
+            every page exactly.
+        channels: any of ``"dense"`` (MaxSim with the index's encoder), ``"text"``
+            (MaxSim with its text encoder) and ``"bm25"``; several are fused by the
+            engine, one is a fusion of one. ``None``: every channel the index holds
+            (:func:`index_channels`). On mmlongbench-dev with MiniLM, dense + BM25
+            by DBSF gave nDCG@5 0.473 / 0.601 (corpus / document) against 0.417 /
+            0.572 for dense alone.
+        fusion: ``"dbsf"`` (Qdrant's normalised score fusion: it beat RRF and either
+            channel alone on mmlongbench-dev, 0.467/0.601 against RRF's 0.435/0.587)
+            or ``"rrf"``.
+        weights: RRF weight per channel, e.g. ``{"bm25": 2}`` (1 for a channel not
+            named); Qdrant divides each channel's rank by its weight.
+        channel_limit: results each channel brings to a fusion.
+        first_stage: where candidates come from: ``"hnsw"`` (the pooled vectors'
+            graph), ``"exact"`` (a scan of every page's pooled vectors: slower on large
+            indexes, loses nothing) or ``"auto"`` (exact up to
+            :data:`EXACT_FIRST_STAGE_PAGES` pages after the filter, else hnsw).
+        filter: restrict to some documents.
+
+    """
+
+    k: int = DEFAULT_K
+    candidates: int | None = DEFAULT_CANDIDATES
+    channels: tuple[str, ...] | None = None
+    fusion: str = "dbsf"
+    weights: Mapping[str, float] | None = field(default=None, hash=False)
+    channel_limit: int = 100
+    first_stage: str = "auto"
+    filter: SearchFilter | None = None
+
+    def __post_init__(self) -> None:
+        check_whole("k", self.k, 1)
+        if self.candidates is not None:
+            check_whole("candidates (None for exact search)", self.candidates, 1)
+        check_whole("channel_limit", self.channel_limit, 1)
+        if self.channels is not None:
+            if isinstance(self.channels, str):
+                raise PagelensError(f"channels must be a list of names, got {self.channels!r}")
+            chosen = tuple(dict.fromkeys(self.channels))
+            if not chosen or any(c not in CHANNELS for c in chosen):
+                raise PagelensError(f"channels must be among {CHANNELS}, got {self.channels!r}")
+            object.__setattr__(self, "channels", chosen)
+        if self.fusion not in FUSIONS:
+            raise PagelensError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if self.first_stage not in FIRST_STAGES:
+            raise PagelensError(
+                f"first_stage must be one of {FIRST_STAGES}, got {self.first_stage!r}"
+            )
+        self._check_weights()
+
+    def _check_weights(self) -> None:
+        if self.weights is None:
+            return
+        if self.fusion != "rrf":
+            raise PagelensError("channel weights apply to fusion='rrf' only")
+        if self.channels is not None:
+            unused = sorted(set(self.weights) - set(self.channels))
+            if unused:
+                raise PagelensError(f"weights name channels {unused} that this query does not use")
+        if any(
+            isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0
+            for w in self.weights.values()
+        ):
+            raise PagelensError(f"weights must be non-negative numbers, got {dict(self.weights)}")
+
+
+def _options(options: SearchOptions | None, overrides: Mapping[str, Any]) -> SearchOptions:
+    """One options record from a record and keyword overrides (validated once)."""
+    known = sorted(SearchOptions.__dataclass_fields__)
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise PagelensError(f"unknown search options {unknown}; choose from {known}")
+    if "channels" in overrides and overrides["channels"] is not None:
+        overrides = {**overrides, "channels": tuple(overrides["channels"])}
+    return replace(options or SearchOptions(), **overrides)
+
+
 class NoMatchError(PagelensError):
     """A search filter names no page of the index."""
 
 
-def _where(index: Index, filter: SearchFilter | None) -> PayloadFilter:
+def _where(index: Index, filter: SearchFilter | None) -> PayloadFilter | None:
     """Build the page filter of a search; a filter that matches no page is an error.
 
     Raises:
@@ -74,11 +161,11 @@ def _where(index: Index, filter: SearchFilter | None) -> PayloadFilter:
 
     """
     if filter is None:
-        return PayloadFilter(kind=KIND_PAGE)
+        return None
     paths = tuple(display_path(p) for p in filter.doc_paths) if filter.doc_paths else None
     prefix = display_path(filter.path_prefix) if filter.path_prefix else None
-    where = PayloadFilter(kind=KIND_PAGE, doc_paths=paths, path_prefix=prefix)
-    if index.store.count(where) == 0:
+    where = PayloadFilter(doc_paths=paths, path_prefix=prefix)
+    if index.count_pages(where) == 0:
         named = []
         if paths is not None:
             named.append(f"documents {list(paths)}")
@@ -92,62 +179,15 @@ def _where(index: Index, filter: SearchFilter | None) -> PayloadFilter:
     return where
 
 
-def _first_stage(
-    index: Index, first_stage: str, where: PayloadFilter, candidates: int | None
-) -> str:
+def _first_stage(index: Index, opts: SearchOptions, where: PayloadFilter | None) -> str:
     """Resolve ``"auto"``: an exact scan for few pages, the HNSW graph for many."""
-    if first_stage != "auto" and first_stage not in FIRST_STAGES:
-        raise PagelensError(
-            f"first_stage must be 'auto' or one of {FIRST_STAGES}, got {first_stage!r}"
-        )
-    if candidates is None:  # no first stage: every page is scored exactly
+    dense = any(c in (DENSE, TEXT) for c in opts.channels or ())
+    if opts.candidates is None or not dense:  # no first stage
         return "hnsw"
-    if first_stage == "auto":
-        pages = index.store.count(where)
+    if opts.first_stage == "auto":
+        pages = index.count_pages(where)
         return "exact" if pages <= EXACT_FIRST_STAGE_PAGES else "hnsw"
-    return first_stage
-
-
-def search_vectors(
-    index: Index,
-    queries: Sequence[MultiVector],
-    *,
-    k: int = 10,
-    candidates: int | None = DEFAULT_CANDIDATES,
-    filter: SearchFilter | None = None,
-    channel: str = DENSE,
-    first_stage: str = "auto",
-) -> list[list[Hit]]:
-    """Rank pages for already-encoded queries (each float32 ``(m, dim)``).
-
-    ``channel`` is ``"dense"`` (the index's encoder) or ``"text"`` (its text encoder);
-    ``first_stage`` as in :func:`search`.
-
-    Returns:
-        One list of at most ``k`` hits per query, best first.
-
-    """
-    _check_counts(k, candidates)
-    if channel not in (DENSE, TEXT):
-        raise PagelensError(f"channel must be {DENSE!r} or {TEXT!r}, got {channel!r}")
-    if not queries:
-        return []
-    where = _where(index, filter)
-    results = index.store.query(
-        queries,
-        k=k,
-        candidates=candidates,
-        where=where,
-        channel=channel,
-        first_stage=_first_stage(index, first_stage, where, candidates),
-    )
-    return [[_hit(r.payload, r.score, (channel,)) for r in records] for records in results]
-
-
-def _check_counts(k: object, candidates: object) -> None:
-    check_whole("k", k, 1)
-    if candidates is not None:
-        check_whole("candidates (None for exact search)", candidates, 1)
+    return opts.first_stage
 
 
 def check_queries(queries: object) -> list[str]:
@@ -196,17 +236,6 @@ def _encode_queries(encoder: Encoder, queries: list[str]) -> list[MultiVector]:
     return vectors
 
 
-def _hit(payload: Mapping[str, Any], score: float, channels: tuple[str, ...]) -> Hit:
-    return Hit(
-        doc_path=str(payload["doc_path"]),
-        page_number=int(payload["page_number"]),
-        score=score,
-        doc_sha256=str(payload["doc_sha256"]),
-        payload=payload,
-        channels=channels,
-    )
-
-
 def index_channels(index: Index) -> tuple[str, ...]:
     """Name the channels an index holds: ``dense``, then ``text`` and ``bm25`` if built.
 
@@ -227,116 +256,142 @@ def index_channels(index: Index) -> tuple[str, ...]:
     return tuple(held)
 
 
-def search(
-    index: Index,
-    encoder: Encoder,
-    queries: Sequence[str],
-    *,
-    k: int = 10,
-    candidates: int | None = DEFAULT_CANDIDATES,
-    filter: SearchFilter | None = None,
-    channels: Sequence[str] | None = None,
-    fusion: str = "dbsf",
-    weights: Mapping[str, float] | None = None,
-    channel_limit: int = 100,
-    text_encoder: Encoder | None = None,
-    first_stage: str = "auto",
-) -> list[list[Hit]]:
-    """Answer a batch of questions with the pages that best match each.
+def _hit(record: ScoredRecord) -> Hit:
+    p = record.payload
+    return Hit(
+        doc_path=str(p["doc_path"]),
+        page_number=int(p["page_number"]),
+        score=record.score,
+        doc_sha256=str(p["doc_sha256"]),
+        payload=p,
+        channels=record.channels,
+        source=source_from_payload(p) or None,
+        text=p.get("text"),
+    )
 
-    Args:
-        index: an index built with ``encoder``.
-        encoder: the same encoder the index was built with (else IndexMismatchError).
-        queries: question texts.
-        k: hits per question.
-        candidates: first-stage candidates of each dense channel; ``None`` = exact.
-        first_stage: where candidates come from: ``"hnsw"`` (the pooled vectors'
-            graph), ``"exact"`` (a scan of every page's pooled vectors: slower on
-            large indexes, loses nothing), or ``"auto"`` (exact up to
-            :data:`EXACT_FIRST_STAGE_PAGES` pages after the filter, else hnsw).
-        filter: restrict to some documents.
-        channels: any of ``"dense"`` (MaxSim with ``encoder``), ``"text"``
-            (MaxSim with the index's text encoder) and ``"bm25"``; several make a
-            hybrid fused by the engine. BM25 needs an index built with text,
-            ``text`` one built with a text encoder. ``None`` (the default): every
-            channel the index holds (:func:`index_channels`), fused by ``fusion``:
-            on mmlongbench-dev with MiniLM, dense + BM25 by DBSF gave nDCG@5
-            0.473 / 0.601 (corpus / document) against 0.417 / 0.572 for dense alone.
-        fusion: ``"dbsf"`` (Qdrant's normalised score fusion, the default: it beat
-            RRF and either channel alone on mmlongbench-dev with MiniLM + BM25,
-            nDCG@5 0.467/0.601 corpus/document against RRF's 0.435/0.587) or
-            ``"rrf"``.
-        weights: RRF weight per channel, e.g. ``{"dense": 1, "bm25": 2}`` (1 for a
-            channel not named); Qdrant divides each channel's rank by its weight.
-        channel_limit: results each channel brings to the fusion.
-        text_encoder: the index's text encoder (needed by the ``text`` channel).
 
-    Returns:
-        One ranked list of :class:`~pagelens.types.Hit` per question; each hit
-        names the channels whose own results held it.
-
-    """
-    queries = check_queries(queries)
-    _check_counts(k, candidates)
-    if channels is None:
-        channels = index_channels(index)
-    chosen = tuple(dict.fromkeys(channels))
-    unknown = [c for c in chosen if c not in CHANNELS]
-    if unknown or not chosen:
-        raise PagelensError(f"channels must be among {CHANNELS}, got {tuple(channels)!r}")
-    if fusion not in FUSIONS:
-        raise PagelensError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    index.check_encoder(encoder.spec)
-    if BM25 in chosen and not (index.manifest and index.manifest.settings.text):
+def _check_index(
+    index: Index, opts: SearchOptions, encoder: Encoder | None, text_encoder: Encoder | None
+) -> None:
+    """Refuse channels the index lacks and encoders other than those it was built with."""
+    channels = opts.channels or ()
+    manifest = index.manifest
+    if manifest is None:
+        raise PagelensError(
+            f"index {index.location} is empty: nothing is indexed yet (run `pagelens index` first)"
+        )
+    if DENSE in channels:
+        if encoder is None:
+            raise PagelensError(
+                f"the dense channel needs the index's encoder {manifest.encoder.model_id!r}"
+            )
+        index.check_encoder(encoder.spec)
+    if BM25 in channels and not manifest.settings.text:
         raise PagelensError(
             f"index {index.location} holds no page text, so no bm25 channel: "
             "index with --text (or a text encoder) to search it"
         )
-    if TEXT in chosen:
-        built = index.manifest.text_encoder if index.manifest else None
-        if built is None:
+    if TEXT in channels:
+        if manifest.text_encoder is None:
             raise PagelensError(
                 f"index {index.location} has no text channel: build an index with a text "
                 "encoder (--text-model) to search one"
             )
         if text_encoder is None:
             raise PagelensError(
-                f"the text channel needs the index's text encoder {built.model_id!r} "
-                "(text_encoder=)"
+                f"the text channel needs the index's text encoder "
+                f"{manifest.text_encoder.model_id!r} (text_encoder=)"
             )
         index.check_text_encoder(text_encoder.spec)
-    if len(chosen) == 1 and chosen[0] != BM25:
-        model = encoder if chosen[0] == DENSE else text_encoder
-        assert model is not None
-        vectors = _encode_queries(model, queries)
-        return search_vectors(
-            index,
-            vectors,
-            k=k,
-            candidates=candidates,
-            filter=filter,
-            channel=chosen[0],
-            first_stage=first_stage,
-        )
-    where = _where(index, filter)
-    dense_used = DENSE in chosen or TEXT in chosen
-    stage = _first_stage(index, first_stage, where, candidates if dense_used else None)
+
+
+def search(
+    index: Index,
+    encoder: Encoder | None,
+    queries: Sequence[str],
+    options: SearchOptions | None = None,
+    *,
+    text_encoder: Encoder | None = None,
+    **overrides: Any,
+) -> list[list[Hit]]:
+    """Answer a batch of questions with the pages that best match each.
+
+    Args:
+        index: the index to search.
+        encoder: the encoder the index was built with (else IndexMismatchError);
+            ``None`` when no ``dense`` channel is searched (a BM25-only search).
+        queries: question texts.
+        options: a :class:`SearchOptions` record; keyword ``overrides`` (``k=5``,
+            ``channels=("dense", "bm25")``, any field of it) replace its fields.
+        text_encoder: the index's text encoder (needed by the ``text`` channel).
+        **overrides: fields of :class:`SearchOptions`, replacing those of ``options``.
+
+    Returns:
+        One ranked list of :class:`~pagelens.types.Hit` per question; each hit
+        names the channels whose own results held it.
+
+    Examples:
+        >>> from pagelens.search import SearchOptions
+        >>> SearchOptions(k=5, channels=("dense", "bm25")).fusion
+        'dbsf'
+
+    """
+    opts = _options(options, overrides)
+    queries = check_queries(queries)
+    if opts.channels is None:
+        opts = replace(opts, channels=index_channels(index))
+    _check_index(index, opts, encoder, text_encoder)
+    channels = opts.channels or ()
     none: list[None] = [None] * len(queries)
-    dense = _encode_queries(encoder, queries) if DENSE in chosen else none
-    text = _encode_queries(text_encoder, queries) if text_encoder and TEXT in chosen else none
-    sparse = bm25_queries(queries) if BM25 in chosen else none
+    dense = _encode_queries(encoder, queries) if encoder and DENSE in channels else none
+    text = _encode_queries(text_encoder, queries) if text_encoder and TEXT in channels else none
+    sparse = bm25_queries(queries) if BM25 in channels else none
+    return _run(index, opts, list(zip(dense, text, sparse, strict=True)))
+
+
+def search_vectors(
+    index: Index,
+    queries: Sequence[MultiVector],
+    options: SearchOptions | None = None,
+    *,
+    channel: str = DENSE,
+    **overrides: Any,
+) -> list[list[Hit]]:
+    """Rank pages for already-encoded queries (each float32 ``(m, dim)``).
+
+    ``channel`` is ``"dense"`` (the index's encoder) or ``"text"`` (its text
+    encoder); the other options are those of :func:`search`, through the same path.
+    """
+    if channel not in (DENSE, TEXT):
+        raise PagelensError(f"channel must be {DENSE!r} or {TEXT!r}, got {channel!r}")
+    opts = _options(options, {**overrides, "channels": (channel,)})
+    rows = [(q, None, None) if channel == DENSE else (None, q, None) for q in queries]
+    return _run(index, opts, rows)
+
+
+_Row = tuple[MultiVector | None, MultiVector | None, SparseVector | None]
+
+
+def _run(index: Index, opts: SearchOptions, rows: Sequence[_Row]) -> list[list[Hit]]:
+    """Send one engine request per query (a fusion of its channels) and make hits."""
+    if not rows:
+        return []
+    where = _where(index, opts.filter)
+    stage = _first_stage(index, opts, where)
+    several = len(opts.channels or ()) > 1
     requests = [
         HybridQuery(
             dense=d,
             sparse=s,
             text=t,
-            candidates=candidates,
+            candidates=opts.candidates,
             first_stage=stage,
-            channel_limit=max(channel_limit, k),
-            fusion=fusion,
-            weights=weights,
+            # one channel is its own result: it brings exactly k
+            channel_limit=max(opts.channel_limit, opts.k) if several else opts.k,
+            fusion=opts.fusion,
+            weights=opts.weights,
         )
-        for d, t, s in zip(dense, text, sparse, strict=True)
+        for d, t, s in rows
     ]
-    results = index.store.hybrid(requests, k=k, where=where)
-    return [[_hit(r.payload, r.score, r.channels) for r in records] for records in results]
+    results = index.hybrid(requests, k=opts.k, where=where)
+    return [[_hit(r) for r in records] for records in results]

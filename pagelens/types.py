@@ -54,14 +54,21 @@ class Page:
 
 @dataclass(frozen=True)
 class Hit:
-    """One ranked search result."""
+    """One ranked search result.
+
+    ``source`` is the file the page came from (where the index records one) and
+    ``text`` the page's text (where the index holds page text); ``payload`` is all
+    the index stored for the page. The repr leaves payload and text out.
+    """
 
     doc_path: str
     page_number: int
     score: float
     doc_sha256: str
-    payload: Mapping[str, Any] = field(default_factory=dict)
+    payload: Mapping[str, Any] = field(default_factory=dict, repr=False)
     channels: tuple[str, ...] = ()  # the channels ("dense", "bm25") whose results held it
+    source: str | None = None
+    text: str | None = field(default=None, repr=False)
 
     @property
     def page_id(self) -> str:

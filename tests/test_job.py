@@ -589,13 +589,13 @@ def test_auto_first_stage_scans_few_pages_and_walks_the_graph_for_many(index, co
     enc = FakeEncoder()
     index_paths(index, enc, [corpus], render=RENDER, progress=False)  # 5 pages
     seen = []
-    real = index.store.query
+    real = index.hybrid
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs["first_stage"])
-        return real(*args, **kwargs)
+    def spy(queries, **kwargs):
+        seen.extend(q.first_stage for q in queries)
+        return real(queries, **kwargs)
 
-    monkeypatch.setattr(index.store, "query", spy)
+    monkeypatch.setattr(index, "hybrid", spy)
     search(index, enc, ["alpha"], k=2)
     monkeypatch.setattr(search_module, "EXACT_FIRST_STAGE_PAGES", 4)
     search(index, enc, ["alpha"], k=2)

@@ -38,10 +38,10 @@ TEXT_PAGES = "text_pages"
 TEXT_POOLED = "text_pooled"
 BM25 = "bm25"
 
-# search channels: the index's encoder, its optional text encoder, BM25
+# the slots of a hybrid request (which results a hit came from); the channel names
+# users choose and their validation live in pagelens.search
 DENSE = "dense"
 TEXT = "text"
-CHANNELS = (DENSE, TEXT, BM25)
 # the (rerank, candidate) named vectors of each dense channel
 DENSE_VECTORS = {DENSE: (PAGES, POOLED), TEXT: (TEXT_PAGES, TEXT_POOLED)}
 
@@ -300,10 +300,14 @@ def plan_hybrid(
     for query in queries:
         check_hybrid(query)
         fused, own = build(query)
+        names = channel_names(query)
         start = len(requests)
         requests.append(fused)
+        if len(names) == 1:  # the fused results are the channel's own: no second request
+            layout.append((start, [(names[0], start)]))
+            continue
         slots = []
-        for name, request in zip(channel_names(query), own, strict=True):
+        for name, request in zip(names, own, strict=True):
             slots.append((name, len(requests)))
             requests.append(request)
         layout.append((start, slots))
