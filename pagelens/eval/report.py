@@ -193,13 +193,21 @@ def result_markdown(result: EvalResult, *, keys: Sequence[str] = METRIC_KEYS) ->
 _STEM_MAX = 120  # characters; longer stems are cut and end in a hash of the whole label
 
 
+def clean_name(text: str, *, keep: str) -> str:
+    """Make ``text`` safe in a file or folder name: letters, digits and ``keep`` stay.
+
+    Every other character (spaces, slashes...) becomes ``_``; the length is unchanged.
+    """
+    return "".join(ch if ch.isalnum() or ch in keep else "_" for ch in text)
+
+
 def file_stem(label: str) -> str:
     """Turn a run label into a file name stem: letters, digits and ``-_.,=+`` kept.
 
     Spaces and other characters become ``_``; a stem over 120 characters is cut and
     ends in a hash of the whole label, so that long labels stay distinct.
     """
-    stem = "".join(ch if ch.isalnum() or ch in "-_.,=+" else "_" for ch in label).strip("_.")
+    stem = clean_name(label, keep="-_.,=+").strip("_.")
     if len(stem) > _STEM_MAX:
         digest = hashlib.sha256(label.encode()).hexdigest()[:10]
         stem = f"{stem[: _STEM_MAX - 11]}-{digest}"
