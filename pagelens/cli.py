@@ -692,24 +692,17 @@ def eval_compare_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Side-by-side table of runs with a paired randomisation test per metric."""
-    from pagelens.eval.metrics import METRIC_KEYS
-    from pagelens.eval.report import compare_files, comparison_markdown
+    from pagelens.eval.report import CompareOptions, compare_files
 
     with _reporting():
-        if len(results) < 2:
-            raise PagelensError("compare needs at least two result files")
-        comparison = compare_files(
-            results,
-            metrics=metric or METRIC_KEYS,
-            scopes=scope,
-            n_resamples=resamples,
-            seed=seed,
-            alpha=alpha,
+        options = CompareOptions(
+            metrics=metric, scopes=scope, n_resamples=resamples, seed=seed, alpha=alpha
         )
+        comparison = compare_files(results, options)
     if as_json:
         typer.echo(json.dumps(comparison.to_dict(), indent=2))
         return
-    typer.echo(comparison_markdown(comparison))
+    typer.echo(comparison.to_markdown())
 
 
 if __name__ == "__main__":  # pragma: no cover
