@@ -319,7 +319,7 @@ def test_text_channel_beside_the_visual_one(sets, tmp_path):
 
 
 def test_options_are_checked_once_when_made():
-    with pytest.raises(PagelensError, match="query_batch_size must be at least 1"):
+    with pytest.raises(PagelensError, match="query_batch_size must be a whole number >= 1"):
         EvalOptions(query_batch_size=0)
     options = EvalOptions(scopes=["corpus", "corpus"], channels=["dense"], cache_dir="~/x")
     assert options.scopes == ("corpus",) and options.channels == ("dense",)

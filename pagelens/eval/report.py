@@ -99,6 +99,13 @@ class EvalResult:
         return result_markdown(self)
 
 
+def check_choices(kind: str, values: Sequence[str], choices: Sequence[str]) -> None:
+    """Raise a :class:`~pagelens.errors.PagelensError` naming values not among ``choices``."""
+    unknown = [v for v in values if v not in choices]
+    if unknown:
+        raise PagelensError(f"unknown {kind} {unknown}; choose from {list(choices)}")
+
+
 def result_from_dict(data: Mapping[str, Any], *, where: str = "<dict>") -> EvalResult:
     """Validate a dict (as written by :meth:`EvalResult.save_json`) into a result."""
     from pydantic import TypeAdapter, ValidationError
@@ -477,9 +484,7 @@ class CompareOptions:
 
     def __post_init__(self) -> None:
         metrics = tuple(self.metrics) if self.metrics else METRIC_KEYS
-        unknown = [m for m in metrics if m not in METRIC_KEYS]
-        if unknown:
-            raise PagelensError(f"unknown metrics {unknown}; choose from {list(METRIC_KEYS)}")
+        check_choices("metrics", metrics, METRIC_KEYS)
         object.__setattr__(self, "metrics", metrics)
         if self.scopes is not None:
             object.__setattr__(self, "scopes", tuple(self.scopes))

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from pagelens.encoders.base import Encoder
-from pagelens.errors import PagelensError
+from pagelens.errors import PagelensError, check_whole
 from pagelens.eval.datasets import (
     EvalSet,
     ImageCorpus,
@@ -39,7 +39,14 @@ from pagelens.eval.datasets import (
     load_eval_set,
 )
 from pagelens.eval.metrics import DEPTH, breakdown, score_run
-from pagelens.eval.report import SCOPES, EvalResult, IndexStats, ScopeResult, clean_name
+from pagelens.eval.report import (
+    SCOPES,
+    EvalResult,
+    IndexStats,
+    ScopeResult,
+    check_choices,
+    clean_name,
+)
 from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.job import index_pages, index_paths
 from pagelens.pipeline.text import TextCache, TextSettings
@@ -136,15 +143,12 @@ class EvalOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.query_batch_size < 1:
-            raise PagelensError(f"query_batch_size must be at least 1, got {self.query_batch_size}")
+        check_whole("query_batch_size", self.query_batch_size, 1)
         if self.url is not None and self.cache_dir is not None:
             raise PagelensError("give cache_dir or url for the evaluation index, not both")
         if self.scopes is not None:
             scopes = tuple(dict.fromkeys(self.scopes))
-            bad = [s for s in scopes if s not in SCOPES]
-            if bad:
-                raise PagelensError(f"unknown scopes {bad}; choose from {list(SCOPES)}")
+            check_choices("scopes", scopes, SCOPES)
             object.__setattr__(self, "scopes", scopes)
         if self.breakdown_fields is not None:
             object.__setattr__(self, "breakdown_fields", tuple(self.breakdown_fields))
