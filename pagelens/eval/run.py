@@ -547,7 +547,7 @@ def run_label(result: EvalResult) -> str:
     The tokens are the encoder's model id (a local folder by its name), ``text_model=``
     and the text encoder's, the dataset's name with its query selection (``split=``
     when not ``test``, ``language=``, ``max_queries=``), ``pool_factor=<n>`` always,
-    then every other recorded setting whose value is not :func:`evaluate`'s default
+    then every other recorded setting whose value is not its default in :class:`EvalOptions`
     (``exact`` for ``candidates=None``, ``first_stage=``, ``channels=``, ``fusion=``,
     ``weights=``, ``text``, ``ocr=``, ``render_dpi=``...; a setting this function does
     not know is always shown). Two runs that differ in any of these get different
