@@ -631,65 +631,49 @@ def eval_run_cmd(
 
     Files are named after the run: model, dataset and every setting not at its default.
     """
-    from pagelens.encoders import load_encoder
-    from pagelens.eval.datasets import load_eval_set
-    from pagelens.eval.report import result_markdown, sweep_markdown, write_result, write_sweep
-    from pagelens.eval.run import evaluate, sweep
-    from pagelens.index import IndexSettings
-    from pagelens.pipeline.render import RenderSettings
-    from pagelens.pipeline.text import TextSettings
+    from pagelens.eval.run import EvalRunSpec, run_eval
 
-    scopes = {"both": None, "corpus": ["corpus"], "document": ["document"]}
     interrupted = (
         "interrupted: the evaluation index keeps what was committed (in --cache-dir); "
         "run again to resume"
     )
     with _reporting(interrupted):
-        if scope not in scopes:
-            raise PagelensError(f"--scope must be one of {sorted(scopes)}, got {scope!r}")
-        factors = _ints(pool_factor, "--pool-factor")
-        eval_set = load_eval_set(
-            dataset, format=fmt, split=split, language=language, max_queries=limit_queries
-        )
-        encoder = load_encoder(model or DEFAULT_MODEL, device=device, batch_size=batch_size)
-        text_encoder = (
-            load_encoder(text_model, device=device, batch_size=batch_size) if text_model else None
-        )
-        kwargs: dict[str, Any] = dict(
-            render=RenderSettings(dpi=dpi),
-            cache_dir=None if url else cache_dir or Path.home() / ".cache/pagelens/eval",
-            url=url,
-            api_key=api_key,
-            scopes=scopes[scope],
-            breakdown_fields=breakdown,
-            candidates=candidates or None,
-            channels=_channels(channels),
-            fusion=fusion,
-            weights=_weights(weights),
-            text=TextSettings(ocr=ocr),  # type: ignore[arg-type]  # it checks the value
-            text_encoder=text_encoder,
-            first_stage=first_stage,
-            rebuild=rebuild,
-            progress=_progress(),
-        )
-        if len(factors) == 1:
-            settings = IndexSettings(pool_factor=factors[0], text=text)
-            result = evaluate(eval_set, encoder, settings=settings, **kwargs)
-            written = write_result(result, out, force=force)
-            table = result_markdown(result)
-            payload: Any = json.loads(written[0].read_text())
-        else:
-            results = sweep(
-                eval_set, encoder, pool_factors=factors, settings=IndexSettings(text=text), **kwargs
+        run = run_eval(
+            EvalRunSpec(
+                dataset=dataset,
+                model=model,
+                text_model=text_model,
+                device=device,
+                batch_size=batch_size,
+                format=fmt,
+                split=split,
+                language=language,
+                max_queries=limit_queries,
+                pool_factors=_ints(pool_factor, "--pool-factor"),
+                text=text,
+                dpi=dpi,
+                ocr=ocr,
+                scope=scope,
+                breakdown_fields=breakdown,
+                candidates=candidates or None,  # 0 on the command line: exact search
+                channels=_channels(channels),
+                fusion=fusion,
+                weights=_weights(weights),
+                first_stage=first_stage,
+                cache_dir=cache_dir,
+                url=url,
+                api_key=api_key,
+                rebuild=rebuild,
+                out=out,
+                force=force,
+                progress=_progress(),
             )
-            written = write_sweep(results, out, force=force)
-            table = sweep_markdown(results)
-            payload = [json.loads(p.read_text()) for p in written if p.suffix == ".json"]
+        )
     if as_json:
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json.dumps(run.payload, indent=2))
         return
-    typer.echo(table)
-    for path in written:
+    typer.echo(run.markdown)
+    for path in run.written:
         typer.echo(f"wrote {path}")
 
 
@@ -708,24 +692,17 @@ def eval_compare_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Side-by-side table of runs with a paired randomisation test per metric."""
-    from pagelens.eval.metrics import METRIC_KEYS
-    from pagelens.eval.report import compare_files, comparison_markdown
+    from pagelens.eval.report import CompareOptions, compare_files
 
     with _reporting():
-        if len(results) < 2:
-            raise PagelensError("compare needs at least two result files")
-        comparison = compare_files(
-            results,
-            metrics=metric or METRIC_KEYS,
-            scopes=scope,
-            n_resamples=resamples,
-            seed=seed,
-            alpha=alpha,
+        options = CompareOptions(
+            metrics=metric, scopes=scope, n_resamples=resamples, seed=seed, alpha=alpha
         )
+        comparison = compare_files(results, options)
     if as_json:
         typer.echo(json.dumps(comparison.to_dict(), indent=2))
         return
-    typer.echo(comparison_markdown(comparison))
+    typer.echo(comparison.to_markdown())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ from scipy import stats
 from pagelens.errors import InputError, PagelensError
 from pagelens.eval.metrics import METRIC_KEYS, Group, breakdown, mean_metrics
 from pagelens.eval.report import (
+    CompareOptions,
     EvalResult,
     IndexStats,
     ScopeResult,
@@ -193,7 +194,7 @@ def test_compare_pairs_queries_and_tests_each_metric():
 
 def test_compare_uses_shared_queries_only(caplog):
     b = make_result("B", {"q1": 0.0, "q2": 1.0, "q9": 1.0})
-    cmp = compare([A, b], metrics=["ndcg_at_10"])
+    cmp = compare([A, b], CompareOptions(metrics=["ndcg_at_10"]))
     (m,) = cmp.rows[0]
     assert m.n_queries == 2 and m.baseline == 0.5 and m.value == 0.5
     assert "2 of 4/3 queries paired" in caplog.text
@@ -206,7 +207,7 @@ def test_compare_refuses_other_datasets_and_bad_input():
     with pytest.raises(PagelensError, match="at least 2"):
         compare([A])
     with pytest.raises(PagelensError, match="unknown metrics \\['ndcg@5'\\]"):
-        compare([A, A], metrics=["ndcg@5"])
+        compare([A, A], CompareOptions(metrics=["ndcg@5"]))
 
 
 def test_compare_files_labels_by_file_name(tmp_path):
@@ -214,7 +215,7 @@ def test_compare_files_labels_by_file_name(tmp_path):
     pb = make_result("A", {"q1": 1.0, "q2": 1.0, "q3": 1.0, "q4": 1.0}).save_json(
         tmp_path / "new.json"
     )
-    cmp = compare_files([pa, pb], metrics=["recall_at_1"])
+    cmp = compare_files([pa, pb], CompareOptions(metrics=["recall_at_1"]))
     assert cmp.labels == ("base", "new")  # equal labels: the file names tell them apart
     assert [m.scope for m in cmp.rows[0]] == ["corpus"]  # "document" missing from new
 
@@ -222,10 +223,10 @@ def test_compare_files_labels_by_file_name(tmp_path):
 def test_compare_files_columns_are_labels_else_file_names_else_paths(tmp_path):
     b = make_result("B", {"q1": 1.0, "q2": 1.0, "q3": 1.0, "q4": 1.0})
     pa, pb = A.save_json(tmp_path / "x" / "run.json"), b.save_json(tmp_path / "y" / "run.json")
-    assert compare_files([pa, pb], metrics=["recall_at_1"]).labels == ("A", "B")
+    assert compare_files([pa, pb], CompareOptions(metrics=["recall_at_1"])).labels == ("A", "B")
     # equal labels and equal file names: the paths
     pa2 = A.save_json(tmp_path / "z" / "run.json")
-    cmp = compare_files([pa, pa2], metrics=["recall_at_1"])
+    cmp = compare_files([pa, pa2], CompareOptions(metrics=["recall_at_1"]))
     assert cmp.labels == (str(pa), str(pa2))
 
 

@@ -6,6 +6,7 @@ expected rankings can be worked out by hand.
 
 import dataclasses
 import math
+import os
 
 import pytest
 
@@ -17,7 +18,7 @@ pytest.importorskip("pagelens.search", reason="search has not landed yet")
 from pagelens.errors import PagelensError  # noqa: E402
 from pagelens.eval.datasets import load_eval_set  # noqa: E402
 from pagelens.eval.report import load_result, write_sweep  # noqa: E402
-from pagelens.eval.run import evaluate, index_key, sweep  # noqa: E402
+from pagelens.eval.run import EvalOptions, evaluate, index_key, sweep  # noqa: E402
 from pagelens.index import IndexSettings  # noqa: E402
 
 L3 = math.log2(3)
@@ -36,7 +37,7 @@ def sets(tmp_path_factory):
 
 def test_v1_scores_match_hand_ranking(sets, tmp_path):
     enc = vf.ColorEncoder()
-    result = evaluate(sets["v1"], enc, cache_dir=tmp_path, progress=False)
+    result = evaluate(sets["v1"], enc, EvalOptions(cache_dir=tmp_path, progress=False))
     assert list(result.scopes) == ["corpus"]  # v1 queries name no document
     pq = result.scopes["corpus"].per_query
     # "what is on the red page?" is judged on yellow (last row wins); for a red query
@@ -58,7 +59,9 @@ def test_v1_scores_match_hand_ranking(sets, tmp_path):
 
 @pytest.mark.parametrize("name", ["v2", "v3"])
 def test_beir_sets_rank_every_query_first(sets, name, tmp_path):
-    result = evaluate(sets[name], vf.ColorEncoder(), cache_dir=tmp_path, progress=False)
+    result = evaluate(
+        sets[name], vf.ColorEncoder(), EvalOptions(cache_dir=tmp_path, progress=False)
+    )
     corpus = result.scopes["corpus"]
     assert sorted(corpus.per_query) == ["10", "11", "12", "13"]
     # query 12: blue (grade 2) then cyan (grade 1): the ideal order
@@ -71,17 +74,18 @@ def test_beir_sets_rank_every_query_first(sets, name, tmp_path):
 
 def test_index_is_cached_by_corpus_encoder_and_settings(sets, tmp_path):
     enc = vf.ColorEncoder()
-    first = evaluate(sets["v2"], enc, cache_dir=tmp_path, progress=False)
+    cached = EvalOptions(cache_dir=tmp_path, progress=False)
+    first = evaluate(sets["v2"], enc, cached)
     calls = enc.page_calls
-    again = evaluate(sets["v2"], enc, cache_dir=tmp_path, progress=False)
+    again = evaluate(sets["v2"], enc, cached)
     assert again.index.reused and again.index.build_seconds is None
     assert enc.page_calls == calls  # no page encoded the second time
     assert again.scopes["corpus"].per_query == first.scopes["corpus"].per_query
     other = IndexSettings(pool_factor=1)
     assert index_key(sets["v2"], enc, other) != index_key(sets["v2"], enc, IndexSettings())
-    fresh = evaluate(sets["v2"], enc, settings=other, cache_dir=tmp_path, progress=False)
+    fresh = evaluate(sets["v2"], enc, dataclasses.replace(cached, settings=other))
     assert not fresh.index.reused and enc.page_calls > calls
-    rebuilt = evaluate(sets["v2"], enc, cache_dir=tmp_path, rebuild=True, progress=False)
+    rebuilt = evaluate(sets["v2"], enc, dataclasses.replace(cached, rebuild=True))
     assert not rebuilt.index.reused
 
 
@@ -91,9 +95,7 @@ def test_pdf_set_both_scopes(sets, tmp_path):
     result = evaluate(
         sets["pdf"],
         vf.ColorEncoder(),
-        cache_dir=tmp_path,
-        render=RenderSettings(dpi=20),
-        progress=False,
+        EvalOptions(cache_dir=tmp_path, render=RenderSettings(dpi=20), progress=False),
     )
     assert list(result.scopes) == ["corpus", "document"]
     assert result.index.pages == 6 and result.index.documents == 2
@@ -116,7 +118,9 @@ def test_document_scope_on_an_image_corpus_filters_by_page_ids(sets, tmp_path):
     s = dataclasses.replace(
         s, queries=tuple(dataclasses.replace(q, doc=docs[q.query_id]) for q in s.queries)
     )
-    result = evaluate(s, vf.ColorEncoder(), cache_dir=tmp_path, scopes=["document"], progress=False)
+    result = evaluate(
+        s, vf.ColorEncoder(), EvalOptions(cache_dir=tmp_path, scopes=["document"], progress=False)
+    )
     pq = result.scopes["document"].per_query
     # query 12's cyan page lies in report_b: out of reach within report_a
     assert pq["12"]["ndcg_at_10"] == pytest.approx(2 / (2 + 1 / L3))
@@ -127,17 +131,17 @@ def test_document_scope_on_an_image_corpus_filters_by_page_ids(sets, tmp_path):
 def test_bad_options_are_named(sets, tmp_path):
     enc = vf.ColorEncoder()
     with pytest.raises(PagelensError, match="'document' scope"):
-        evaluate(sets["v2"], enc, cache_dir=tmp_path, scopes=["document"])
+        evaluate(sets["v2"], enc, EvalOptions(cache_dir=tmp_path, scopes=["document"]))
     with pytest.raises(PagelensError, match=r"unknown scopes \['page'\]"):
-        evaluate(sets["v2"], enc, cache_dir=tmp_path, scopes=["page"])
+        evaluate(sets["v2"], enc, EvalOptions(cache_dir=tmp_path, scopes=["page"]))
     with pytest.raises(PagelensError, match=r"breakdown fields \['topic'\]"):
-        evaluate(sets["v2"], enc, cache_dir=tmp_path, breakdown_fields=["topic"])
+        evaluate(sets["v2"], enc, EvalOptions(cache_dir=tmp_path, breakdown_fields=["topic"]))
     with pytest.raises(PagelensError, match="cache_dir or url"):
-        evaluate(sets["v2"], enc, cache_dir=tmp_path, url="http://localhost:6333")
+        evaluate(sets["v2"], enc, EvalOptions(cache_dir=tmp_path, url="http://localhost:6333"))
 
 
 def test_without_cache_dir_the_index_is_temporary(sets):
-    result = evaluate(sets["v1"], vf.ColorEncoder(), progress=False)
+    result = evaluate(sets["v1"], vf.ColorEncoder(), EvalOptions(progress=False))
     assert not result.index.reused
     import os
 
@@ -146,7 +150,10 @@ def test_without_cache_dir_the_index_is_temporary(sets):
 
 def test_sweep_over_pool_factors(sets, tmp_path):
     results = sweep(
-        sets["v2"], vf.ColorEncoder(), pool_factors=[1, 2], cache_dir=tmp_path, progress=False
+        sets["v2"],
+        vf.ColorEncoder(),
+        EvalOptions(cache_dir=tmp_path, progress=False),
+        pool_factors=[1, 2],
     )
     assert [r.label for r in results] == [
         "fake/color v2 pool_factor=1",
@@ -172,7 +179,7 @@ def test_an_interrupted_index_is_resumed(sets, tmp_path):
         pages = list(s.corpus.iter_pages(exclude={"2", "3", "4", "5"}))
         assert [p.doc_path for p in pages] == ["0", "1"]
         index_pages(index, enc, pages, settings=IndexSettings(), progress=False)
-    result = evaluate(s, enc, cache_dir=tmp_path, progress=False)
+    result = evaluate(s, enc, EvalOptions(cache_dir=tmp_path, progress=False))
     assert result.index.location == str(folder)
     assert not result.index.reused and result.index.pages == 6
     assert result.scopes["corpus"].metrics["ndcg_at_5"] == pytest.approx(1.0)
@@ -180,8 +187,10 @@ def test_an_interrupted_index_is_resumed(sets, tmp_path):
 
 def test_exact_search_gives_the_same_ranking_here(sets, tmp_path):
     enc = vf.ColorEncoder()
-    approx = evaluate(sets["v1"], enc, cache_dir=tmp_path, progress=False)
-    exact = evaluate(sets["v1"], enc, cache_dir=tmp_path, candidates=None, progress=False)
+    approx = evaluate(sets["v1"], enc, EvalOptions(cache_dir=tmp_path, progress=False))
+    exact = evaluate(
+        sets["v1"], enc, EvalOptions(cache_dir=tmp_path, candidates=None, progress=False)
+    )
     assert approx.settings["candidates"] == 200 and exact.settings["candidates"] is None
     assert exact.scopes["corpus"].per_query == approx.scopes["corpus"].per_query
 
@@ -193,12 +202,13 @@ def test_labels_name_model_dataset_and_every_setting_that_differs(sets, tmp_path
     from tests.fakes import FakeTextEncoder
 
     enc = vf.ColorEncoder()
-    base = evaluate(sets["v2"], enc, cache_dir=tmp_path, progress=False)
+    cached = EvalOptions(cache_dir=tmp_path, progress=False)
+    base = evaluate(sets["v2"], enc, cached)
     assert base.label == "fake/color v2 pool_factor=3"  # every other setting at its default
     # runs the CLI names alike so far: their files overwrote each other
-    exact = evaluate(sets["v2"], enc, cache_dir=tmp_path, candidates=None, progress=False)
-    other_set = evaluate(sets["v3"], enc, cache_dir=tmp_path, progress=False)
-    hnsw = evaluate(sets["v2"], enc, cache_dir=tmp_path, first_stage="hnsw", progress=False)
+    exact = evaluate(sets["v2"], enc, dataclasses.replace(cached, candidates=None))
+    other_set = evaluate(sets["v3"], enc, cached)
+    hnsw = evaluate(sets["v2"], enc, dataclasses.replace(cached, first_stage="hnsw"))
     assert exact.label == "fake/color v2 pool_factor=3 exact"
     assert other_set.label == "fake/color v3 pool_factor=3"
     assert hnsw.label == "fake/color v2 pool_factor=3 first_stage=hnsw"
@@ -236,14 +246,15 @@ def test_labels_name_model_dataset_and_every_setting_that_differs(sets, tmp_path
     pdf = evaluate(
         sets["pdf"],
         enc,
-        cache_dir=tmp_path,
-        settings=IndexSettings(text=True),
-        render=RenderSettings(dpi=20),
-        text=TextSettings(ocr="never"),
+        dataclasses.replace(
+            cached,
+            settings=IndexSettings(text=True),
+            render=RenderSettings(dpi=20),
+            text=TextSettings(ocr="never"),
+            channels=("dense", "text"),
+            fusion="rrf",
+        ),
         text_encoder=FakeTextEncoder(dim=8),
-        channels=("dense", "text"),
-        fusion="rrf",
-        progress=False,
     )
     assert pdf.label == (
         "fake/color text_model=fake-text pdf pool_factor=3 text channels=dense+text fusion=rrf "
@@ -253,13 +264,15 @@ def test_labels_name_model_dataset_and_every_setting_that_differs(sets, tmp_path
 
 def test_sweep_encodes_each_page_once(tmp_path):
     from pagelens.eval.datasets import load_eval_set
-    from pagelens.eval.run import sweep
+    from pagelens.eval.run import EvalOptions, sweep
     from tests.fakes import FakeEncoder
     from tests.vidore_fixtures import build_beir
 
     data = load_eval_set(build_beir(tmp_path / "v2", version=2))
     enc = FakeEncoder()
-    results = sweep(data, enc, pool_factors=[1, 2, 4], scopes=["corpus"], progress=False)
+    results = sweep(
+        data, enc, EvalOptions(scopes=["corpus"], progress=False), pool_factors=[1, 2, 4]
+    )
     assert [r.label.split()[-1] for r in results] == [
         "pool_factor=1",
         "pool_factor=2",
@@ -282,13 +295,15 @@ def test_text_channel_beside_the_visual_one(sets, tmp_path):
     results = sweep(
         data,
         enc,
+        EvalOptions(
+            cache_dir=tmp_path,
+            render=render,
+            text=text,
+            channels=("dense", "text"),
+            progress=False,
+        ),
         pool_factors=[1, 2],
-        cache_dir=tmp_path,
-        render=render,
-        text=text,
         text_encoder=text_enc,
-        channels=("dense", "text"),
-        progress=False,
     )
     assert text_enc.pages_seen == 6  # each page's text encoded once for the sweep
     assert len(list((tmp_path / "text").glob("*.json"))) == 2  # each PDF's text read once
@@ -301,3 +316,38 @@ def test_text_channel_beside_the_visual_one(sets, tmp_path):
     assert "+ text fake-text" in results[0].to_markdown()
     saved = load_result(write_sweep(results, tmp_path / "out")[0])
     assert saved.text_encoder == dataclasses.asdict(text_enc.spec)
+
+
+def test_options_are_checked_once_when_made():
+    with pytest.raises(PagelensError, match="query_batch_size must be a whole number >= 1"):
+        EvalOptions(query_batch_size=0)
+    options = EvalOptions(scopes=["corpus", "corpus"], channels=["dense"], cache_dir="~/x")
+    assert options.scopes == ("corpus",) and options.channels == ("dense",)
+    assert str(options.cache_dir) == os.path.expanduser("~/x")
+
+
+def test_cache_folder_names_stay_as_they_were():
+    # the folder of a cached evaluation index starts with this name: changing it
+    # would orphan every index users have built
+    from pagelens.eval.run import _slug
+
+    assert _slug("mmlongbench-dev") == "mmlongbench-dev"
+    assert _slug("vidore/esg reports_v2.1") == "vidore_esg_reports_v2.1"
+    assert _slug("a,b=c+d" * 20) == ("a_b_c_d" * 20)[:60]
+
+
+def test_run_spec_decides_what_the_cli_used_to(tmp_path):
+    from pagelens.cli import DEFAULT_MODEL as CLI_DEFAULT
+    from pagelens.encoders import DEFAULT_MODEL
+    from pagelens.eval.run import DEFAULT_CACHE_DIR, EvalRunSpec
+
+    assert CLI_DEFAULT == DEFAULT_MODEL
+    spec = EvalRunSpec("set", pool_factors=[1, 2], scope="corpus", text=True)
+    assert spec.pool_factors == (1, 2) and spec.options.scopes == ("corpus",)
+    assert spec.options.settings.text and spec.options.cache_dir == DEFAULT_CACHE_DIR.expanduser()
+    assert EvalRunSpec("set", url="http://localhost:6333").options.cache_dir is None
+    assert EvalRunSpec("set", cache_dir=tmp_path).options.scopes is None
+    with pytest.raises(PagelensError, match=r"scope must be one of \['both', 'corpus'"):
+        EvalRunSpec("set", scope="page")
+    with pytest.raises(PagelensError, match="at least one pool factor"):
+        EvalRunSpec("set", pool_factors=[])

@@ -6,7 +6,10 @@ from typing import Literal
 
 from pagelens.encoders.base import Encoder, EncoderSpec
 
-__all__ = ["Encoder", "EncoderSpec", "load_encoder"]
+__all__ = ["DEFAULT_MODEL", "Encoder", "EncoderSpec", "load_encoder"]
+
+DEFAULT_MODEL = "vidore/colqwen2.5-v0.2"
+"""The checkpoint used when none is named (and the index names none)."""
 
 
 def load_encoder(

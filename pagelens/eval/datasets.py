@@ -509,24 +509,19 @@ def _beir_format(queries: Any, where: str) -> str:
     )
 
 
-def _from_beir(
-    parts: Mapping[str, Any],
-    *,
-    name: str,
-    source: str,
-    format: str | None,
-    language: str | None,
-    limit: int | None,
-) -> EvalSet:
-    detected = _beir_format(parts["queries"], source)
+def _beir_columns(parts: Mapping[str, Any], source: str, format: str | None) -> str:
+    """Return the set's BEIR format, its configs checked for that format's columns."""
+    detected = _beir_format(parts["queries"], source)  # checks the id columns either way
     fmt = format or detected
     if fmt not in _BEIR_COLUMNS:
         raise InputError(source, f"holds BEIR configs {list(BEIR_CONFIGS)}, not a {fmt} set")
     for config, required in _BEIR_COLUMNS[fmt].items():
         _check_columns(parts[config], required, f"{source} [{config}]", fmt)
-    qid, cid = _BEIR_COLUMNS[fmt]["qrels"][:2]
+    return fmt
 
-    corpus_ds = parts["corpus"]
+
+def _beir_corpus(corpus_ds: Any, fmt: str, source: str) -> ImageCorpus:
+    cid = _BEIR_COLUMNS[fmt]["qrels"][1]
     ids = tuple(str(c) for c in corpus_ds[cid])
     dupes = [c for c, n in Counter(ids).items() if n > 1]
     if dupes:
@@ -537,36 +532,76 @@ def _from_beir(
         if doc_col in corpus_ds.column_names
         else {}
     )
+    return ImageCorpus(dataset=corpus_ds, ids=ids, rows=tuple(range(len(ids))), docs=docs)
 
+
+def _add_judgment(qrels: dict[str, dict[str, int]], qid: Any, cid: Any, score: Any) -> None:
+    qrels.setdefault(str(qid), {})[str(cid)] = int(score)
+
+
+def _judged_rows(
+    rows: list[dict[str, Any]], qrels: Mapping[str, Mapping[str, int]], id_column: str
+) -> tuple[list[dict[str, Any]], int]:
+    """Return the rows whose query has a positive judgment, and how many were dropped."""
+    kept = [r for r in rows if any(g > 0 for g in qrels.get(str(r[id_column]), {}).values())]
+    return kept, len(rows) - len(kept)
+
+
+def _kept_queries(
+    queries: list[Query], dropped: int, limit: int | None, where: object
+) -> list[Query]:
+    """Log the dropped queries, keep the first ``limit``, refuse a set left with none."""
+    if dropped:
+        logger.warning("%s: %s queries have no positive judgment and are left out", where, dropped)
+    queries = _limit(queries, limit)
+    if not queries:
+        raise InputError(str(where), "has no query with a positive judgment")
+    return queries
+
+
+def _beir_queries(
+    parts: Mapping[str, Any], fmt: str, source: str, language: str | None, limit: int | None
+) -> tuple[list[Query], dict[str, dict[str, int]], int]:
+    """Return the judged queries (first ``limit``), every judgment, the dropped count."""
+    qid, cid = _BEIR_COLUMNS[fmt]["qrels"][:2]
     qds = parts["queries"]
     field_cols = _light_columns(qds, _SKIP_FIELDS)
     rows = qds.select_columns([qid, "query", *field_cols]).to_list()
     rows = _filter_language(rows, language, f"{source} [queries]")
-
-    qrels: dict[str, dict[str, int]] = {}
-    for rel in parts["qrels"].select_columns([qid, cid, "score"]).to_list():
-        qrels.setdefault(str(rel[qid]), {})[str(rel[cid])] = int(rel["score"])
-
-    queries: list[Query] = []
-    dropped = 0
     seen: set[str] = set()
     for r in rows:
-        query_id = str(r[qid])
-        if query_id in seen:
-            raise InputError(f"{source} [queries]", f"duplicate query id {query_id!r}")
-        seen.add(query_id)
-        if not any(g > 0 for g in qrels.get(query_id, {}).values()):
-            dropped += 1
-            continue
-        fields = {k: _jsonable(v) for k, v in r.items() if k not in (qid, "query")}
-        queries.append(Query(query_id=query_id, text=str(r["query"]), fields=fields))
-    if dropped:
-        logger.warning("%s: %s queries have no positive judgment and are left out", source, dropped)
-    queries = _limit(queries, limit)
-    if not queries:
-        raise InputError(source, "has no query with a positive judgment")
+        if str(r[qid]) in seen:
+            raise InputError(f"{source} [queries]", f"duplicate query id {str(r[qid])!r}")
+        seen.add(str(r[qid]))
+    qrels: dict[str, dict[str, int]] = {}
+    for rel in parts["qrels"].select_columns([qid, cid, "score"]).to_list():
+        _add_judgment(qrels, rel[qid], rel[cid], rel["score"])
+    judged, dropped = _judged_rows(rows, qrels, qid)
+    queries = [
+        Query(
+            query_id=str(r[qid]),
+            text=str(r["query"]),
+            fields={k: _jsonable(v) for k, v in r.items() if k not in (qid, "query")},
+        )
+        for r in judged
+    ]
+    return _kept_queries(queries, dropped, limit, source), qrels, dropped
+
+
+def _from_beir(
+    parts: Mapping[str, Any],
+    *,
+    name: str,
+    source: str,
+    format: str | None,
+    language: str | None,
+    limit: int | None,
+) -> EvalSet:
+    fmt = _beir_columns(parts, source, format)
+    corpus = _beir_corpus(parts["corpus"], fmt, source)
+    queries, qrels, dropped = _beir_queries(parts, fmt, source, language, limit)
     kept = [q.query_id for q in queries]
-    id_set = set(ids)
+    id_set = set(corpus.ids)
     unknown = {c for q in kept for c in qrels[q] if c not in id_set}
     if unknown:
         logger.warning(
@@ -575,17 +610,77 @@ def _from_beir(
             len(unknown),
             sorted(unknown)[:3],
         )
+    corpus_ds = parts["corpus"]
     return EvalSet(
         name=name,
         format=fmt,
         source=source,
         queries=tuple(queries),
         qrels={q: qrels[q] for q in kept},
-        corpus=ImageCorpus(dataset=corpus_ds, ids=ids, rows=tuple(range(len(ids))), docs=docs),
+        corpus=corpus,
         corpus_fingerprint=_fingerprint(
-            fmt, getattr(corpus_ds, "_fingerprint", None), len(corpus_ds), ids
+            fmt, getattr(corpus_ds, "_fingerprint", None), len(corpus_ds), corpus.ids
         ),
         dropped_queries=dropped,
+    )
+
+
+def _pdf_documents(pdf_root: Path) -> tuple[str, ...]:
+    documents = tuple(
+        sorted(
+            p.relative_to(pdf_root).as_posix()
+            for p in pdf_root.rglob("*")
+            if p.is_file() and p.suffix.lower() == ".pdf"
+        )
+    )
+    if not documents:
+        raise InputError(str(pdf_root), "holds no PDF")
+    return documents
+
+
+def _read_query_lines(path: Path) -> list[dict[str, Any]]:
+    """Read ``queries.jsonl``: one JSON object per line, each with an id and a text."""
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{line_no}", f"bad JSON: {exc}") from exc
+            lacking = [c for c in ("query-id", "query") if c not in row]
+            if lacking:
+                raise InputError(
+                    f"{path}:{line_no}", f"missing columns {lacking}; found {sorted(row)}"
+                )
+            rows.append(row)
+    return rows
+
+
+def _read_qrels_tsv(path: Path) -> dict[str, dict[str, int]]:
+    qrels: dict[str, dict[str, int]] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        columns = reader.fieldnames or []
+        lacking = [c for c in ("query-id", "corpus-id", "score") if c not in columns]
+        if lacking:
+            raise InputError(str(path), f"missing columns {lacking}; found {columns}")
+        for rel in reader:
+            _add_judgment(qrels, rel["query-id"], rel["corpus-id"], rel["score"])
+    return qrels
+
+
+def _pdf_query(row: Mapping[str, Any], known: Collection[str], root: Path) -> Query:
+    """Make a PDF set's query; warn when the document it names is not in ``pdfs/``."""
+    query_id, doc = str(row["query-id"]), row.get("doc")
+    if doc is not None and doc not in known:
+        logger.warning("%s: query %s is about %r, which is not in pdfs/", root, query_id, doc)
+    return Query(
+        query_id=query_id,
+        text=str(row["query"]),
+        doc=None if doc is None else str(doc),
+        fields={k: v for k, v in row.items() if k not in ("query-id", "query")},
     )
 
 
@@ -601,73 +696,14 @@ def load_pdf_set(
     if missing:
         raise InputError(str(root), f"missing {missing} for a PDF set")
     pdf_root = root / "pdfs"
-    documents = tuple(
-        sorted(
-            p.relative_to(pdf_root).as_posix()
-            for p in pdf_root.rglob("*")
-            if p.is_file() and p.suffix.lower() == ".pdf"
-        )
-    )
-    if not documents:
-        raise InputError(str(pdf_root), "holds no PDF")
-
-    rows = []
-    with (root / "queries.jsonl").open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{root / 'queries.jsonl'}:{line_no}", f"bad JSON: {exc}") from exc
-            lacking = [c for c in ("query-id", "query") if c not in row]
-            if lacking:
-                raise InputError(
-                    f"{root / 'queries.jsonl'}:{line_no}",
-                    f"missing columns {lacking}; found {sorted(row)}",
-                )
-            rows.append(row)
+    documents = _pdf_documents(pdf_root)
+    rows = _read_query_lines(root / "queries.jsonl")
     rows = _filter_language(rows, language, str(root / "queries.jsonl"))
-
-    qrels: dict[str, dict[str, int]] = {}
-    with (root / "qrels.tsv").open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        lacking = [
-            c for c in ("query-id", "corpus-id", "score") if c not in (reader.fieldnames or [])
-        ]
-        if lacking:
-            raise InputError(
-                str(root / "qrels.tsv"),
-                f"missing columns {lacking}; found {reader.fieldnames or []}",
-            )
-        for rel in reader:
-            qrels.setdefault(rel["query-id"], {})[rel["corpus-id"]] = int(rel["score"])
-
+    qrels = _read_qrels_tsv(root / "qrels.tsv")
+    judged, dropped = _judged_rows(rows, qrels, "query-id")
     known = set(documents)
-    queries: list[Query] = []
-    dropped = 0
-    for r in rows:
-        query_id = str(r["query-id"])
-        if not any(g > 0 for g in qrels.get(query_id, {}).values()):
-            dropped += 1
-            continue
-        doc = r.get("doc")
-        if doc is not None and doc not in known:
-            logger.warning("%s: query %s is about %r, which is not in pdfs/", root, query_id, doc)
-        fields = {k: v for k, v in r.items() if k not in ("query-id", "query")}
-        queries.append(
-            Query(
-                query_id=query_id,
-                text=str(r["query"]),
-                doc=None if doc is None else str(doc),
-                fields=fields,
-            )
-        )
-    if dropped:
-        logger.warning("%s: %s queries have no positive judgment and are left out", root, dropped)
-    queries = _limit(queries, max_queries)
-    if not queries:
-        raise InputError(str(root), "has no query with a positive judgment")
+    queries = [_pdf_query(r, known, root) for r in judged]
+    queries = _kept_queries(queries, dropped, max_queries, root)
     sizes = [(d, (pdf_root / d).stat().st_size, file_sha256(pdf_root / d)) for d in documents]
     return EvalSet(
         name=root.name,

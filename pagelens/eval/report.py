@@ -99,6 +99,13 @@ class EvalResult:
         return result_markdown(self)
 
 
+def check_choices(kind: str, values: Sequence[str], choices: Sequence[str]) -> None:
+    """Raise a :class:`~pagelens.errors.PagelensError` naming values not among ``choices``."""
+    unknown = [v for v in values if v not in choices]
+    if unknown:
+        raise PagelensError(f"unknown {kind} {unknown}; choose from {list(choices)}")
+
+
 def result_from_dict(data: Mapping[str, Any], *, where: str = "<dict>") -> EvalResult:
     """Validate a dict (as written by :meth:`EvalResult.save_json`) into a result."""
     from pydantic import TypeAdapter, ValidationError
@@ -193,13 +200,21 @@ def result_markdown(result: EvalResult, *, keys: Sequence[str] = METRIC_KEYS) ->
 _STEM_MAX = 120  # characters; longer stems are cut and end in a hash of the whole label
 
 
+def clean_name(text: str, *, keep: str) -> str:
+    """Make ``text`` safe in a file or folder name: letters, digits and ``keep`` stay.
+
+    Every other character (spaces, slashes...) becomes ``_``; the length is unchanged.
+    """
+    return "".join(ch if ch.isalnum() or ch in keep else "_" for ch in text)
+
+
 def file_stem(label: str) -> str:
     """Turn a run label into a file name stem: letters, digits and ``-_.,=+`` kept.
 
     Spaces and other characters become ``_``; a stem over 120 characters is cut and
     ends in a hash of the whole label, so that long labels stay distinct.
     """
-    stem = "".join(ch if ch.isalnum() or ch in "-_.,=+" else "_" for ch in label).strip("_.")
+    stem = clean_name(label, keep="-_.,=+").strip("_.")
     if len(stem) > _STEM_MAX:
         digest = hashlib.sha256(label.encode()).hexdigest()[:10]
         stem = f"{stem[: _STEM_MAX - 11]}-{digest}"
@@ -448,100 +463,145 @@ class Comparison:
         return comparison_markdown(self)
 
 
-def compare(
-    results: Sequence[EvalResult],
-    *,
-    labels: Sequence[str] | None = None,
-    metrics: Sequence[str] = METRIC_KEYS,
-    scopes: Sequence[str] | None = None,
-    n_resamples: int = 10_000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> Comparison:
-    """Compare runs with the first: per metric and scope, the delta and its p-values.
+@dataclass(frozen=True)
+class CompareOptions:
+    """What :func:`compare` tests and how: checked once, here.
 
-    Runs are paired query by query on the query ids both scored; a warning names how
-    many were left unpaired. Runs over different datasets are rejected.
+    Attributes:
+        metrics: metric keys to compare; ``None`` or empty: all of :data:`METRIC_KEYS`.
+        scopes: scopes to compare; ``None``: every scope of the baseline.
+        n_resamples: sign-flip resamples of the randomisation test (when not exact).
+        seed: the resamples' random seed.
+        alpha: the level a table marks with ``*``.
+
     """
-    if len(results) < 2:
-        raise PagelensError(f"compare needs at least 2 results, got {len(results)}")
-    unknown = [m for m in metrics if m not in METRIC_KEYS]
-    if unknown:
-        raise PagelensError(f"unknown metrics {unknown}; choose from {list(METRIC_KEYS)}")
+
+    metrics: Sequence[str] | None = None
+    scopes: Sequence[str] | None = None
+    n_resamples: int = 10_000
+    seed: int = 0
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        metrics = tuple(self.metrics) if self.metrics else METRIC_KEYS
+        check_choices("metrics", metrics, METRIC_KEYS)
+        object.__setattr__(self, "metrics", metrics)
+        if self.scopes is not None:
+            object.__setattr__(self, "scopes", tuple(self.scopes))
+
+
+def _column_names(results: Sequence[EvalResult], labels: Sequence[str] | None) -> list[str]:
     names = list(labels) if labels is not None else [r.label for r in results]
     if len(names) != len(results):
         raise PagelensError(f"{len(names)} labels given for {len(results)} results")
     if len(set(names)) != len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    base = results[0]
+    return names
+
+
+def _check_same_set(base: EvalResult, other: EvalResult, base_name: str, name: str) -> None:
     base_set = base.dataset.get("corpus_fingerprint"), base.dataset.get("name")
+    other_set = other.dataset.get("corpus_fingerprint"), other.dataset.get("name")
+    if other_set != base_set:
+        raise PagelensError(
+            f"{name!r} evaluated dataset {other_set[1]!r} (corpus {other_set[0]}), "
+            f"the baseline {base_name!r} evaluated {base_set[1]!r} (corpus {base_set[0]})"
+        )
+
+
+def _compare_scope(
+    pa: Mapping[str, Mapping[str, float]],
+    pb: Mapping[str, Mapping[str, float]],
+    scope: str,
+    names: tuple[str, str],
+    options: CompareOptions,
+) -> list[MetricComparison]:
+    """Each metric of one scope, on the queries both runs ranked (``pa``: the baseline)."""
+    shared = [q for q in pa if q in pb]
+    if not shared:
+        raise PagelensError(f"{names[0]!r} and {names[1]!r} share no query in scope {scope}")
+    if len(shared) < max(len(pa), len(pb)):
+        logger.warning(
+            "%s vs %s (%s): %s of %s/%s queries paired",
+            *names,
+            scope,
+            len(shared),
+            len(pa),
+            len(pb),
+        )
+    out = []
+    for metric in options.metrics or METRIC_KEYS:
+        a = np.array([pa[q][metric] for q in shared])
+        b = np.array([pb[q][metric] for q in shared])
+        out.append(
+            MetricComparison(
+                scope=scope,
+                metric=metric,
+                baseline=float(a.mean()),
+                value=float(b.mean()),
+                delta=float(b.mean() - a.mean()),
+                p_randomization=paired_randomization_test(
+                    a, b, n_resamples=options.n_resamples, seed=options.seed
+                ),
+                p_ttest=paired_t_test(a, b),
+                n_queries=len(shared),
+            )
+        )
+    return out
+
+
+def compare(
+    results: Sequence[EvalResult],
+    options: CompareOptions | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+) -> Comparison:
+    """Compare runs with the first: per metric and scope, the delta and its p-values.
+
+    Runs are paired query by query on the query ids both scored; a warning names how
+    many were left unpaired. Runs over different datasets are rejected. ``labels``
+    name the columns (by default the runs' labels).
+    """
+    if len(results) < 2:
+        raise PagelensError(f"compare needs at least 2 results, got {len(results)}")
+    options = options or CompareOptions()
+    names = _column_names(results, labels)
+    base = results[0]
+    wanted = (
+        options.scopes if options.scopes is not None else [s for s in SCOPES if s in base.scopes]
+    )
     rows = []
     for other, name in zip(results[1:], names[1:], strict=True):
-        other_set = other.dataset.get("corpus_fingerprint"), other.dataset.get("name")
-        if other_set != base_set:
-            raise PagelensError(
-                f"{name!r} evaluated dataset {other_set[1]!r} (corpus {other_set[0]}), "
-                f"the baseline {names[0]!r} evaluated {base_set[1]!r} (corpus {base_set[0]})"
-            )
-        wanted = scopes if scopes is not None else [s for s in SCOPES if s in base.scopes]
+        _check_same_set(base, other, names[0], name)
         row = []
         for scope in wanted:
             if scope not in base.scopes or scope not in other.scopes:
                 logger.warning("scope %s is missing from %s or %s", scope, names[0], name)
                 continue
             pa, pb = base.scopes[scope].per_query, other.scopes[scope].per_query
-            shared = [q for q in pa if q in pb]
-            if not shared:
-                raise PagelensError(f"{names[0]!r} and {name!r} share no query in scope {scope}")
-            if len(shared) < max(len(pa), len(pb)):
-                logger.warning(
-                    "%s vs %s (%s): %s of %s/%s queries paired",
-                    names[0],
-                    name,
-                    scope,
-                    len(shared),
-                    len(pa),
-                    len(pb),
-                )
-            for metric in metrics:
-                a = np.array([pa[q][metric] for q in shared])
-                b = np.array([pb[q][metric] for q in shared])
-                row.append(
-                    MetricComparison(
-                        scope=scope,
-                        metric=metric,
-                        baseline=float(a.mean()),
-                        value=float(b.mean()),
-                        delta=float(b.mean() - a.mean()),
-                        p_randomization=paired_randomization_test(
-                            a, b, n_resamples=n_resamples, seed=seed
-                        ),
-                        p_ttest=paired_t_test(a, b),
-                        n_queries=len(shared),
-                    )
-                )
+            row += _compare_scope(pa, pb, scope, (names[0], name), options)
         rows.append(tuple(row))
-    return Comparison(labels=tuple(names), rows=tuple(rows), alpha=alpha)
+    return Comparison(labels=tuple(names), rows=tuple(rows), alpha=options.alpha)
 
 
-def compare_files(paths: Sequence[str | Path], **kwargs: Any) -> Comparison:
-    """:func:`compare` on result JSON files.
+def compare_files(paths: Sequence[str | Path], options: CompareOptions | None = None) -> Comparison:
+    """:func:`compare` on result JSON files (two or more; the first is the baseline).
 
     The columns are named by the results' labels; when two labels are equal (a run
     labelled by hand, or one file copied), by the file names, and when those are equal
     too, by the paths as given.
     """
+    if len(paths) < 2:
+        raise PagelensError("compare needs at least two result files")
     results = [load_result(p) for p in paths]
-    if "labels" not in kwargs:
-        for names in (
-            [r.label for r in results],
-            [Path(p).stem for p in paths],
-            [str(p) for p in paths],
-        ):
-            if len(set(names)) == len(names):
-                break
-        kwargs["labels"] = names
-    return compare(results, **kwargs)
+    for names in (
+        [r.label for r in results],
+        [Path(p).stem for p in paths],
+        [str(p) for p in paths],
+    ):
+        if len(set(names)) == len(names):
+            break
+    return compare(results, options, labels=names)
 
 
 def comparison_markdown(comparison: Comparison) -> str:

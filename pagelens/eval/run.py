@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import logging
 import shutil
@@ -22,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,10 +29,24 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from pagelens.encoders.base import Encoder
-from pagelens.errors import PagelensError
-from pagelens.eval.datasets import EvalSet, ImageCorpus, PdfCorpus, Query, categorical_fields
+from pagelens.errors import PagelensError, check_whole
+from pagelens.eval.datasets import (
+    EvalSet,
+    ImageCorpus,
+    PdfCorpus,
+    Query,
+    categorical_fields,
+    load_eval_set,
+)
 from pagelens.eval.metrics import DEPTH, breakdown, score_run
-from pagelens.eval.report import SCOPES, EvalResult, IndexStats, ScopeResult
+from pagelens.eval.report import (
+    SCOPES,
+    EvalResult,
+    IndexStats,
+    ScopeResult,
+    check_choices,
+    clean_name,
+)
 from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.job import index_pages, index_paths
 from pagelens.pipeline.text import TextCache, TextSettings
@@ -74,8 +88,91 @@ def index_key(
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """How one evaluation run indexes, searches and scores: checked once, here.
+
+    Attributes:
+        settings: index settings (pool factor...).
+        render: PDF rendering settings (PDF sets only); ``None``: the defaults.
+        text: page-text settings (OCR) for indexes with text (PDF sets only).
+        cache_dir: folder of cached evaluation indexes; ``None`` builds a temporary
+            index and deletes it afterwards.
+        url: build the index on this Qdrant server instead (one collection per
+            cache key); excludes ``cache_dir``.
+        api_key: the server's API key, if it has one.
+        scopes: among :data:`~pagelens.eval.report.SCOPES`; ``None`` runs ``corpus``
+            and, when the set's queries name their document, ``document``.
+        breakdown_fields: query fields to break metrics down by; ``None`` picks the
+            categorical ones (see :func:`~pagelens.eval.datasets.categorical_fields`).
+        query_batch_size: queries per search call.
+        candidates: first-stage candidates per query, as in
+            :func:`pagelens.search.search` (its default; ``None`` = exact search).
+        channels: search channels, as in :func:`pagelens.search.search`
+            (``"dense"``, ``"text"``, ``"bm25"``, several fused); the index is
+            shared by runs that differ only in channels.
+        fusion: ``"rrf"`` or ``"dbsf"`` for a hybrid.
+        weights: RRF weight per channel, e.g. ``{"bm25": 2}``.
+        first_stage: ``"auto"``, ``"hnsw"`` or ``"exact"``, as in
+            :func:`pagelens.search.search`.
+        rebuild: drop the cached index and build it again.
+        label: the run's name in tables and file names; by default
+            :func:`run_label`: model, dataset and every setting not at its default.
+        progress: show progress bars (they stay off when output is not a terminal).
+
+    Channels, fusion and first stage are checked by the search itself.
+
+    """
+
+    settings: IndexSettings = field(default_factory=IndexSettings)
+    render: RenderSettings | None = None
+    text: TextSettings | None = None
+    cache_dir: str | Path | None = None
+    url: str | None = None
+    api_key: str | None = None
+    scopes: Sequence[str] | None = None
+    breakdown_fields: Sequence[str] | None = None
+    query_batch_size: int = 32
+    candidates: int | None = DEFAULT_CANDIDATES
+    channels: Sequence[str] = ("dense",)
+    fusion: str = "dbsf"
+    weights: Mapping[str, float] | None = None
+    first_stage: str = "auto"
+    rebuild: bool = False
+    label: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_whole("query_batch_size", self.query_batch_size, 1)
+        if self.url is not None and self.cache_dir is not None:
+            raise PagelensError("give cache_dir or url for the evaluation index, not both")
+        if self.scopes is not None:
+            scopes = tuple(dict.fromkeys(self.scopes))
+            check_choices("scopes", scopes, SCOPES)
+            object.__setattr__(self, "scopes", scopes)
+        if self.breakdown_fields is not None:
+            object.__setattr__(self, "breakdown_fields", tuple(self.breakdown_fields))
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "weights", dict(self.weights) if self.weights else None)
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
+
+    def search_options(self, text_encoder: Encoder | None) -> dict[str, Any]:
+        """Return the keyword arguments of :func:`pagelens.search.search` this run uses."""
+        return {
+            "k": DEPTH,
+            "candidates": self.candidates,
+            "channels": tuple(self.channels),
+            "fusion": self.fusion,
+            "weights": self.weights,
+            "text_encoder": text_encoder,
+            "first_stage": self.first_stage,
+        }
+
+
 def _slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:60]
+    """Name a set's cache folders (kept stable: it names users' cached indexes)."""
+    return clean_name(text, keep="-_.")[:60]
 
 
 def _expected_docs(eval_set: EvalSet) -> set[str]:
@@ -83,74 +180,66 @@ def _expected_docs(eval_set: EvalSet) -> set[str]:
     return set(corpus.ids) if isinstance(corpus, ImageCorpus) else set(corpus.documents)
 
 
+def _index_name(
+    eval_set: EvalSet, encoder: Encoder, options: EvalOptions, text_encoder: Encoder | None
+) -> str:
+    key = index_key(eval_set, encoder, options.settings, options.render, options.text, text_encoder)
+    return f"{_slug(eval_set.name)}-{key}"
+
+
 @contextmanager
 def _open_index(
-    eval_set: EvalSet,
-    encoder: Encoder,
-    settings: IndexSettings,
-    render: RenderSettings | None,
-    *,
-    text: TextSettings | None,
-    text_encoder: Encoder | None,
-    cache_dir: str | Path | None,
-    url: str | None,
-    api_key: str | None,
-    rebuild: bool,
+    eval_set: EvalSet, encoder: Encoder, options: EvalOptions, text_encoder: Encoder | None
 ) -> Iterator[Index]:
-    key = index_key(eval_set, encoder, settings, render, text, text_encoder)
-    name = f"{_slug(eval_set.name)}-{key}"
-    if url is not None:
-        if cache_dir is not None:
-            raise PagelensError("give cache_dir or url for the evaluation index, not both")
-        index = Index.open(url=url, api_key=api_key, collection=f"pagelens-eval-{name}")
-        try:
-            if rebuild:
+    """Open the run's index: a server collection, a cached folder or a temporary one."""
+    name = _index_name(eval_set, encoder, options, text_encoder)
+    if options.url is not None:
+        collection = f"pagelens-eval-{name}"
+        with Index.open(url=options.url, api_key=options.api_key, collection=collection) as index:
+            if options.rebuild:
                 for record in index.documents():
                     index.delete_sha(record.doc_sha256)
             yield index
-        finally:
-            index.close()
         return
     tmp = None
-    if cache_dir is None:
+    if options.cache_dir is None:
         tmp = tempfile.mkdtemp(prefix="pagelens-eval-")
         folder = Path(tmp) / name
     else:
-        folder = Path(cache_dir).expanduser() / name
-        if rebuild and folder.exists():
+        folder = Path(options.cache_dir) / name
+        if options.rebuild and folder.exists():
             logger.info("rebuilding %s", folder)
             shutil.rmtree(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
-    index = Index.open(folder)
     try:
-        yield index
+        with Index.open(folder) as index:
+            yield index
     finally:
-        index.close()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _done_docs(index: Index, eval_set: EvalSet) -> set[str]:
+    """Return the set's documents the index holds already; refuse one holding others."""
+    done = {r.doc_path for r in index.documents()}
+    stray = done - _expected_docs(eval_set)
+    if stray:
+        raise PagelensError(
+            f"index {index.location} holds {len(stray)} documents not in {eval_set.name}, "
+            f"e.g. {sorted(stray)[:3]}; rebuild it"
+        )
+    return done
 
 
 def _build(
     index: Index,
     eval_set: EvalSet,
     encoder: Encoder,
-    settings: IndexSettings,
-    render: RenderSettings | None,
-    *,
-    text: TextSettings | None = None,
-    text_encoder: Encoder | None = None,
-    text_cache: TextCache | None = None,
-    progress: bool,
+    options: EvalOptions,
+    text_encoder: Encoder | None,
 ) -> tuple[bool, float | None]:
     """Index what is missing; returns (reused, build seconds)."""
-    expected = _expected_docs(eval_set)
-    done = {r.doc_path for r in index.documents()}
-    stray = done - expected
-    if stray:
-        raise PagelensError(
-            f"index {index.location} holds {len(stray)} documents not in {eval_set.name}, "
-            f"e.g. {sorted(stray)[:3]}; rebuild it"
-        )
+    expected, done = _expected_docs(eval_set), _done_docs(index, eval_set)
     if done == expected:
         logger.info("reusing index %s (%s documents)", index.location, len(done))
         return True, None
@@ -165,22 +254,24 @@ def _build(
             index,
             encoder,
             corpus.iter_pages(exclude=done),
-            settings=settings,
+            settings=options.settings,
             total=len(expected - done),
-            progress=progress,
+            progress=options.progress,
             text_encoder=text_encoder,
         )
     else:
+        cache_dir = options.cache_dir
         report = index_paths(
             index,
             encoder,
             [corpus.root],
-            settings=settings,
-            render=render,
-            text=text,
+            settings=options.settings,
+            render=options.render,
+            text=options.text,
             text_encoder=text_encoder,
-            text_cache=text_cache,
-            progress=progress,
+            # page texts outlive one index: a sweep or another model reads them back
+            text_cache=TextCache(Path(cache_dir) / "text") if cache_dir else None,
+            progress=options.progress,
         )
     seconds = time.perf_counter() - start
     missing = expected - {r.doc_path for r in index.documents()}
@@ -200,8 +291,7 @@ def _search_all(
     jobs: Sequence[tuple[list[Query], SearchFilter | None]],
     *,
     batch_size: int,
-    candidates: int | None,
-    options: dict[str, Any],
+    search_options: Mapping[str, Any],
     desc: str,
     progress: bool,
 ) -> tuple[dict[str, list[str]], float]:
@@ -216,13 +306,7 @@ def _search_all(
                 t0 = time.perf_counter()
                 try:
                     hits: list[list[Hit]] = search(
-                        index,
-                        encoder,
-                        [q.text for q in batch],
-                        k=DEPTH,
-                        candidates=candidates,
-                        filter=where,
-                        **options,
+                        index, encoder, [q.text for q in batch], filter=where, **search_options
                     )
                 except NoMatchError:  # a document that could not be indexed: no hit
                     hits = [[] for _ in batch]
@@ -260,82 +344,23 @@ def _document_jobs(eval_set: EvalSet) -> tuple[list[tuple[list[Query], SearchFil
     return jobs, skipped
 
 
-def evaluate(
-    eval_set: EvalSet,
-    encoder: Encoder,
-    *,
-    settings: IndexSettings | None = None,
-    render: RenderSettings | None = None,
-    cache_dir: str | Path | None = None,
-    url: str | None = None,
-    api_key: str | None = None,
-    scopes: Sequence[str] | None = None,
-    breakdown_fields: Sequence[str] | None = None,
-    query_batch_size: int = 32,
-    candidates: int | None = DEFAULT_CANDIDATES,
-    channels: Sequence[str] = ("dense",),
-    fusion: str = "dbsf",
-    weights: Mapping[str, float] | None = None,
-    text: TextSettings | None = None,
-    text_encoder: Encoder | None = None,
-    first_stage: str = "auto",
-    rebuild: bool = False,
-    label: str | None = None,
-    progress: bool = True,
-) -> EvalResult:
-    """Index ``eval_set`` with ``encoder`` (or reuse the cached index), search, score.
+def _scopes_for(eval_set: EvalSet, options: EvalOptions) -> list[str]:
+    """Return the scopes to run: the options' or, by default, all the set allows."""
+    if options.scopes is None:
+        return ["corpus"] + (["document"] if eval_set.has_documents else [])
+    if "document" in options.scopes and not eval_set.has_documents:
+        raise PagelensError(
+            f"{eval_set.name} queries name no document: the 'document' scope needs a "
+            "set whose queries have a 'doc' field (e.g. a PDF set); use scopes=['corpus']"
+        )
+    return list(options.scopes)
 
-    Args:
-        eval_set: from :func:`pagelens.eval.datasets.load_eval_set`.
-        encoder: any :class:`~pagelens.encoders.base.Encoder`.
-        settings: index settings (pool factor...); the defaults when ``None``.
-        render: PDF rendering settings (PDF sets only).
-        cache_dir: folder of cached evaluation indexes; ``None`` builds a temporary
-            index and deletes it afterwards.
-        url: build the index on this Qdrant server instead (one collection per
-            cache key); excludes ``cache_dir``.
-        api_key: the server's API key, if it has one.
-        scopes: among ``("corpus", "document")``; ``None`` runs ``corpus`` and, when
-            the set's queries name their document, ``document``.
-        breakdown_fields: query fields to break metrics down by; ``None`` picks the
-            categorical ones (see :func:`~pagelens.eval.datasets.categorical_fields`).
-        query_batch_size: queries per search call.
-        candidates: first-stage candidates per query, as in
-            :func:`pagelens.search.search` (its default; ``None`` = exact search).
-        channels: search channels, as in :func:`pagelens.search.search`
-            (``"dense"``, ``"text"``, ``"bm25"``, several fused); the index is
-            shared by runs that differ only in channels.
-        fusion: ``"rrf"`` or ``"dbsf"`` for a hybrid.
-        weights: RRF weight per channel, e.g. ``{"bm25": 2}``.
-        text: page-text settings (OCR) for indexes with text (PDF sets only).
-        text_encoder: a second encoder of page text, stored as the ``text``
-            channel (see :func:`pagelens.pipeline.job.index_paths`).
-        first_stage: ``"auto"``, ``"hnsw"`` or ``"exact"``, as in
-            :func:`pagelens.search.search`.
-        rebuild: drop the cached index and build it again.
-        label: the run's name in tables and file names; by default
-            :func:`run_label`: model, dataset and every setting not at its default.
-        progress: show progress bars (they stay off when output is not a terminal).
 
-    """
-    settings = settings or IndexSettings()
-    if query_batch_size < 1:
-        raise PagelensError(f"query_batch_size must be at least 1, got {query_batch_size}")
-    if scopes is None:
-        wanted = ["corpus"] + (["document"] if eval_set.has_documents else [])
-    else:
-        wanted = list(dict.fromkeys(scopes))
-        bad = [s for s in wanted if s not in SCOPES]
-        if bad:
-            raise PagelensError(f"unknown scopes {bad}; choose from {list(SCOPES)}")
-        if "document" in wanted and not eval_set.has_documents:
-            raise PagelensError(
-                f"{eval_set.name} queries name no document: the 'document' scope needs a "
-                "set whose queries have a 'doc' field (e.g. a PDF set); use scopes=['corpus']"
-            )
+def _fields_for(eval_set: EvalSet, options: EvalOptions) -> tuple[str, ...]:
+    """Return the query fields to break metrics down by, checked against the set's."""
     fields = (
-        tuple(breakdown_fields)
-        if breakdown_fields is not None
+        tuple(options.breakdown_fields)
+        if options.breakdown_fields is not None
         else categorical_fields(eval_set.queries)
     )
     present = {k for q in eval_set.queries for k in q.fields}
@@ -345,140 +370,151 @@ def evaluate(
             f"breakdown fields {absent} are not query fields of {eval_set.name}; "
             f"fields: {sorted(present)}"
         )
+    return fields
 
-    with _open_index(
-        eval_set,
+
+def _score_scope(
+    index: Index,
+    encoder: Encoder,
+    eval_set: EvalSet,
+    scope: str,
+    fields: Sequence[str],
+    options: EvalOptions,
+    search_options: Mapping[str, Any],
+) -> ScopeResult | None:
+    """Search and score every query of one scope; ``None`` when it has none to rank."""
+    jobs: list[tuple[list[Query], SearchFilter | None]]
+    if scope == "corpus":
+        jobs, skipped = [(list(eval_set.queries), None)], 0
+    else:
+        doc_jobs, skipped = _document_jobs(eval_set)
+        jobs = list(doc_jobs)
+    scored = [q for qs, _ in jobs for q in qs]
+    if not scored:
+        logger.warning("scope %s: no query to rank", scope)
+        return None
+    run, seconds = _search_all(
+        index,
         encoder,
-        settings,
-        render,
-        text=text,
-        text_encoder=text_encoder,
-        cache_dir=cache_dir,
-        url=url,
-        api_key=api_key,
-        rebuild=rebuild,
-    ) as index:
-        reused, build_seconds = _build(
-            index,
-            eval_set,
-            encoder,
-            settings,
-            render,
-            text=text,
-            text_encoder=text_encoder,
-            # page texts outlive one index: a sweep or another model reads them back
-            text_cache=TextCache(Path(cache_dir).expanduser() / "text") if cache_dir else None,
-            progress=progress,
-        )
-        options: dict[str, Any] = {
-            "channels": tuple(channels),
-            "fusion": fusion,
-            "weights": weights,
-            "text_encoder": text_encoder,
-            "first_stage": first_stage,
-        }
-        info = index.info()
-        if index.manifest is not None:  # what the index holds (a text encoder forces text)
-            settings = index.manifest.settings
+        eval_set,
+        jobs,
+        batch_size=options.query_batch_size,
+        search_options=search_options,
+        desc=f"search ({scope})",
+        progress=options.progress,
+    )
+    scores = score_run({q.query_id: eval_set.qrels[q.query_id] for q in scored}, run)
+    return ScopeResult(
+        scope=scope,
+        metrics=scores.metrics,
+        per_query=scores.per_query,
+        breakdowns={
+            name: breakdown(scores.per_query, {q.query_id: q.fields.get(name) for q in scored})
+            for name in fields
+        },
+        search_seconds=seconds,
+        ms_per_query=1000.0 * seconds / len(scored),
+        skipped_queries=skipped,
+    )
+
+
+def _recorded_settings(
+    options: EvalOptions, settings: IndexSettings, eval_set: EvalSet
+) -> dict[str, Any]:
+    """Return the settings a result records: the index's, the search's, rendering, OCR."""
+    out: dict[str, Any] = dataclasses.asdict(settings)
+    out.update(
+        k=DEPTH,
+        query_batch_size=options.query_batch_size,
+        candidates=options.candidates,
+        channels=list(options.channels),
+        fusion=options.fusion,
+        weights=dict(options.weights) if options.weights else None,
+        first_stage=options.first_stage,
+    )
+    pdf = isinstance(eval_set.corpus, PdfCorpus)
+    if options.render is not None and pdf:
+        out.update(render_dpi=options.render.dpi, render_max_pixels=options.render.max_pixels)
+    if options.text is not None and settings.text and pdf:  # what the page texts hold
+        out.update(ocr=options.text.ocr, ocr_lang=options.text.ocr_lang)
+    return out
+
+
+def _index_stats(index: Index, reused: bool, build_seconds: float | None) -> IndexStats:
+    info = index.info()
+    return IndexStats(
+        pages=info.pages,
+        documents=info.documents,
+        vectors_per_page=info.vectors_per_page,
+        bytes_per_page=info.bytes_per_page,
+        reused=reused,
+        build_seconds=build_seconds,
+        location=info.location,
+    )
+
+
+def evaluate(
+    eval_set: EvalSet,
+    encoder: Encoder,
+    options: EvalOptions | None = None,
+    *,
+    text_encoder: Encoder | None = None,
+) -> EvalResult:
+    """Index ``eval_set`` with ``encoder`` (or reuse the cached index), search, score.
+
+    Args:
+        eval_set: from :func:`pagelens.eval.datasets.load_eval_set`.
+        encoder: any :class:`~pagelens.encoders.base.Encoder`.
+        options: how to index, search and score; :class:`EvalOptions` ``()`` when ``None``.
+        text_encoder: a second encoder of page text, stored as the ``text``
+            channel (see :func:`pagelens.pipeline.job.index_paths`).
+
+    """
+    options = options or EvalOptions()
+    wanted, fields = _scopes_for(eval_set, options), _fields_for(eval_set, options)
+    search_options = options.search_options(text_encoder)
+    with _open_index(eval_set, encoder, options, text_encoder) as index:
+        reused, build_seconds = _build(index, eval_set, encoder, options, text_encoder)
+        stats = _index_stats(index, reused, build_seconds)
+        # what the index holds (a text encoder forces text)
+        settings = index.manifest.settings if index.manifest is not None else options.settings
         # one untimed search first: one-time costs (lazy model or store set-up) are
         # not what a per-query latency should report
-        search(
-            index, encoder, [eval_set.queries[0].text], k=DEPTH, candidates=candidates, **options
-        )
-        results: dict[str, ScopeResult] = {}
-        for scope in wanted:
-            if scope == "corpus":
-                jobs: list[tuple[list[Query], SearchFilter | None]] = [
-                    (list(eval_set.queries), None)
-                ]
-                skipped = 0
-            else:
-                doc_jobs, skipped = _document_jobs(eval_set)
-                jobs = list(doc_jobs)
-            scored = [q for qs, _ in jobs for q in qs]
-            if not scored:
-                logger.warning("scope %s: no query to rank", scope)
-                continue
-            run, seconds = _search_all(
-                index,
-                encoder,
-                eval_set,
-                jobs,
-                batch_size=query_batch_size,
-                candidates=candidates,
-                options=options,
-                desc=f"search ({scope})",
-                progress=progress,
-            )
-            scores = score_run({q.query_id: eval_set.qrels[q.query_id] for q in scored}, run)
-            results[scope] = ScopeResult(
-                scope=scope,
-                metrics=scores.metrics,
-                per_query=scores.per_query,
-                breakdowns={
-                    name: breakdown(
-                        scores.per_query, {q.query_id: q.fields.get(name) for q in scored}
-                    )
-                    for name in fields
-                },
-                search_seconds=seconds,
-                ms_per_query=1000.0 * seconds / len(scored),
-                skipped_queries=skipped,
-            )
-
-    run_settings: dict[str, Any] = dataclasses.asdict(settings)
-    run_settings.update(
-        k=DEPTH,
-        query_batch_size=query_batch_size,
-        candidates=candidates,
-        channels=list(channels),
-        fusion=fusion,
-        weights=dict(weights) if weights else None,
-        first_stage=first_stage,
-    )
-    if render is not None and isinstance(eval_set.corpus, PdfCorpus):
-        run_settings.update(render_dpi=render.dpi, render_max_pixels=render.max_pixels)
-    if text is not None and settings.text and isinstance(eval_set.corpus, PdfCorpus):
-        run_settings.update(ocr=text.ocr, ocr_lang=text.ocr_lang)  # what the page texts hold
+        search(index, encoder, [eval_set.queries[0].text], **search_options)
+        scored = {
+            scope: _score_scope(index, encoder, eval_set, scope, fields, options, search_options)
+            for scope in wanted
+        }
     result = EvalResult(
         label="",
         dataset=eval_set.describe(),
         encoder=dataclasses.asdict(encoder.spec),
         text_encoder=dataclasses.asdict(text_encoder.spec) if text_encoder else None,
-        settings=run_settings,
-        index=IndexStats(
-            pages=info.pages,
-            documents=info.documents,
-            vectors_per_page=info.vectors_per_page,
-            bytes_per_page=info.bytes_per_page,
-            reused=reused,
-            build_seconds=build_seconds,
-            location=info.location,
-        ),
-        scopes=results,
+        settings=_recorded_settings(options, settings, eval_set),
+        index=stats,
+        scopes={scope: s for scope, s in scored.items() if s is not None},
         query_fields={
             q.query_id: {name: q.fields.get(name) for name in fields} for q in eval_set.queries
         },
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         pagelens_version=package_version(),
     )
-    return dataclasses.replace(result, label=label or run_label(result))
+    return dataclasses.replace(result, label=options.label or run_label(result))
 
 
 def _setting_defaults() -> dict[str, Any]:
     """Each recorded run setting at its default: the values a label leaves out."""
     from pagelens.pipeline.render import RenderSettings
 
-    params = inspect.signature(evaluate).parameters
-    render, text = RenderSettings(), TextSettings()
+    options, render, text = EvalOptions(), RenderSettings(), TextSettings()
     return {
         **dataclasses.asdict(IndexSettings()),
         "k": DEPTH,
         **{
-            name: params[name].default
+            name: getattr(options, name)
             for name in ("query_batch_size", "candidates", "fusion", "weights", "first_stage")
         },
-        "channels": list(params["channels"].default),
+        "channels": list(options.channels),
         "render_dpi": render.dpi,
         "render_max_pixels": render.max_pixels,
         "ocr": text.ocr,
@@ -511,7 +547,7 @@ def run_label(result: EvalResult) -> str:
     The tokens are the encoder's model id (a local folder by its name), ``text_model=``
     and the text encoder's, the dataset's name with its query selection (``split=``
     when not ``test``, ``language=``, ``max_queries=``), ``pool_factor=<n>`` always,
-    then every other recorded setting whose value is not :func:`evaluate`'s default
+    then every other recorded setting whose value is not its default in :class:`EvalOptions`
     (``exact`` for ``candidates=None``, ``first_stage=``, ``channels=``, ``fusion=``,
     ``weights=``, ``text``, ``ocr=``, ``render_dpi=``...; a setting this function does
     not know is always shown). Two runs that differ in any of these get different
@@ -544,37 +580,31 @@ def run_label(result: EvalResult) -> str:
 def sweep(
     eval_set: EvalSet,
     encoder: Encoder,
+    options: EvalOptions | None = None,
     *,
     pool_factors: Sequence[int],
-    settings: IndexSettings | None = None,
-    **kwargs: Any,
+    text_encoder: Encoder | None = None,
 ) -> list[EvalResult]:
-    """:func:`evaluate` once per pool factor (other settings from ``settings``).
+    """:func:`evaluate` once per pool factor (other settings from ``options.settings``).
 
-    Keyword arguments go to :func:`evaluate`; each run is labelled by :func:`run_label`
-    (the labels differ in ``pool_factor=<n>``).
+    Each run is labelled by :func:`run_label` (the labels differ in ``pool_factor=<n>``).
     """
+    options = options or EvalOptions()
     if not pool_factors:
         raise PagelensError("a sweep needs at least one pool factor")
-    if "label" in kwargs:
+    if options.label is not None:
         raise PagelensError("a sweep labels its runs itself; do not pass label")
-    base = settings or IndexSettings()
     # Pool factors change only the pooling: encode each page once for the whole sweep.
     several = len(set(pool_factors)) > 1
     cached = _PageCache(encoder) if several else encoder
-    if several and kwargs.get("text_encoder") is not None:
-        kwargs["text_encoder"] = _PageCache(kwargs["text_encoder"])
+    if several and text_encoder is not None:
+        text_encoder = _PageCache(text_encoder)
     out = []
     for pf in dict.fromkeys(pool_factors):
         logger.info("sweep: pool_factor=%s", pf)
-        out.append(
-            evaluate(
-                eval_set,
-                cached,
-                settings=dataclasses.replace(base, pool_factor=pf),
-                **kwargs,
-            )
-        )
+        settings = dataclasses.replace(options.settings, pool_factor=pf)
+        run_options = dataclasses.replace(options, settings=settings)
+        out.append(evaluate(eval_set, cached, run_options, text_encoder=text_encoder))
     return out
 
 
@@ -606,3 +636,150 @@ class _PageCache:
 
     def encode_queries(self, texts: Sequence[str]) -> list[Any]:
         return self._encoder.encode_queries(texts)
+
+
+# --------------------------------------------------------------------------- one call
+
+
+@dataclass(frozen=True)
+class EvalRunSpec:
+    """Everything one ``pagelens eval run`` does: load, evaluate (or sweep), write.
+
+    Attributes:
+        dataset: a local set folder, a saved dataset or a Hub name
+            (:func:`~pagelens.eval.datasets.load_eval_set`), read with ``format``,
+            ``split``, ``language`` and ``max_queries``.
+        model: the encoder's checkpoint; ``None``: :data:`~pagelens.encoders.DEFAULT_MODEL`.
+        text_model: a second encoder, of page text (the ``text`` channel).
+        device, batch_size: as in :func:`~pagelens.encoders.load_encoder`.
+        pool_factors: one factor (one run), or several (a sweep).
+        text: index page text and BM25 (PDF sets).
+        dpi, ocr: rendering resolution and OCR mode (PDF sets).
+        scope: ``"both"`` (every scope the set allows), ``"corpus"`` or ``"document"``.
+        cache_dir: cached evaluation indexes; ``None``: :data:`DEFAULT_CACHE_DIR`,
+            unless the index lives on a server (``url``).
+        out, force: the folder for JSON, markdown and plots; overwrite earlier files.
+        The rest: as in :class:`EvalOptions`.
+
+    """
+
+    dataset: str
+    model: str | None = None
+    text_model: str | None = None
+    device: str = "auto"
+    batch_size: int = 4
+    format: str | None = None
+    split: str = "test"
+    language: str | None = None
+    max_queries: int | None = None
+    pool_factors: Sequence[int] = (3,)
+    text: bool = False
+    dpi: int = 150
+    ocr: str = "auto"
+    scope: str = "both"
+    breakdown_fields: Sequence[str] | None = None
+    candidates: int | None = DEFAULT_CANDIDATES
+    channels: Sequence[str] = ("dense",)
+    fusion: str = "dbsf"
+    weights: Mapping[str, float] | None = None
+    first_stage: str = "auto"
+    cache_dir: str | Path | None = None
+    url: str | None = None
+    api_key: str | None = None
+    rebuild: bool = False
+    out: str | Path = "eval-results"
+    force: bool = False
+    progress: bool = True
+    options: EvalOptions = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.pool_factors:
+            raise PagelensError("give at least one pool factor")
+        object.__setattr__(self, "pool_factors", tuple(self.pool_factors))
+        object.__setattr__(self, "options", self._options())
+
+    def _options(self) -> EvalOptions:
+        from pagelens.pipeline.render import RenderSettings
+
+        if self.scope not in _SCOPE_CHOICES:
+            raise PagelensError(
+                f"scope must be one of {sorted(_SCOPE_CHOICES)}, got {self.scope!r}"
+            )
+        return EvalOptions(
+            settings=IndexSettings(pool_factor=self.pool_factors[0], text=self.text),
+            render=RenderSettings(dpi=self.dpi),
+            text=TextSettings(ocr=self.ocr),  # type: ignore[arg-type]  # it checks the value
+            cache_dir=None if self.url else self.cache_dir or DEFAULT_CACHE_DIR,
+            url=self.url,
+            api_key=self.api_key,
+            scopes=_SCOPE_CHOICES[self.scope],
+            breakdown_fields=self.breakdown_fields,
+            candidates=self.candidates,
+            channels=self.channels,
+            fusion=self.fusion,
+            weights=self.weights,
+            first_stage=self.first_stage,
+            rebuild=self.rebuild,
+            progress=self.progress,
+        )
+
+
+DEFAULT_CACHE_DIR = Path("~/.cache/pagelens/eval")
+"""Where :func:`run_eval` keeps evaluation indexes unless told otherwise."""
+
+_SCOPE_CHOICES: dict[str, tuple[str, ...] | None] = {
+    "both": None,
+    "corpus": ("corpus",),
+    "document": ("document",),
+}
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """What :func:`run_eval` did: its results, the files it wrote, a markdown table."""
+
+    results: tuple[EvalResult, ...]  # one per pool factor
+    written: tuple[Path, ...]
+    markdown: str  # the run's report, or the sweep's table
+    payload: Any  # the JSON written: one run's object, or a sweep's list of them
+
+
+def run_eval(spec: EvalRunSpec) -> EvalRun:
+    """Load the set and encoders, evaluate (a sweep for several pool factors), write.
+
+    One pool factor writes :func:`~pagelens.eval.report.write_result`'s JSON and
+    markdown; several write :func:`~pagelens.eval.report.write_sweep`'s files.
+    """
+    from pagelens.encoders import DEFAULT_MODEL, load_encoder
+    from pagelens.eval.report import result_markdown, sweep_markdown, write_result, write_sweep
+
+    eval_set = load_eval_set(
+        spec.dataset,
+        format=spec.format,
+        split=spec.split,
+        language=spec.language,
+        max_queries=spec.max_queries,
+    )
+    encoder = load_encoder(
+        spec.model or DEFAULT_MODEL, device=spec.device, batch_size=spec.batch_size
+    )
+    text_encoder = (
+        load_encoder(spec.text_model, device=spec.device, batch_size=spec.batch_size)
+        if spec.text_model
+        else None
+    )
+    if len(spec.pool_factors) == 1:
+        result = evaluate(eval_set, encoder, spec.options, text_encoder=text_encoder)
+        written = write_result(result, spec.out, force=spec.force)
+        payload = json.loads(written[0].read_text(encoding="utf-8"))
+        return EvalRun((result,), tuple(written), result_markdown(result), payload)
+    results = sweep(
+        eval_set,
+        encoder,
+        spec.options,
+        pool_factors=spec.pool_factors,
+        text_encoder=text_encoder,
+    )
+    written = write_sweep(results, spec.out, force=spec.force)
+    payload = [json.loads(p.read_text(encoding="utf-8")) for p in written if p.suffix == ".json"]
+    return EvalRun(tuple(results), tuple(written), sweep_markdown(results), payload)
