@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pagelens.encoders import DEFAULT_MODEL
 from pagelens.errors import PagelensError
 from pagelens.types import display_path
 
@@ -31,7 +32,6 @@ app = typer.Typer(
     help="Index folders of PDFs as page screenshots and search them with questions.",
 )
 
-DEFAULT_MODEL = "vidore/colqwen2.5-v0.2"
 DEFAULT_INDEX = "pagelens-index"
 
 IndexOpt = Annotated[
