@@ -1,12 +1,59 @@
 """pagelens: visual-document retrieval over folders of PDFs.
 
-Importing the package loads no model and opens no file; the pieces live in their
-rooms: ``pagelens.index`` (open an index), ``pagelens.pipeline.job`` (index PDFs),
+Start with one import::
+
+    import pagelens
+
+    with pagelens.open("my-index", model="vidore/colqwen2.5-v0.2") as lens:
+        lens.add(["pdfs/"])
+    with pagelens.open("my-index") as lens:  # the model comes from the index
+        hits = lens.search(["question"], k=5)
+
+Importing the package loads no model and opens no file (torch, transformers and
+Qdrant load on first use). The functional layer stays public for advanced use:
+``pagelens.index`` (open an index), ``pagelens.pipeline.job`` (index PDFs),
 ``pagelens.search`` (ask questions), ``pagelens.encoders`` (load a model) and
 ``pagelens.eval`` (measure).
 """
 
-from pagelens.errors import PagelensError
+from pagelens.encoders import load_encoder
+from pagelens.errors import (
+    EncoderError,
+    IndexMismatchError,
+    InputError,
+    MissingExtraError,
+    PagelensError,
+    StoreError,
+)
+from pagelens.index import IndexSettings
+from pagelens.lens import Lens, open
+from pagelens.search import NoMatchError, SearchFilter, SearchOptions
 from pagelens.types import Hit, MultiVector, Page
 
-__all__ = ["Hit", "MultiVector", "Page", "PagelensError"]
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":  # read from the installed metadata when asked, not on import
+        from pagelens.version import package_version
+
+        return package_version()
+    raise AttributeError(f"module 'pagelens' has no attribute {name!r}")
+
+
+__all__ = [
+    "EncoderError",
+    "Hit",
+    "IndexMismatchError",
+    "IndexSettings",
+    "InputError",
+    "Lens",
+    "MissingExtraError",
+    "MultiVector",
+    "NoMatchError",
+    "Page",
+    "PagelensError",
+    "SearchFilter",
+    "SearchOptions",
+    "StoreError",
+    "load_encoder",
+    "open",
+]

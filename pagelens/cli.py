@@ -15,7 +15,7 @@ import sys
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -24,6 +24,7 @@ import typer
 
 from pagelens.encoders import DEFAULT_MODEL
 from pagelens.errors import PagelensError
+from pagelens.search import DEFAULT_CANDIDATES, DEFAULT_K
 from pagelens.types import display_path
 
 app = typer.Typer(
@@ -105,14 +106,34 @@ class _NoFastPlaidNotice(logging.Filter):
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet exclude each other")
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     if quiet or not sys.stderr.isatty():
         # read by huggingface_hub and transformers when they are first imported
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True
     )
     logging.getLogger().addFilter(_NoFastPlaidNotice())
+
+
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only, no bars.")]
+
+
+def _logging(verbose: bool, quiet: bool) -> None:
+    """Apply ``-v``/``-q`` given after a subcommand (before it, ``main`` applied them)."""
+    if verbose or quiet:
+        _setup_logging(verbose, quiet)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from pagelens.version import package_version
+
+        typer.echo(f"pagelens {package_version()}")
+        raise typer.Exit()
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -121,12 +142,16 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings only, no bars.")] = False,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     """Index folders of PDFs and search them by question."""
-    if verbose and quiet:
-        raise typer.BadParameter("--verbose and --quiet exclude each other")
     _setup_logging(verbose, quiet)
     signal.signal(signal.SIGTERM, _terminate)
 
@@ -193,22 +218,6 @@ def _open(
     return Index.open(path, wait_s=wait, lock_now=lock_now, verify=verify)
 
 
-def _model_for(idx: Any, model: str | None) -> str:
-    if model:
-        return model
-    if idx.manifest is not None:
-        return str(idx.manifest.encoder.model_id)
-    return DEFAULT_MODEL
-
-
-def _text_model_for(idx: Any, text_model: str | None) -> str | None:
-    if text_model:
-        return text_model
-    if idx.manifest is not None and idx.manifest.text_encoder is not None:
-        return str(idx.manifest.text_encoder.model_id)
-    return None
-
-
 @app.command("index")
 def index_cmd(
     paths: Annotated[list[Path], typer.Argument(help="PDF files or folders (recursive).")],
@@ -252,47 +261,37 @@ def index_cmd(
         bool, typer.Option("--prune", help="Remove documents whose files are gone.")
     ] = False,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Index PDFs: render, encode, pool and store every page; skip unchanged files."""
-    from pagelens.encoders import load_encoder
-    from pagelens.index import IndexSettings
-    from pagelens.pipeline.discover import discover
-    from pagelens.pipeline.job import check_found, index_paths
+    from pagelens.lens import Lens
     from pagelens.pipeline.render import RenderSettings
-    from pagelens.pipeline.text import TextCache, TextSettings
+    from pagelens.pipeline.text import TextSettings
 
+    _logging(verbose, quiet)
     with _reporting("interrupted: committed documents are kept; run again to resume"):
         text_settings = TextSettings(ocr=ocr)  # type: ignore[arg-type]  # it checks the value
         render = RenderSettings(
             dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout
         )
-        # the lock first, then the files, then the model: a second run on the same
-        # folder, or a run with nothing to index, stops before any costly work
+        # the lock first: a second run on the same folder stops before any work (the
+        # lens then finds the files before it loads a model)
         with _open(index, url, api_key, collection, lock_now=True) as idx:
-            found = discover(paths)
-            check_found(found, idx, prune=prune)
-            settings = None
-            if pool_factor is not None or text is not None:
-                base = idx.manifest.settings if idx.manifest else IndexSettings()
-                settings = replace(
-                    base,
-                    pool_factor=base.pool_factor if pool_factor is None else pool_factor,
-                    text=base.text if text is None else text,
-                )
-            encoder = load_encoder(_model_for(idx, model), device=device, batch_size=batch_size)
-            text_name = _text_model_for(idx, text_model)
-            text_encoder = (
-                load_encoder(text_name, device=device, batch_size=batch_size) if text_name else None
-            )
-            report = index_paths(
+            lens = Lens(
                 idx,
-                encoder,
-                found,
-                settings=settings,
+                model=model,
+                text_model=text_model,
+                device=device,
+                batch_size=batch_size,
+                pool_factor=pool_factor,
+                text=text,
+            )
+            report = lens.add(
+                paths,
                 render=render,
                 text=text_settings,
-                text_encoder=text_encoder,
-                text_cache=TextCache(text_cache) if text_cache else None,
+                text_cache=text_cache,
                 prune=prune,
                 progress=_progress(),
             )
@@ -301,6 +300,10 @@ def index_cmd(
         out["pages_per_second"] = report.pages_per_second
         typer.echo(json.dumps(out, indent=2))
         return
+    _print_index_report(report)
+
+
+def _print_index_report(report: Any) -> None:
     typer.echo(
         f"indexed {len(report.indexed)} documents ({report.pages} pages, "
         f"{report.pages_per_second:.2f} pages/s), {len(report.unchanged)} unchanged, "
@@ -361,10 +364,19 @@ WaitOpt = Annotated[
 ]
 
 
+SNIPPET_CHARS = 120
+
+
+def snippet(text: str | None, limit: int = SNIPPET_CHARS) -> str:
+    """Cut a page's text to its start, on one line, for a hit (empty without text)."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
 @app.command("search")
 def search_cmd(
     queries: Annotated[list[str], typer.Argument(help="One or more questions.")],
-    k: Annotated[int, typer.Option("-k", min=1, help="Hits per question.")] = 5,
+    k: Annotated[int, typer.Option("-k", min=1, help="Hits per question.")] = DEFAULT_K,
     index: IndexOpt = None,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -373,7 +385,7 @@ def search_cmd(
     device: DeviceOpt = "auto",
     candidates: Annotated[
         int, typer.Option("--candidates", min=0, help="First-stage candidates; 0 = exact search.")
-    ] = 200,
+    ] = DEFAULT_CANDIDATES,
     doc: Annotated[list[str] | None, typer.Option("--doc", help="Only these documents.")] = None,
     prefix: Annotated[str | None, typer.Option("--prefix", help="Only under this folder.")] = None,
     channels: SearchChannelsOpt = None,
@@ -383,65 +395,67 @@ def search_cmd(
     first_stage: FirstStageOpt = "auto",
     wait: WaitOpt = 0.0,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Search the index with questions; print the best pages."""
-    from pagelens.encoders import load_encoder
-    from pagelens.search import SearchFilter, check_queries, index_channels, search
+    from pagelens.lens import Lens
+    from pagelens.search import SearchFilter, SearchOptions, check_queries, index_channels
 
+    _logging(verbose, quiet)
     with _reporting():
         check_queries(queries)  # before any model is loaded
+        options = SearchOptions(
+            k=k,
+            candidates=candidates or None,  # --candidates 0: exact search (candidates=None)
+            channels=tuple(_channels(channels)) if channels else None,
+            fusion=fusion,
+            weights=_weights(weights),
+            first_stage=first_stage,
+            filter=SearchFilter(tuple(doc) if doc else None, prefix) if doc or prefix else None,
+        )
         with _open(index, url, api_key, collection, wait=wait) as idx:
-            chosen = _channels(channels) if channels else list(index_channels(idx))
-            encoder = load_encoder(_model_for(idx, model), device=device)
-            text_name = _text_model_for(idx, text_model)
-            text_encoder = (
-                load_encoder(text_name, device=device) if text_name and "text" in chosen else None
-            )
-            flt = SearchFilter(doc_paths=tuple(doc) if doc else None, path_prefix=prefix)
-            results = search(
-                idx,
-                encoder,
-                queries,
-                k=k,
-                candidates=candidates or None,
-                filter=flt if (doc or prefix) else None,
-                channels=chosen,
-                fusion=fusion,
-                weights=_weights(weights),
-                text_encoder=text_encoder,
-                first_stage=first_stage,
-            )
-    used = "+".join(chosen) + (f" ({fusion})" if len(chosen) > 1 else "")
+            lens = Lens(idx, model=model, text_model=text_model, device=device)
+            results = lens.search(queries, options)
+            chosen = list(options.channels or index_channels(idx))
     if as_json:
-        out = [
-            {
-                "query": q,
-                "channels_searched": chosen,
-                "fusion": fusion if len(chosen) > 1 else None,
-                "hits": [
-                    {
-                        "channels": list(h.channels),
-                        "doc_path": h.doc_path,
-                        "page_number": h.page_number,
-                        "score": h.score,
-                        "doc_sha256": h.doc_sha256,
-                        "source": h.payload.get("source"),
-                    }
-                    for h in hits
-                ],
-            }
-            for q, hits in zip(queries, results, strict=False)
-        ]
-        typer.echo(json.dumps(out, indent=2))
+        typer.echo(json.dumps(_hits_json(queries, results, chosen, fusion), indent=2))
         return
-    typer.echo(f"channels: {used}")
-    for q, hits in zip(queries, results, strict=False):
+    typer.echo("channels: " + "+".join(chosen) + (f" ({fusion})" if len(chosen) > 1 else ""))
+    for q, hits in zip(queries, results, strict=True):
         typer.echo(shown(q))
         for rank, h in enumerate(hits, 1):
             found = f"  [{'+'.join(h.channels)}]" if len(chosen) > 1 else ""
             typer.echo(
                 f"  {rank:>2}. {h.score:8.3f}  {shown(h.doc_path)}  page {h.page_number}{found}"
             )
+            if h.text:
+                typer.echo(f"      {shown(snippet(h.text))}")
+
+
+def _hits_json(
+    queries: list[str], results: list[list[Any]], chosen: list[str], fusion: str
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "query": q,
+            "channels_searched": chosen,
+            "fusion": fusion if len(chosen) > 1 else None,
+            "hits": [
+                {
+                    "channels": list(h.channels),
+                    "doc_path": h.doc_path,
+                    "page_number": h.page_number,
+                    "score": h.score,
+                    "doc_sha256": h.doc_sha256,
+                    "source": h.source,
+                    "snippet": snippet(h.text) if h.text else None,
+                }
+                for h in hits
+            ],
+        }
+        for q, hits in zip(queries, results, strict=True)
+    ]
 
 
 @app.command("info")
@@ -452,8 +466,11 @@ def info_cmd(
     collection: CollectionOpt = "pagelens",
     wait: WaitOpt = 0.0,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Show the manifest, counts and bytes per page of an index."""
+    _logging(verbose, quiet)
     with _reporting(), _open(index, url, api_key, collection, wait=wait) as idx:
         info = idx.info()
     if as_json:
@@ -490,17 +507,49 @@ def info_cmd(
 
 @app.command("delete")
 def delete_cmd(
-    doc: Annotated[str, typer.Argument(help="Document path as indexed, or its sha256.")],
+    doc: Annotated[
+        str,
+        typer.Argument(
+            help="Document path as `pagelens ls` shows it, its sha256, or the indexed file's "
+            "absolute path."
+        ),
+    ],
     index: IndexOpt = None,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = "pagelens",
     wait: WaitOpt = 0.0,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Delete one document and its pages from the index."""
+    _logging(verbose, quiet)
     with _reporting(), _open(index, url, api_key, collection, wait=wait) as idx:
-        removed = idx.delete_document(display_path(doc))
+        removed = idx.delete_document(doc)
     typer.echo(f"deleted {shown(display_path(doc))} ({removed} pages)")
+
+
+@app.command("ls")
+def ls_cmd(
+    index: IndexOpt = None,
+    url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    collection: CollectionOpt = "pagelens",
+    wait: WaitOpt = 0.0,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """List the documents of an index: pages, and the path as recorded (what delete takes)."""
+    _logging(verbose, quiet)
+    with _reporting(), _open(index, url, api_key, collection, wait=wait) as idx:
+        docs = idx.documents()
+    if as_json:
+        typer.echo(json.dumps([asdict(d) for d in docs], indent=2))
+        return
+    for d in docs:
+        failed = f"  ({d.failed_pages} without vectors)" if d.failed_pages else ""
+        typer.echo(f"{d.page_count:>6}  {shown(d.doc_path)}{failed}")
 
 
 @app.command("check")

@@ -42,7 +42,7 @@ from pagelens.storage.base import (
     source_from_payload,
     source_payload,
 )
-from pagelens.types import Document, MultiVector, Page
+from pagelens.types import Document, MultiVector, Page, display_path
 from pagelens.version import package_version
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ class DocumentRecord:
     pooled_vectors: int
     text_vectors: int = 0  # the text channel's, if the index has one
     text_pooled_vectors: int = 0
+    failed_pages: int = 0  # pages stored without vectors (they could not be loaded)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> DocumentRecord:
@@ -161,6 +162,7 @@ class DocumentRecord:
                 pooled_vectors=int(payload.get("pooled_vectors", 0)),
                 text_vectors=int(payload.get("text_vectors", 0)),
                 text_pooled_vectors=int(payload.get("text_pooled_vectors", 0)),
+                failed_pages=int(payload.get("failed_pages", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"commit record is damaged: {exc!r} in {payload!r}") from exc
@@ -381,6 +383,15 @@ class Index:
         self._manifest = manifest
         return manifest
 
+    def settings_with(self, **changes: Any) -> IndexSettings:
+        """Return this index's settings (the defaults for a new one) with ``changes``.
+
+        An existing index refuses other settings when it is written to
+        (:meth:`prepare`), naming both.
+        """
+        base = self._manifest.settings if self._manifest else IndexSettings()
+        return replace(base, **changes)
+
     def check_encoder(self, encoder: EncoderSpec) -> None:
         """Refuse an encoder other than the one the index was built with."""
         if self._manifest is None:
@@ -545,18 +556,30 @@ class Index:
         self.store.set_payload(PayloadFilter(doc_sha256=(doc_sha256,)), payload)
 
     def delete_document(self, doc: str) -> int:
-        """Delete a document, named by its indexed path or sha256; returns pages removed.
+        """Delete a document; returns pages removed.
+
+        ``doc`` is its path as the index records it (``pagelens ls``), its sha256,
+        or the absolute path of the indexed file.
 
         Raises:
             PagelensError: no such document in the index.
 
         """
-        matches = [r for r in self.documents() if doc in (r.doc_path, r.doc_sha256)]
+        doc = display_path(doc)
+        source = os.path.abspath(doc) if os.path.isabs(doc) else None
+        matches = [
+            r
+            for r in self.documents()
+            if doc in (r.doc_path, r.doc_sha256) or (source and r.source == source)
+        ]
         if not matches:
             # also catch a half-indexed document (pages but no commit record)
-            pages = self.store.count(PayloadFilter(kind=KIND_PAGE, doc_paths=(doc,)))
+            pages = self.count_pages(PayloadFilter(doc_paths=(doc,)))
             if pages == 0:
-                raise PagelensError(f"no document {doc!r} in index {self.location}")
+                raise PagelensError(
+                    f"no document {doc!r} in index {self.location}: `pagelens ls` lists "
+                    "the documents as recorded"
+                )
             self.store.delete(PayloadFilter(doc_paths=(doc,)))
             return pages
         removed = 0
@@ -574,7 +597,17 @@ class Index:
         return pages
 
     def info(self) -> IndexInfo:
-        """Count the documents, pages and bytes of the index."""
+        """Count the documents, pages and bytes of the index.
+
+        Raises:
+            PagelensError: there is no index here at all (a mistyped folder).
+
+        """
+        if not self.store.exists():
+            raise PagelensError(
+                f"no index at {self.location}: `pagelens index PDFS --index {self.location}` "
+                "makes one"
+            )
         docs = self.documents()
         pages = sum(d.page_count for d in docs)
         vectors = sum(d.vectors for d in docs)
