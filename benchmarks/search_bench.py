@@ -29,16 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pagelens.index import Index, IndexSettings  # noqa: E402
+from pagelens.index import Index, IndexSettings, PageVectors, StoredPage  # noqa: E402
 from pagelens.pooling import ward_pool  # noqa: E402
 from pagelens.search import search_vectors  # noqa: E402
-from pagelens.storage.base import (  # noqa: E402
-    KIND_PAGE,
-    PAGES,
-    POOLED,
-    PointRecord,
-    page_point_id,
-)
+from pagelens.types import Page  # noqa: E402
 
 DIM = 128
 
@@ -89,29 +83,27 @@ def build(
     corpus = Corpus(seed, vectors)
     t_pool = 0.0
     t_store = 0.0
-    batch: list[PointRecord] = []
+    batch: list[StoredPage] = []
     for i in range(n_pages):
         v = corpus.page()
         t0 = time.perf_counter()
         (cand,) = ward_pool(v, [candidate_factor])
         t_pool += time.perf_counter() - t0
-        sha = f"synthetic{i // 20}"
-        payload = {
-            "kind": KIND_PAGE,
-            "doc_path": f"doc{i // 20}.pdf",
-            "doc_sha256": sha,
-            "page_number": i % 20 + 1,
-            "path_prefixes": [f"doc{i // 20}.pdf"],
-        }
-        batch.append(PointRecord(page_point_id(sha, i % 20 + 1), payload, {PAGES: v, POOLED: cand}))
+        page = Page(
+            doc_sha256=f"synthetic{i // 20}",
+            doc_path=f"doc{i // 20}.pdf",
+            page_number=i % 20 + 1,
+            page_count=20,
+        )
+        batch.append(StoredPage(page, dense=PageVectors(v, cand, v.shape[0])))
         if len(batch) == 250:
             t0 = time.perf_counter()
-            index.store.upsert(batch)
+            index.add_pages(batch)
             t_store += time.perf_counter() - t0
             batch = []
-    index.store.upsert(batch)
+    index.add_pages(batch)
     t0 = time.perf_counter()
-    index.store.optimize()
+    index.optimize()
     t_opt = time.perf_counter() - t0
     return corpus, t_pool, t_store, t_opt
 

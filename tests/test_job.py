@@ -43,11 +43,8 @@ def corpus(tmp_path):
 
 
 def _page_ids(index):
-    from pagelens.storage.base import PayloadFilter
 
-    return sorted(
-        (p["doc_path"], p["page_number"]) for p in index.store.scroll(PayloadFilter(kind="page"))
-    )
+    return sorted((p["doc_path"], p["page_number"]) for p in index.pages())
 
 
 def test_index_then_search(index, corpus):
@@ -246,9 +243,8 @@ def _interrupt_mid_document(tmp_path, corpus):
 def _no_stale_pages(index):
     """Every stored page belongs to a committed document, and the counts agree."""
     docs = {d.doc_sha256: d for d in index.documents()}
-    from pagelens.storage.base import PayloadFilter
 
-    pages = list(index.store.scroll(PayloadFilter(kind="page")))
+    pages = list(index.pages())
     assert {p["doc_sha256"] for p in pages} <= set(docs)
     assert all(p["doc_path"] == docs[p["doc_sha256"]].doc_path for p in pages)
     assert len(pages) == sum(d.page_count for d in docs.values()) == index.info().pages
@@ -441,9 +437,7 @@ def test_visual_and_text_channels_in_one_index(index, tmp_path):
     assert info.pages == 5 and info.text_vectors_per_page > 0
 
     # the text channel ranks exactly as an index (same backend) of the text encoder alone
-    from pagelens.storage.edge import EdgeStore
-
-    edge = isinstance(index.store, EdgeStore)
+    edge = not index.location.startswith(":memory:")
     alone = Index.open(tmp_path / "alone") if edge else Index.open(location=":memory:")
     index_paths(
         alone, text_enc, [root], render=RENDER, text=TextSettings(ocr="never"), progress=False
@@ -460,7 +454,7 @@ def test_visual_and_text_channels_in_one_index(index, tmp_path):
     alone.close()
 
     # the scanned page (no text, OCR off) has visual vectors and no text-channel vectors
-    scan = next(iter(index.store.scroll(PayloadFilter(kind="page", doc_paths=("scan.pdf",)))))
+    scan = next(iter(index.pages(PayloadFilter(doc_paths=("scan.pdf",)))))
     assert scan["vectors"] > 0 and scan["text_vectors"] == 0
     (hits,) = search(index, enc, ["scan"], k=5, channels=("text",), text_encoder=text_enc)
     assert all(h.doc_path != "scan.pdf" for h in hits)
@@ -632,7 +626,7 @@ def test_nothing_to_index_creates_no_index(tmp_path):
     with Index.open(tmp_path / "idx") as index:
         with pytest.raises(NothingToIndexError, match=r"no PDFs found \(1 files passed over"):
             index_paths(index, FakeEncoder(), [tmp_path / "empty"], progress=False)
-        assert index.manifest is None and not index.store.exists()
+        assert index.manifest is None and not index.exists()
     assert not (tmp_path / "idx").exists()
     # a later run with the right encoder is not refused by a manifest the typo pinned
     pf.text_pdf(tmp_path / "empty" / "real.pdf", 1)
