@@ -572,7 +572,7 @@ def check_cmd(
 
     Exits with status 1 when problems are found (or remain after --repair).
     """
-    from pagelens.check import check_index, repair_index
+    from pagelens.storage.check import check_index, repair_index
 
     with _reporting(), _open(index, url, api_key, collection, verify=True) as idx:
         repaired = repair_index(idx) if repair else None

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pagelens.check import NORM_RANGE, check_index, repair_index
 from pagelens.errors import IndexMismatchError, PagelensError, StoreError
 from pagelens.index import Index
 from pagelens.pipeline.job import index_paths
@@ -28,6 +27,7 @@ from pagelens.storage.base import (
     PayloadFilter,
     PointRecord,
 )
+from pagelens.storage.check import NORM_RANGE, check_index, repair_index
 from tests import pdf_factory as pf
 from tests.fakes import FakeEncoder
 

@@ -240,124 +240,159 @@ def check_index(index: Index) -> CheckReport:
     """
     if not index.store.exists():
         raise PagelensError(f"no index at {index.location}: nothing to check")
-    ids = list(index.store.point_ids())
-    points, unreadable = _read(index, ids)
-    problems: list[Problem] = []
-
-    manifest: Manifest | None = None
-    manifest_seen = False
-    records: dict[str, DocumentRecord] = {}
-    record_manifests: dict[str, Manifest | None] = {}
-    pages: dict[str, list[_Page]] = {}
-    # marks of documents begun and not committed (see Index.begin_document); alone
-    # they are no damage: the next indexing run resumes or removes such a document
-    pending: dict[str, str] = {}
+    points, unreadable = _read(index, list(index.store.point_ids()))
+    scan = _Scan()
     for point in points:
+        scan.classify(point)
+    scan.place_unreadable(unreadable)
+    rebuild = scan.check_manifest(bool(points or unreadable))
+    scan.check_documents(_expected_dims(scan.manifest or rebuild))
+    scan.report_orphans()
+    repairable, advice = _advice(scan.problems, scan.manifest, rebuild, index.location)
+    return CheckReport(
+        location=index.location,
+        documents=len(scan.records),
+        pages=sum(1 for p in points if p.payload.get("kind") == KIND_PAGE),
+        problems=tuple(scan.problems),
+        repairable=repairable,
+        advice=advice,
+        manifest=scan.manifest or rebuild,
+        unreadable=tuple(unreadable),
+    )
+
+
+class _Scan:
+    """What :func:`check_index` has read, and the problems found so far."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.manifest: Manifest | None = None
+        self.manifest_seen = False
+        self.records: dict[str, DocumentRecord] = {}
+        self.record_manifests: dict[str, Manifest | None] = {}
+        self.pages: dict[str, list[_Page]] = {}
+        # marks of documents begun and not committed (see Index.begin_document); alone
+        # they are no damage: the next indexing run resumes or removes such a document
+        self.pending: dict[str, str] = {}
+        self.lost: dict[str, dict[int, str]] = {}  # document -> unreadable page -> its id
+
+    def _point_problem(self, point_id: str, cause: str) -> None:
+        self.problems.append(Problem("point", point_id, cause, None, (point_id,)))
+
+    def classify(self, point: StoredPoint) -> None:
+        """File one point under the manifest, the commit records, pages or marks."""
         kind = point.payload.get("kind")
         if kind == KIND_MANIFEST and point.id == MANIFEST_POINT_ID:
-            manifest_seen = True
+            self.manifest_seen = True
             try:
-                manifest = Manifest.from_payload(dict(point.payload))
+                self.manifest = Manifest.from_payload(dict(point.payload))
             except PagelensError as exc:
-                problems.append(Problem("manifest", "manifest", str(exc), None, (point.id,)))
+                self.problems.append(Problem("manifest", "manifest", str(exc), None, (point.id,)))
         elif kind == KIND_DOCUMENT:
-            try:
-                record = DocumentRecord.from_payload(dict(point.payload))
-                if point.id != document_point_id(record.doc_sha256):
-                    raise StoreError("commit record is damaged: it names another document")
-            except StoreError as exc:
-                problems.append(Problem("point", point.id, str(exc), None, (point.id,)))
-                continue
-            records[record.doc_sha256] = record
-            try:
-                record_manifests[record.doc_sha256] = recorded_manifest(dict(point.payload))
-            except PagelensError:
-                record_manifests[record.doc_sha256] = None
+            self._record(point)
         elif kind == KIND_PAGE:
             page = _page(point)
             if isinstance(page, str):
-                problems.append(Problem("point", point.id, page, None, (point.id,)))
+                self._point_problem(point.id, page)
             else:
-                pages.setdefault(page.doc_sha256, []).append(page)
+                self.pages.setdefault(page.doc_sha256, []).append(page)
         elif kind == KIND_PENDING and point.id == pending_point_id(
             str(point.payload.get("doc_sha256"))
         ):
-            pending[str(point.payload["doc_sha256"])] = point.id
+            self.pending[str(point.payload["doc_sha256"])] = point.id
         else:
-            cause = f"payload is damaged: unknown kind {kind!r}"
-            problems.append(Problem("point", point.id, cause, None, (point.id,)))
+            self._point_problem(point.id, f"payload is damaged: unknown kind {kind!r}")
 
-    # which document (or the manifest) an unreadable point belonged to
-    owner: dict[str, tuple[str, int]] = {}  # page id -> (document, page number)
-    for sha, record in records.items():
-        for number in range(1, record.page_count + 1):
-            owner[page_point_id(sha, number)] = (sha, number)
-    lost: dict[str, dict[int, str]] = {}  # document -> unreadable page number -> its id
-    for point_id, cause in unreadable.items():
-        if point_id == MANIFEST_POINT_ID:
-            manifest_seen = True
-            problems.append(Problem("manifest", "manifest", f"unreadable: {cause}", None, ()))
-        elif point_id in owner:
-            sha, number = owner[point_id]
-            lost.setdefault(sha, {})[number] = point_id
-        else:
-            problems.append(Problem("point", point_id, f"unreadable: {cause}", None, (point_id,)))
+    def _record(self, point: StoredPoint) -> None:
+        try:
+            record = DocumentRecord.from_payload(dict(point.payload))
+            if point.id != document_point_id(record.doc_sha256):
+                raise StoreError("commit record is damaged: it names another document")
+        except StoreError as exc:
+            self._point_problem(point.id, str(exc))
+            return
+        self.records[record.doc_sha256] = record
+        try:
+            self.record_manifests[record.doc_sha256] = recorded_manifest(dict(point.payload))
+        except PagelensError:
+            self.record_manifests[record.doc_sha256] = None
 
-    # the manifest against the copies the commit records keep
-    copies = {m for m in record_manifests.values() if m is not None}
-    rebuild = None
-    if manifest is None and (points or unreadable):
-        if not manifest_seen:
-            problems.append(Problem("manifest", "manifest", "missing: the index holds points"))
-        if len(copies) == 1 and all(m is not None for m in record_manifests.values()):
-            rebuild = copies.pop()
-    elif manifest is not None and any(m is not None and m != manifest for m in copies):
-        others = sorted({m.encoder.model_id for m in copies if m != manifest})
-        cause = (
-            f"says encoder {manifest.encoder.model_id!r} with {manifest.settings}; commit "
-            f"records say otherwise ({', '.join(others)}): written over by another run?"
-        )
-        problems.append(Problem("manifest", "manifest", cause))
-    dims = _expected_dims(manifest or rebuild)
+    def place_unreadable(self, unreadable: dict[str, str]) -> None:
+        """Tie each point the engine could not read to its document (or the manifest)."""
+        owner: dict[str, tuple[str, int]] = {}  # page id -> (document, page number)
+        for sha, record in self.records.items():
+            for number in range(1, record.page_count + 1):
+                owner[page_point_id(sha, number)] = (sha, number)
+        for point_id, cause in unreadable.items():
+            if point_id == MANIFEST_POINT_ID:
+                self.manifest_seen = True
+                problem = Problem("manifest", "manifest", f"unreadable: {cause}", None, ())
+                self.problems.append(problem)
+            elif point_id in owner:
+                sha, number = owner[point_id]
+                self.lost.setdefault(sha, {})[number] = point_id
+            else:
+                self._point_problem(point_id, f"unreadable: {cause}")
 
-    for sha, record in sorted(records.items(), key=lambda kv: kv[1].doc_path):
-        stored = pages.pop(sha, [])
-        faults: list[str] = []
-        unread = lost.get(sha, {})
-        numbers = {p.page_number for p in stored} | set(unread)
-        missing = sorted(set(range(1, record.page_count + 1)) - numbers)
-        if unread:
-            faults.append(f"pages {_numbers(sorted(unread))} unreadable")
-        if missing:
-            faults.append(f"{record.page_count - len(missing)} of {record.page_count} pages stored")
-            faults.append(f"missing pages {_numbers(missing)}")
-        for page in sorted(stored, key=lambda p: p.page_number):
-            faults.extend(_page_faults(page, dims))
-        total = sum(p.shapes.get(PAGES, (0, 0))[0] for p in stored)
-        if not missing and sha not in lost and total != record.vectors:
-            faults.append(f"{total} {PAGES} vectors stored, {record.vectors} recorded")
-        if faults:
-            ids_of = (document_point_id(sha), *(p.id for p in stored), *unread.values())
-            problems.append(Problem("document", record.doc_path, "; ".join(faults), sha, ids_of))
-    for sha, stored in sorted(pages.items()):
-        cause = (
-            f"{len(stored)} pages without a commit record (a lost record, or an interrupted "
-            "run that `pagelens index` would resume)"
-        )
-        orphan_ids = (*(p.id for p in stored), *([pending[sha]] if sha in pending else []))
-        problems.append(Problem("orphan", stored[0].doc_path, cause, sha, orphan_ids))
+    def check_manifest(self, anything_stored: bool) -> Manifest | None:
+        """Compare the manifest with the commit records' copies; the one to rebuild, if lost."""
+        copies = {m for m in self.record_manifests.values() if m is not None}
+        manifest = self.manifest
+        if manifest is None and anything_stored:
+            if not self.manifest_seen:
+                cause = "missing: the index holds points"
+                self.problems.append(Problem("manifest", "manifest", cause))
+            if len(copies) == 1 and all(m is not None for m in self.record_manifests.values()):
+                return copies.pop()
+        elif manifest is not None and any(m is not None and m != manifest for m in copies):
+            others = sorted({m.encoder.model_id for m in copies if m != manifest})
+            cause = (
+                f"says encoder {manifest.encoder.model_id!r} with {manifest.settings}; commit "
+                f"records say otherwise ({', '.join(others)}): written over by another run?"
+            )
+            self.problems.append(Problem("manifest", "manifest", cause))
+        return None
 
-    repairable, advice = _advice(problems, manifest, rebuild, index.location)
-    return CheckReport(
-        location=index.location,
-        documents=len(records),
-        pages=sum(1 for p in points if p.payload.get("kind") == KIND_PAGE),
-        problems=tuple(problems),
-        repairable=repairable,
-        advice=advice,
-        manifest=manifest or rebuild,
-        unreadable=tuple(unreadable),
-    )
+    def check_documents(self, dims: dict[str, int]) -> None:
+        """Each committed document against its record: pages, vectors, counts."""
+        for sha, record in sorted(self.records.items(), key=lambda kv: kv[1].doc_path):
+            stored = self.pages.pop(sha, [])
+            unread = self.lost.get(sha, {})
+            faults = _document_faults(record, stored, unread, dims)
+            if faults:
+                ids_of = (document_point_id(sha), *(p.id for p in stored), *unread.values())
+                cause = "; ".join(faults)
+                self.problems.append(Problem("document", record.doc_path, cause, sha, ids_of))
+
+    def report_orphans(self) -> None:
+        """Pages no commit record claims (call after :meth:`check_documents`)."""
+        for sha, stored in sorted(self.pages.items()):
+            cause = (
+                f"{len(stored)} pages without a commit record (a lost record, or an interrupted "
+                "run that `pagelens index` would resume)"
+            )
+            mark = [self.pending[sha]] if sha in self.pending else []
+            ids = (*(p.id for p in stored), *mark)
+            self.problems.append(Problem("orphan", stored[0].doc_path, cause, sha, ids))
+
+
+def _document_faults(
+    record: DocumentRecord, stored: list[_Page], unread: dict[int, str], dims: dict[str, int]
+) -> list[str]:
+    faults: list[str] = []
+    numbers = {p.page_number for p in stored} | set(unread)
+    missing = sorted(set(range(1, record.page_count + 1)) - numbers)
+    if unread:
+        faults.append(f"pages {_numbers(sorted(unread))} unreadable")
+    if missing:
+        faults.append(f"{record.page_count - len(missing)} of {record.page_count} pages stored")
+        faults.append(f"missing pages {_numbers(missing)}")
+    for page in sorted(stored, key=lambda p: p.page_number):
+        faults.extend(_page_faults(page, dims))
+    total = sum(p.shapes.get(PAGES, (0, 0))[0] for p in stored)
+    if not missing and not unread and total != record.vectors:
+        faults.append(f"{total} {PAGES} vectors stored, {record.vectors} recorded")
+    return faults
 
 
 def _advice(
