@@ -234,12 +234,11 @@ def index_paths(
 ) -> IndexReport:
     """Index every PDF under ``paths`` (files or folders, recursive).
 
-    Unchanged documents (same sha256) are skipped, changed ones re-indexed and
-    their old pages removed once the new version is committed, and with
-    ``prune`` documents whose files are gone are removed. Pages an interrupted
-    run left behind are completed when their file is found unchanged, and
-    removed otherwise. A page that cannot be loaded or encoded is reported in
-    ``page_errors`` and stored without vectors; its document is kept.
+    Unchanged documents (same sha256) are skipped, changed ones re-indexed (their
+    old pages removed once the new version is committed), and with ``prune`` those
+    whose files are gone removed. An interrupted run's pages are completed when
+    their file is unchanged, else removed. A page that cannot be loaded or encoded
+    is stored without vectors and reported in ``page_errors``.
 
     Args:
         index: the index to write into (created on first use).
@@ -248,13 +247,10 @@ def index_paths(
         settings: pooling settings; ``None`` keeps those of an existing index
             (or the defaults for a new one).
         render: rendering settings.
-        text: page-text settings (OCR mode...), used when ``settings.text`` is on
-            or the encoder reads text.
-        text_encoder: a second encoder that reads page text (e.g. ``minilm``),
-            stored as the ``text`` channel beside ``encoder``'s; fixed when the
-            index is created, and it turns the page-text channel on.
-        text_cache: keep page texts (and OCR) on disk for other indexes of the
-            same documents.
+        text: page-text settings (OCR...), when ``settings.text`` is on.
+        text_encoder: a second encoder, of page text (``minilm``): the ``text``
+            channel beside ``encoder``'s, fixed when the index is created.
+        text_cache: keep page texts (and OCR) for other indexes of the same files.
         prune: remove indexed documents not found under ``paths``.
         progress: show progress bars (only on a terminal).
 
