@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from pagelens import progress
 from pagelens.errors import InputError, PagelensError, check_whole
 from pagelens.pipeline import poppler
 
@@ -443,8 +444,6 @@ class _Job:
 
     def _ocr(self, numbers: list[int]) -> dict[int, tuple[str | None, str | None]]:
         """``page -> (text, error)`` by tesseract, ``settings.ocr_workers`` pages at a time."""
-        from tqdm.auto import tqdm
-
         sizes = self._page_sizes(min(numbers), max(numbers))
         exe = shutil.which(self.settings.tesseract_cmd) or self.settings.tesseract_cmd
         with tempfile.TemporaryDirectory(prefix="pagelens-ocr-") as tmp:
@@ -452,14 +451,8 @@ class _Job:
             def one(n: int) -> tuple[str | None, str | None]:
                 return self._ocr_page(n, sizes.get(n), exe, tmp)
 
-            quiet = not logger.isEnabledFor(logging.INFO)
-            bar = tqdm(
-                total=len(numbers),
-                desc=f"OCR {os.path.basename(self.path)}",
-                unit="page",
-                disable=True if quiet else None,  # None: silent when not a terminal
-                leave=False,
-            )
+            name = os.path.basename(self.path)
+            bar = progress.bar(len(numbers), f"OCR {name}", "page", logger=logger, leave=False)
             with bar, ThreadPoolExecutor(max_workers=self.settings.ocr_workers) as pool:
                 out = {}
                 for n, res in zip(numbers, pool.map(one, numbers), strict=True):
