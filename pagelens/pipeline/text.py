@@ -507,9 +507,8 @@ class _Job:
 
     # -- helpers -------------------------------------------------------------------
 
-    def _failed(self, n: int, error: str, *, fallback: str | None, log: bool = True) -> PageText:
-        if log:
-            logger.warning("%s: page %d: %s", self.path, n, error)
+    def _failed(self, n: int, error: str, *, fallback: str | None) -> PageText:
+        logger.warning("%s: page %d: %s", self.path, n, error)
         if fallback is not None:
             return PageText(n, fallback, "layer", error)
         return PageText(n, "", "none", error)
