@@ -23,6 +23,19 @@ _NOT_IMPORTED = re.compile(r"could not import '([\w.]+)'")
 _tier_skips: list[str] = []
 
 
+# Modules whose tests drive the CLI end to end in subprocesses (signals, a model
+# loaded per run): about a minute of a full run, marked ``slow`` as a whole so that
+# ``pytest -m "not slow"`` is a quick tier. Elsewhere ``@pytest.mark.slow`` marks
+# single tests; a module listed here may move to ``pytestmark`` in its own file.
+SLOW_MODULES = ("test_cli.py", "test_cli_user.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() == "true"
 

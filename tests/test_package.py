@@ -7,6 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,7 @@ def test_import_loads_no_model_library():
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_wheel_contains_every_module(tmp_path):
     # Built from a copy, without build isolation or an index: the setuptools of this
     # environment (the dev extra) builds it, so the test reaches no network and
