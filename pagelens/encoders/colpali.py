@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pagelens import progress
 from pagelens.encoders.base import EncoderSpec
 from pagelens.encoders.loading import (
     Checkpoint,
@@ -371,11 +372,8 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def _progress(batches: Iterator[Sequence[Any]], total: int, desc: str) -> Iterator[Sequence[Any]]:
-    """Yield ``batches`` under a tqdm bar counted in items; silent off a TTY or when quiet."""
-    from tqdm.auto import tqdm
-
-    quiet = not logger.isEnabledFor(logging.INFO)
-    with tqdm(total=total, desc=desc, unit="item", disable=True if quiet else None) as bar:
+    """Yield ``batches`` under a progress bar counted in items (:mod:`pagelens.progress`)."""
+    with progress.bar(total, desc, "item", logger=logger) as bar:
         for batch in batches:
             yield batch
             bar.update(len(batch))

@@ -95,44 +95,8 @@ class MiniLMTokenEncoder:
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
             raise PagelensError(f"max_length must be an integer >= 3, got {max_length!r}")
         folder = _model_folder(model)
-        weights = next(
-            (
-                os.path.join(folder, f)
-                for f in _WEIGHT_FILES
-                if os.path.isfile(os.path.join(folder, f))
-            ),
-            None,
-        )
-        if weights is None:
-            raise EncoderError(
-                f"no model weights in {folder!r}: expected one of {', '.join(_WEIGHT_FILES)}"
-            )
-        try:
-            import torch  # noqa: F401
-            from transformers import AutoModel, AutoTokenizer
-        except ImportError as err:
-            raise MissingExtraError(err.name or "transformers", "text") from err
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            net = AutoModel.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError, KeyError) as err:
-            raise EncoderError(f"cannot load a text model from {folder!r}: {err}") from err
-        if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
-            raise EncoderError(
-                f"the tokenizer in {folder!r} has no [CLS]/[SEP] tokens; "
-                "expected a BERT-like (sentence-transformers) model"
-            )
-        limit = getattr(net.config, "max_position_embeddings", None)
-        if isinstance(limit, int) and max_length > limit:
-            raise PagelensError(
-                f"max_length {max_length} exceeds the model's {limit} positions ({folder!r})"
-            )
-        try:
-            net = net.to(device)
-        except (RuntimeError, ValueError) as err:
-            raise EncoderError(f"cannot move the model to device {device!r}: {err}") from err
-        net.eval()
+        weights = _weights_file(folder)
+        tokenizer, net = _load_model(folder, device=device, max_length=max_length)
         spec = EncoderSpec(
             model_id=model,
             revision=_file_hash(weights),
@@ -252,6 +216,48 @@ def _model_folder(model: str) -> str:
     if not os.path.isfile(os.path.join(model, "config.json")):
         raise EncoderError(f"no config.json in model folder {model!r}")
     return model
+
+
+def _weights_file(folder: str) -> str:
+    """Return the path of the model weights in ``folder``; raise if there are none."""
+    for name in _WEIGHT_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            return path
+    raise EncoderError(
+        f"no model weights in {folder!r}: expected one of {', '.join(_WEIGHT_FILES)}"
+    )
+
+
+def _load_model(folder: str, *, device: str, max_length: int) -> tuple[Any, Any]:
+    """Load ``(tokenizer, model)`` from ``folder``, check them, move the model to ``device``."""
+    try:
+        import torch  # noqa: F401
+        from transformers import AutoModel, AutoTokenizer
+    except ImportError as err:
+        raise MissingExtraError(err.name or "transformers", "text") from err
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        net = AutoModel.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise EncoderError(f"cannot load a text model from {folder!r}: {err}") from err
+    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+        raise EncoderError(
+            f"the tokenizer in {folder!r} has no [CLS]/[SEP] tokens; "
+            "expected a BERT-like (sentence-transformers) model"
+        )
+    limit = getattr(net.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and max_length > limit:
+        raise PagelensError(
+            f"max_length {max_length} exceeds the model's {limit} positions ({folder!r})"
+        )
+    try:
+        net = net.to(device)
+    except (RuntimeError, ValueError) as err:
+        raise EncoderError(f"cannot move the model to device {device!r}: {err}") from err
+    net.eval()
+    return tokenizer, net
 
 
 def _file_hash(path: str, length: int = 12) -> str:

@@ -26,8 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm.auto import tqdm
-
 from pagelens.encoders.base import Encoder
 from pagelens.errors import PagelensError, check_whole
 from pagelens.eval.datasets import (
@@ -50,6 +48,7 @@ from pagelens.eval.report import (
 from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.job import index_pages, index_paths
 from pagelens.pipeline.text import TextCache, TextSettings
+from pagelens.progress import bar as progress_bar
 from pagelens.search import DEFAULT_CANDIDATES, NoMatchError, SearchFilter, search
 from pagelens.types import Hit
 from pagelens.version import package_version
@@ -299,7 +298,7 @@ def _search_all(
     run: dict[str, list[str]] = {}
     seconds = 0.0
     total = sum(len(qs) for qs, _ in jobs)
-    with tqdm(total=total, desc=desc, unit="query", disable=None if progress else True) as bar:
+    with progress_bar(total, desc, "query", enabled=progress, logger=logger) as bar:
         for queries, where in jobs:
             for start in range(0, len(queries), batch_size):
                 batch = queries[start : start + batch_size]

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pagelens import progress
 from pagelens.errors import InputError
 from pagelens.types import Document, display_path
 
@@ -198,9 +199,9 @@ def _skip(cand: _Candidate, cause: str, *, warn: bool) -> tuple[None, str]:
 
 
 def _progress(items: list[_Candidate]) -> Iterator[_Candidate]:
-    if len(items) < PROGRESS_MIN_FILES or not logger.isEnabledFor(logging.INFO):
-        return iter(items)
-    from tqdm.auto import tqdm
-
-    # disable=None: silent when stderr is not a terminal.
-    return iter(tqdm(items, desc="hashing PDFs", unit="file", disable=None))
+    """Yield ``items`` under a progress bar, when there are enough to wait for."""
+    enabled = len(items) >= PROGRESS_MIN_FILES
+    with progress.bar(len(items), "hashing PDFs", "file", enabled=enabled, logger=logger) as bar:
+        for item in items:
+            yield item
+            bar.update(1)

@@ -31,6 +31,7 @@ from pagelens.pipeline.discover import Discovery, Skipped, discover
 from pagelens.pipeline.render import UNLOADABLE_PAGE, PdfInfo, RenderSettings, probe, render_pages
 from pagelens.pipeline.text import PageText, TextCache, TextSettings, extract_text
 from pagelens.pooling import ward_pool
+from pagelens.progress import bar
 from pagelens.types import Document, MultiVector, Page, display_path
 
 logger = logging.getLogger(__name__)
@@ -117,11 +118,6 @@ def _prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
                 q.get(timeout=0.1)
             except queue.Empty:
                 pass
-
-
-def progress_bar(total: int | None, desc: str, unit: str, enabled: bool) -> tqdm:
-    """Make a tqdm bar, silent when ``enabled`` is false or output is not a terminal."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=None if enabled else True)
 
 
 def _batched(pages: Iterable[Page], size: int) -> Iterator[list[Page]]:
@@ -318,8 +314,8 @@ class _Run:
     def index_all(self, progress: bool) -> None:
         docs = self.found.documents
         with (
-            progress_bar(len(docs), "files", "file", progress) as files,
-            progress_bar(0, "pages", "page", progress) as pages,
+            bar(len(docs), "files", "file", enabled=progress, logger=logger) as files,
+            bar(0, "pages", "page", enabled=progress, logger=logger) as pages,
         ):
             for doc in docs:
                 files.set_postfix_str(doc.path[-40:], refresh=False)
@@ -611,8 +607,8 @@ def index_pages(
     skipped: list[Skipped] = []
     failed: list[PageError] = []
     pages_done = 0
-    with progress_bar(total, "pages", "page", progress) as bar:
-        for batch in _batched(_new_pages(pages, committed, unchanged, bar), batch_size):
+    with bar(total, "pages", "page", enabled=progress, logger=logger) as pages_bar:
+        for batch in _batched(_new_pages(pages, committed, unchanged, pages_bar), batch_size):
             failed += _store_batch(
                 index, encoder, batch, settings, times, text_encoder=text_encoder
             )
@@ -620,7 +616,7 @@ def index_pages(
             for page in (p for p in batch if p.page_number == p.page_count):  # a last page
                 if _commit_page_document(index, page, skipped):
                     indexed.append(page.doc_path)
-            bar.update(len(batch))
+            pages_bar.update(len(batch))
     if indexed:
         t0 = time.perf_counter()
         index.optimize()

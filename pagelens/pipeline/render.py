@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pagelens.errors import InputError, PagelensError, check_whole
+from pagelens.pipeline import poppler
 from pagelens.types import Document, Page
 
 if TYPE_CHECKING:
@@ -44,15 +45,6 @@ _PPM_NAME = re.compile(r"^p-0*(\d+)\.ppm$")  # pdftoppm names pages <prefix>-<n,
 _TMP_PREFIX = "pagelens-render-"  # + "<pid>-": a folder whose process died can be swept
 _TMP_NAME = re.compile(rf"^{_TMP_PREFIX}(\d+)-")
 UNLOADABLE_PAGE = "poppler cannot load this page"  # the cause of a page pdfinfo gives no size
-
-
-def check_tool_settings(timeout_s: object, poppler_path: str | None) -> None:
-    """Check the settings every call of an external tool shares; name a bad value."""
-    t = timeout_s
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t > 0 and math.isfinite(t)):
-        raise PagelensError(f"timeout_s must be a positive number of seconds, got {t!r}")
-    if poppler_path is not None and not os.path.isdir(poppler_path):
-        raise PagelensError(f"poppler_path is not a folder: {poppler_path!r}")
 
 
 @dataclass(frozen=True)
@@ -85,7 +77,7 @@ class RenderSettings:
     def __post_init__(self) -> None:
         for name in ("dpi", "max_pixels", "threads", "batch_pages"):
             check_whole(name, getattr(self, name), 1)
-        check_tool_settings(self.timeout_s, self.poppler_path)
+        poppler.check_settings(self.timeout_s, self.poppler_path)
 
 
 @dataclass(frozen=True)
@@ -116,16 +108,16 @@ def probe(doc: Document, settings: RenderSettings) -> PdfInfo:
 
     """
     args = ["-f", "1", "-l", str(2**31 - 1), "-box"]  # pdfinfo clamps -l to the page count
-    proc = _run(doc, "pdfinfo", [*args, doc.source], settings)
+    proc = _pdfinfo(doc, [*args, doc.source], settings)
     err = proc.stderr.decode("utf-8", "replace")
     password = None
     if proc.returncode != 0 and "Incorrect password" in err and settings.password is not None:
         password = settings.password
-        proc = _run(doc, "pdfinfo", [*args, "-upw", password, doc.source], settings)
+        proc = _pdfinfo(doc, [*args, "-upw", password, doc.source], settings)
         err = proc.stderr.decode("utf-8", "replace")
     out = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0 or not _PAGES.search(out):
-        raise InputError(doc.path, _open_failure(err, settings))
+        raise InputError(doc.path, poppler.open_failure("pdfinfo", err, settings.password))
 
     page_count = int(_PAGES.findall(out)[-1])  # the last: a crafted title cannot shadow it
     if page_count == 0:
@@ -311,7 +303,7 @@ class _Pipeline:
                     outcome = self._run(one, retry)
                     files.update(self._outputs(one, retry, outcome))
                 if n not in files:
-                    cause = _poppler_message(outcome.stderr)
+                    cause = poppler.message(outcome.stderr)
                     yield (
                         n,
                         None,
@@ -326,7 +318,7 @@ class _Pipeline:
         if outcome.timed_out:
             raise InputError(
                 self._doc.path,
-                f"page {chunk.first}: poppler timed out after {self._settings.timeout_s:g} s",
+                f"page {chunk.first}: {poppler.timed_out(self._settings.timeout_s)}",
             )
         files = {}
         for name in os.listdir(folder):
@@ -350,15 +342,11 @@ class _Pipeline:
         args = ["-r", f"{chunk.dpi:.3f}", "-f", str(chunk.first), "-l", str(chunk.last)]
         if self._settings.password is not None:
             args += ["-upw", self._settings.password]
-        cmd = [_tool(self._settings, "pdftoppm"), *args, self._doc.source, f"{folder}/p"]
+        args += [self._doc.source, f"{folder}/p"]
         with self._lock:
             if self._closed:
                 return _Outcome(-1, "cancelled", False)
-            try:
-                # stderr to a pipe read by communicate(): poppler may write a lot of it.
-                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            except FileNotFoundError as err:
-                raise _not_found(self._settings, "pdftoppm") from err
+            proc = poppler.start("pdftoppm", args, poppler_path=self._settings.poppler_path)
             self._procs.add(proc)
         try:
             try:
@@ -411,48 +399,13 @@ def _fit(image: Image.Image, max_pixels: int) -> Image.Image:
     return image.resize(size)
 
 
-def _run(
-    doc: Document, tool: str, args: list[str], settings: RenderSettings
+def _pdfinfo(
+    doc: Document, args: list[str], settings: RenderSettings
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run one poppler tool with the timeout; a timeout is an ``InputError`` on ``doc``."""
+    """Run ``pdfinfo`` with the timeout; a timeout is an ``InputError`` on ``doc``."""
     try:
-        return subprocess.run(
-            [_tool(settings, tool), *args],
-            capture_output=True,
-            timeout=settings.timeout_s,
-            check=False,
+        return poppler.run(
+            "pdfinfo", args, timeout_s=settings.timeout_s, poppler_path=settings.poppler_path
         )
-    except subprocess.TimeoutExpired as err:
-        raise InputError(doc.path, f"poppler timed out after {settings.timeout_s:g} s") from err
-    except FileNotFoundError as err:
-        raise _not_found(settings, tool) from err
-
-
-def _tool(settings: RenderSettings, tool: str) -> str:
-    return os.path.join(settings.poppler_path, tool) if settings.poppler_path else tool
-
-
-def _not_found(settings: RenderSettings, tool: str) -> PagelensError:
-    where = settings.poppler_path or "PATH"
-    return PagelensError(
-        f"poppler's {tool!r} was not found in {where}; install poppler-utils "
-        "(Debian/Ubuntu) or poppler (conda, Homebrew), or set poppler_path"
-    )
-
-
-def _open_failure(stderr: str, settings: RenderSettings) -> str:
-    """Explain to a user why ``pdfinfo`` could not open a document."""
-    if "Incorrect password" in stderr:
-        if settings.password is None:
-            return "encrypted PDF: a password is required (pass --password)"
-        return "encrypted PDF: wrong password"
-    if "Invalid page count 0" in stderr or "Wrong page range" in stderr:
-        return "PDF has no pages"
-    return f"corrupt PDF: {_poppler_message(stderr) or 'pdfinfo could not read it'}"
-
-
-def _poppler_message(stderr: str, limit: int = 300) -> str:
-    """Poppler's stderr, de-duplicated onto one line and shortened."""
-    lines = list(dict.fromkeys(line.strip() for line in stderr.splitlines() if line.strip()))
-    text = "; ".join(lines)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    except poppler.PopplerTimeout as err:
+        raise InputError(doc.path, str(err)) from err

@@ -43,8 +43,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from pagelens import progress
 from pagelens.errors import InputError, PagelensError, check_whole
-from pagelens.pipeline.render import check_tool_settings
+from pagelens.pipeline import poppler
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class TextSettings:
             ("ocr_workers", 1),
         ):
             check_whole(name, getattr(self, name), low)
-        check_tool_settings(self.timeout_s, self.poppler_path)
+        poppler.check_settings(self.timeout_s, self.poppler_path)
 
 
 @dataclass(frozen=True)
@@ -263,11 +264,36 @@ class _Job:
             ocr = self._ocr(list(numbers))
             return [self._from_ocr(n, ocr[n], fallback=None) for n in numbers]
 
-        layer = self._text_layer()
+        result, to_ocr, layer_errors = self._judge_layer(self._text_layer())
+        if s.ocr == "never":
+            return [result[n] for n in numbers]
+
+        candidates = [
+            n
+            for n, page in result.items()
+            if page.source == "layer" and usable_chars(page.text) < s.scan_max_chars
+        ]
+        for n in self._scan_like(candidates):
+            logger.debug("%s: page %d: looks scanned; OCR", self.path, n)
+            to_ocr[n] = result[n].text
+        if to_ocr:
+            self._ocr_into(result, to_ocr, layer_errors)
+        return [result[n] for n in numbers]
+
+    def _judge_layer(
+        self, layer: dict[int, tuple[str | None, str | None]]
+    ) -> tuple[dict[int, PageText], dict[int, str | None], dict[int, str]]:
+        """Keep each usable text layer; pick the pages ``"auto"`` mode OCRs.
+
+        Returns ``(result, to_ocr, layer_errors)``: the pages settled, the pages to
+        OCR (each with the layer text kept if OCR fails or finds less), and why a
+        page's layer could not be read.
+        """
+        s = self.settings
         result: dict[int, PageText] = {}
         to_ocr: dict[int, str | None] = {}  # page -> layer text kept if OCR fails or is poorer
         layer_errors: dict[int, str] = {}
-        for n in numbers:
+        for n in range(1, self.n + 1):
             text, error = layer[n]
             if text is None:
                 layer_errors[n] = error or "no text"
@@ -294,20 +320,15 @@ class _Job:
             else:
                 logger.debug("%s: page %d: %s", self.path, n, problem)
                 result[n] = PageText(n, "", "none")
-        if s.ocr == "never":
-            return [result[n] for n in numbers]
+        return result, to_ocr, layer_errors
 
-        candidates = [
-            n
-            for n, page in result.items()
-            if page.source == "layer" and usable_chars(page.text) < s.scan_max_chars
-        ]
-        for n in self._scan_like(candidates):
-            logger.debug("%s: page %d: looks scanned; OCR", self.path, n)
-            to_ocr[n] = result[n].text
-        if not to_ocr:
-            return [result[n] for n in numbers]
-
+    def _ocr_into(
+        self,
+        result: dict[int, PageText],
+        to_ocr: dict[int, str | None],
+        layer_errors: dict[int, str],
+    ) -> None:
+        """OCR the pages of ``to_ocr`` and settle each of them in ``result``."""
         problem = self._tesseract_problem()
         if problem is not None:
             _warn_once(f"{problem}; pages without a usable text layer get no text")
@@ -324,7 +345,6 @@ class _Job:
                 result[n] = result.get(n) or PageText(n, "", "none", problem)
             else:
                 result[n] = self._from_ocr(n, ocr[n], fallback=kept)
-        return [result[n] for n in numbers]
 
     # -- text layer ------------------------------------------------------------------
 
@@ -332,7 +352,9 @@ class _Job:
         """``page -> (text, error)`` from pdftotext; text is ``None`` on failure."""
         proc, error = self._pdftotext(1, self.n)
         if proc is not None and proc.returncode == 1:
-            raise InputError(self.path, _open_failure(_stderr(proc), self.password))
+            raise InputError(
+                self.path, poppler.open_failure("pdftotext", proc.stderr, self.password)
+            )
         if proc is not None and proc.returncode == 0:
             parts = proc.stdout.decode("utf-8", "replace").split("\f")
             if len(parts) == self.n + 1 and not parts[-1].strip():
@@ -352,7 +374,7 @@ class _Job:
             if proc is None:
                 out[n] = (None, error)
             elif proc.returncode != 0:
-                out[n] = (None, _tool_failure("pdftotext", proc))
+                out[n] = (None, poppler.failure("pdftotext", proc))
             else:
                 text = proc.stdout.decode("utf-8", "replace")
                 if "\f" not in text:
@@ -422,8 +444,6 @@ class _Job:
 
     def _ocr(self, numbers: list[int]) -> dict[int, tuple[str | None, str | None]]:
         """``page -> (text, error)`` by tesseract, ``settings.ocr_workers`` pages at a time."""
-        from tqdm.auto import tqdm
-
         sizes = self._page_sizes(min(numbers), max(numbers))
         exe = shutil.which(self.settings.tesseract_cmd) or self.settings.tesseract_cmd
         with tempfile.TemporaryDirectory(prefix="pagelens-ocr-") as tmp:
@@ -431,14 +451,8 @@ class _Job:
             def one(n: int) -> tuple[str | None, str | None]:
                 return self._ocr_page(n, sizes.get(n), exe, tmp)
 
-            quiet = not logger.isEnabledFor(logging.INFO)
-            bar = tqdm(
-                total=len(numbers),
-                desc=f"OCR {os.path.basename(self.path)}",
-                unit="page",
-                disable=True if quiet else None,  # None: silent when not a terminal
-                leave=False,
-            )
+            name = os.path.basename(self.path)
+            bar = progress.bar(len(numbers), f"OCR {name}", "page", logger=logger, leave=False)
             with bar, ThreadPoolExecutor(max_workers=self.settings.ocr_workers) as pool:
                 out = {}
                 for n, res in zip(numbers, pool.map(one, numbers), strict=True):
@@ -463,7 +477,7 @@ class _Job:
             if proc is None:
                 return None, error
             if proc.returncode != 0 or not os.path.isfile(image):
-                return None, _tool_failure("pdftoppm", proc)
+                return None, poppler.failure("pdftoppm", proc)
             env = {**os.environ, "OMP_THREAD_LIMIT": "1"}  # 1 thread: ~6x faster per page
             cmd = [exe, image, "stdout", "-l", s.ocr_lang, "--dpi", f"{dpi:g}"]
             try:
@@ -475,7 +489,7 @@ class _Job:
             except OSError as err:
                 return None, f"tesseract could not run: {err}"
             if ocr.returncode != 0:
-                return None, _tool_failure("tesseract", ocr)
+                return None, poppler.failure("tesseract", ocr)
             return _clean(ocr.stdout.decode("utf-8", "replace")), None
         finally:
             if os.path.exists(image):
@@ -493,9 +507,8 @@ class _Job:
 
     # -- helpers -------------------------------------------------------------------
 
-    def _failed(self, n: int, error: str, *, fallback: str | None, log: bool = True) -> PageText:
-        if log:
-            logger.warning("%s: page %d: %s", self.path, n, error)
+    def _failed(self, n: int, error: str, *, fallback: str | None) -> PageText:
+        logger.warning("%s: page %d: %s", self.path, n, error)
         if fallback is not None:
             return PageText(n, fallback, "layer", error)
         return PageText(n, "", "none", error)
@@ -508,20 +521,10 @@ class _Job:
     ) -> tuple[subprocess.CompletedProcess[bytes] | None, str | None]:
         """Run a poppler tool: ``(process, None)``, or ``(None, cause)`` on a timeout."""
         s = self.settings
-        exe = os.path.join(s.poppler_path, tool) if s.poppler_path else tool
         try:
-            proc = subprocess.run(
-                [exe, *args], capture_output=True, timeout=s.timeout_s, check=False
-            )
-        except subprocess.TimeoutExpired:
-            return None, f"{tool} timed out after {s.timeout_s:g} s"
-        except FileNotFoundError as err:
-            where = s.poppler_path or "PATH"
-            raise PagelensError(
-                f"poppler's {tool!r} was not found in {where}; install poppler-utils "
-                "(Debian/Ubuntu) or poppler (conda, Homebrew), or set poppler_path"
-            ) from err
-        return proc, None
+            return poppler.run(tool, args, timeout_s=s.timeout_s, poppler_path=s.poppler_path), None
+        except poppler.PopplerTimeout as err:
+            return None, str(err)
 
 
 def _is_bad(c: str) -> bool:
@@ -531,25 +534,6 @@ def _is_bad(c: str) -> bool:
 def _clean(text: str) -> str:
     """Strip trailing spaces on each line and blank lines at both ends."""
     return "\n".join(line.rstrip() for line in text.replace("\f", "").splitlines()).strip("\n")
-
-
-def _stderr(proc: subprocess.CompletedProcess[bytes], limit: int = 300) -> str:
-    lines = proc.stderr.decode("utf-8", "replace").splitlines()
-    text = "; ".join(dict.fromkeys(line.strip() for line in lines if line.strip()))
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _tool_failure(tool: str, proc: subprocess.CompletedProcess[bytes]) -> str:
-    cause = _stderr(proc)
-    return f"{tool} failed (exit status {proc.returncode})" + (f": {cause}" if cause else "")
-
-
-def _open_failure(stderr: str, password: str | None) -> str:
-    if "Incorrect password" in stderr:
-        if password is None:
-            return "encrypted PDF: a password is required"
-        return "encrypted PDF: wrong password"
-    return f"corrupt PDF: {stderr or 'pdftotext could not open it'}"
 
 
 def _tesseract_problem(cmd: str, lang: str) -> str | None:
@@ -582,7 +566,7 @@ def _tesseract_langs(exe: str) -> tuple[frozenset[str], str | None]:
     except (OSError, subprocess.TimeoutExpired) as err:
         return frozenset(), f"tesseract ({exe}) does not run: {err}"
     if proc.returncode != 0:
-        return frozenset(), _tool_failure(f"tesseract ({exe}) --list-langs", proc)
+        return frozenset(), poppler.failure(f"tesseract ({exe}) --list-langs", proc)
     # tesseract 4/5 print a header line naming the folder, then one code a line.
     listed = proc.stdout.decode("utf-8", "replace").splitlines()[1:]
     return frozenset(line.strip() for line in listed if line.strip()), None
