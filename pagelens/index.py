@@ -355,7 +355,9 @@ class Index:
         if self._manifest is not None:
             self.check_encoder(encoder)
             built = self._manifest.text_encoder
-            if text_encoder != built:
+            if (text_encoder is None) != (built is None) or (
+                text_encoder is not None and not text_encoder.same_vectors(built)
+            ):
                 raise IndexMismatchError(
                     f"index {self.location} was built with "
                     + (f"text encoder {built.model_id!r}" if built else "no text encoder")
@@ -400,12 +402,10 @@ class Index:
                 "(run `pagelens index` first)"
             )
         built = self._manifest.encoder
-        if encoder != built:
+        if not encoder.same_vectors(built):
             raise IndexMismatchError(
-                f"index {self.location} was built with encoder {built.model_id!r} "
-                f"(family {built.family}, revision {built.revision}, dim {built.dim}); "
-                f"refusing encoder {encoder.model_id!r} (family {encoder.family}, "
-                f"revision {encoder.revision}, dim {encoder.dim}). "
+                f"index {self.location} was built with encoder {built.describe()}; "
+                f"refusing encoder {encoder.describe()}. "
                 "Search with the encoder the index was built with, or index into a new folder."
             )
 
@@ -422,12 +422,10 @@ class Index:
                 f"index {self.location} has no text channel: build an index with a text "
                 "encoder (--text-model) to search one"
             )
-        if encoder != built:
+        if not encoder.same_vectors(built):
             raise IndexMismatchError(
-                f"index {self.location} built its text channel with {built.model_id!r} "
-                f"(family {built.family}, revision {built.revision}, dim {built.dim}); "
-                f"refusing text encoder {encoder.model_id!r} (family {encoder.family}, "
-                f"revision {encoder.revision}, dim {encoder.dim})"
+                f"index {self.location} built its text channel with {built.describe()}; "
+                f"refusing text encoder {encoder.describe()}"
             )
 
     # -- documents -----------------------------------------------------------------

@@ -31,7 +31,9 @@ class FakeEncoder:
     def __init__(self, dim: int = 16, grid: int = 8, model_id: str = "fake") -> None:
         self.dim = dim
         self.grid = grid
-        self._spec = EncoderSpec(model_id=model_id, revision="1", dim=dim, family="fake")
+        # another model computes other vectors: its revision (weights) differs too
+        revision = "1" if model_id == "fake" else f"1-{model_id}"
+        self._spec = EncoderSpec(model_id=model_id, revision=revision, dim=dim, family="fake")
         self.pages_seen = 0
 
     @property

@@ -13,13 +13,35 @@ from pagelens.types import MultiVector, Page
 class EncoderSpec:
     """What identifies an encoder's vector space; recorded in every index manifest.
 
-    Two encoders with equal specs produce comparable vectors.
+    Two encoders are the same (:meth:`same_vectors`) when they compute the same
+    vectors: same family, weights and processor files (``revision``: a hub commit,
+    or a content hash of a local folder), dimension and ``page_vectors``. Where the
+    checkpoint was typed from is not part of it: ``model_id`` is what loads it
+    again from any working directory (a hub id, an alias such as ``minilm``, or a
+    local folder's absolute path) and ``given`` the name as typed, for information.
     """
 
-    model_id: str  # hub id or local folder name as given by the user
-    revision: str  # hub revision / commit, or a content hash of a local folder
+    model_id: str
+    revision: str  # hub commit hash, or a content hash of the local files
     dim: int
     family: str  # e.g. "colpali", "colqwen2_5", "colidefics3", "minilm"
+    page_vectors: str = "all"  # colpali families: every token, or "image" patches only
+    given: str = ""  # the model as the user typed it (information only)
+
+    def identity(self) -> tuple[str, str, int, str]:
+        """Return what the vectors depend on: family, revision, dimension, page vectors."""
+        return (self.family, self.revision, self.dim, self.page_vectors)
+
+    def same_vectors(self, other: EncoderSpec | None) -> bool:
+        """Whether ``other`` computes the same vectors (wherever it was loaded from)."""
+        return other is not None and self.identity() == other.identity()
+
+    def describe(self) -> str:
+        """Name the encoder and everything that identifies it, for messages."""
+        return (
+            f"{self.given or self.model_id!r} (family {self.family}, revision {self.revision}, "
+            f"dim {self.dim}, page vectors {self.page_vectors})"
+        )
 
 
 def reads_text(encoder: object) -> bool:

@@ -195,10 +195,12 @@ class ColPaliEngineEncoder:
         net = _load_model(model_cls, family, checkpoint, torch_device, torch_dtype)
         processor = _load_processor(processor_cls, checkpoint)
         spec = EncoderSpec(
-            model_id=model,
+            model_id=checkpoint.load_id,  # loads again from any working directory
             revision=checkpoint.revision,
             dim=int(net.dim),
             family=family.name,
+            page_vectors=page_vectors,
+            given=model,
         )
         return cls(
             model=net,

@@ -55,6 +55,16 @@ class Checkpoint:
     folder: Path  # local folder holding config / adapter / weights / processor files
     revision: str  # hub commit hash, or "local-<hash>" for a local folder
     is_adapter: bool  # a PEFT adapter folder (adapter_config.json, no config.json)
+    local: bool = False  # given as a folder (not a hub id)
+
+    @property
+    def load_id(self) -> str:
+        """What loads this checkpoint again from any working directory.
+
+        A hub id as given; a local folder by its absolute path (``./tiny`` typed in one
+        folder means nothing in another).
+        """
+        return str(self.folder) if self.local else self.model_id
 
 
 def resolve_checkpoint(model: str, *, revision: str | None = None) -> Checkpoint:
@@ -83,6 +93,7 @@ def resolve_checkpoint(model: str, *, revision: str | None = None) -> Checkpoint
             folder=folder,
             revision=local_revision(folder),
             is_adapter=_is_adapter(folder),
+            local=True,
         )
     if _looks_like_path(model):
         raise EncoderError(f"model folder {model!r} does not exist (or is not a folder)")

@@ -17,12 +17,13 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pagelens.encoders.base import EncoderSpec
-from pagelens.errors import EncoderError, MissingExtraError, PagelensError
+from pagelens.errors import EncoderError, MissingExtraError, PagelensError, check_whole
 from pagelens.types import MultiVector, Page
 
 if TYPE_CHECKING:
@@ -90,18 +91,18 @@ class MiniLMTokenEncoder:
             EncoderError: the folder does not exist or holds no loadable model.
 
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise PagelensError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
-            raise PagelensError(f"max_length must be an integer >= 3, got {max_length!r}")
+        check_whole("batch_size", batch_size, 1)
+        check_whole("max_length", max_length, 3)
         folder = _model_folder(model)
         weights = _weights_file(folder)
         tokenizer, net = _load_model(folder, device=device, max_length=max_length)
         spec = EncoderSpec(
-            model_id=model,
+            # the alias, or the folder's absolute path: loads again from any directory
+            model_id=model if model == ALIAS else str(Path(folder).resolve()),
             revision=_file_hash(weights),
             dim=int(net.config.hidden_size),
             family="minilm",
+            given=model,
         )
         logger.info("loaded %s from %s (revision %s)", model, folder, spec.revision)
         return cls(

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pagelens.encoders.base import Encoder
+from pagelens.encoders.base import Encoder, EncoderSpec
 from pagelens.errors import PagelensError, check_whole
 from pagelens.eval.datasets import (
     EvalSet,
@@ -59,6 +59,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def _spec_key(spec: EncoderSpec) -> dict[str, Any]:
+    """Spell an encoder's part of a cache key as it was before specs had page vectors."""
+    key: dict[str, Any] = {
+        "model_id": spec.given or spec.model_id,
+        "revision": spec.revision,
+        "dim": spec.dim,
+        "family": spec.family,
+    }
+    if spec.page_vectors != "all":
+        key["page_vectors"] = spec.page_vectors
+    return key
+
+
 def index_key(
     eval_set: EvalSet,
     encoder: Encoder,
@@ -76,11 +89,11 @@ def index_key(
     blob = json.dumps(
         {
             "corpus": eval_set.corpus_fingerprint,
-            "encoder": dataclasses.asdict(encoder.spec),
+            "encoder": _spec_key(encoder.spec),
             "settings": dataclasses.asdict(settings),
             "render": render_part,
             # absent (not null) without one, so keys of earlier indexes still match
-            **({"text_encoder": dataclasses.asdict(text_encoder.spec)} if text_encoder else {}),
+            **({"text_encoder": _spec_key(text_encoder.spec)} if text_encoder else {}),
         },
         sort_keys=True,
     )
