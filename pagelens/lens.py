@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pagelens.encoders import DEFAULT_MODEL, Encoder, load_encoder
 from pagelens.index import DocumentRecord, Index, IndexInfo
-from pagelens.search import DENSE, TEXT, SearchOptions, index_channels, search
+from pagelens.search import DENSE, TEXT, SearchOptions, index_channels, merge_options, search
 from pagelens.types import Hit
 
 if TYPE_CHECKING:
@@ -193,7 +192,7 @@ class Lens:
         ``overrides`` are fields of :class:`~pagelens.search.SearchOptions` (``k=5``,
         ``channels=["bm25"]``...); only the encoders of the channels searched load.
         """
-        opts = replace(options or SearchOptions(), **overrides)
+        opts = merge_options(options, overrides)
         channels = opts.channels or index_channels(self.index)
         encoder = self.encoder() if DENSE in channels else None
         text_encoder = self.text_encoder() if TEXT in channels else None

@@ -137,8 +137,8 @@ class SearchOptions:
             raise PagelensError(f"weights must be non-negative numbers, got {dict(self.weights)}")
 
 
-def _options(options: SearchOptions | None, overrides: Mapping[str, Any]) -> SearchOptions:
-    """One options record from a record and keyword overrides (validated once)."""
+def merge_options(options: SearchOptions | None, overrides: Mapping[str, Any]) -> SearchOptions:
+    """Make one options record of a record and keyword overrides (validated once)."""
     known = sorted(SearchOptions.__dataclass_fields__)
     unknown = sorted(set(overrides) - set(known))
     if unknown:
@@ -336,7 +336,7 @@ def search(
         'dbsf'
 
     """
-    opts = _options(options, overrides)
+    opts = merge_options(options, overrides)
     queries = check_queries(queries)
     if opts.channels is None:
         opts = replace(opts, channels=index_channels(index))
@@ -364,7 +364,7 @@ def search_vectors(
     """
     if channel not in (DENSE, TEXT):
         raise PagelensError(f"channel must be {DENSE!r} or {TEXT!r}, got {channel!r}")
-    opts = _options(options, {**overrides, "channels": (channel,)})
+    opts = merge_options(options, {**overrides, "channels": (channel,)})
     rows = [(q, None, None) if channel == DENSE else (None, q, None) for q in queries]
     return _run(index, opts, rows)
 

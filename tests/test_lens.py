@@ -122,3 +122,9 @@ def test_cli_ls_version_info_delete_and_flags_after_the_command(tmp_path):
     none = runner.invoke(app, ["info", "--index", str(tmp_path / "typo")])
     assert none.exit_code == 1 and "no index at" in none.output
     assert not (tmp_path / "typo").exists()
+
+
+def test_unknown_search_options_are_named(tmp_path):
+    with pagelens.open(tmp_path / "idx", model="minilm") as lens:
+        with pytest.raises(pagelens.PagelensError, match=r"unknown search options \['kk'\]"):
+            lens.search(["q"], kk=3)
