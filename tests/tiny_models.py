@@ -25,7 +25,15 @@ from PIL import Image
 
 from pagelens.types import Page
 
-FAMILIES: tuple[str, ...] = ("colpali", "colqwen2", "colqwen2_5", "colidefics3", "colmodernvbert")
+FAMILIES: tuple[str, ...] = (
+    "colpali",
+    "colqwen2",
+    "colqwen2_5",
+    "colqwen3",
+    "colqwen3_5",
+    "colidefics3",
+    "colmodernvbert",
+)
 
 _CORPUS = [
     "Describe the image.",
@@ -143,6 +151,97 @@ def _build_colqwen2(folder: Path) -> None:
 
 def _build_colqwen2_5(folder: Path) -> None:
     _build_colqwen(folder, v2_5=True)
+
+
+def _build_colqwen3(folder: Path, *, v3_5: bool) -> None:
+    """ColQwen3 (Qwen3-VL) or ColQwen3.5 (Qwen3.5: linear- and full-attention layers)."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLVideoProcessor
+
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
+    tok = _tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    text: dict[str, Any] = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [2, 3, 3],
+            "mrope_interleaved": True,
+        },
+        "max_position_embeddings": 1024,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    # 16 px patches merged 2 x 2: 32 px per token; 64 learned positions (8 x 8 grid).
+    vision: dict[str, Any] = {
+        "depth": 1,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": 32,
+        "patch_size": 16,
+        "num_position_embeddings": 64,
+    }
+    common = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    if v3_5:
+        from colpali_engine.models import ColQwen3_5 as model_cls
+        from colpali_engine.models import ColQwen3_5Processor as proc_cls
+        from transformers.models.qwen3_5 import Qwen3_5Config as config_cls
+
+        # One gated-delta-net (linear attention) layer and one full-attention layer.
+        text.update(
+            num_hidden_layers=2,
+            layer_types=["linear_attention", "full_attention"],
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+            linear_num_key_heads=2,
+            linear_num_value_heads=2,
+        )
+        text["rope_parameters"]["partial_rotary_factor"] = 1.0
+    else:
+        from colpali_engine.models import ColQwen3 as model_cls
+        from colpali_engine.models import ColQwen3Processor as proc_cls
+        from transformers import Qwen3VLConfig as config_cls
+
+        vision["deepstack_visual_indexes"] = [0]
+    model = model_cls(config_cls(text_config=text, vision_config=vision, **common))
+    # 32 px per merged token: a page of at most 128 x 128 px -> at most 16 image tokens.
+    image_processor = Qwen2VLImageProcessor(
+        patch_size=16, merge_size=2, min_pixels=32 * 32 * 4, max_pixels=128 * 128
+    )
+    processor = proc_cls(
+        image_processor=image_processor, tokenizer=tok, video_processor=Qwen3VLVideoProcessor()
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def _build_colqwen3_only(folder: Path) -> None:
+    _build_colqwen3(folder, v3_5=False)
+
+
+def _build_colqwen3_5(folder: Path) -> None:
+    _build_colqwen3(folder, v3_5=True)
 
 
 def _build_colidefics3(folder: Path) -> None:
@@ -286,6 +385,8 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "colpali": _build_colpali,
     "colqwen2": _build_colqwen2,
     "colqwen2_5": _build_colqwen2_5,
+    "colqwen3": _build_colqwen3_only,
+    "colqwen3_5": _build_colqwen3_5,
     "colidefics3": _build_colidefics3,
     "colmodernvbert": _build_colmodernvbert,
 }
