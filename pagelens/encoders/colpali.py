@@ -333,7 +333,7 @@ def _colpali_classes(family: ColPaliFamily) -> tuple[Any, Any]:
 
 
 def installed_colpali_version() -> str | None:
-    """The installed colpali-engine's version, or ``None`` when it is not installed."""
+    """Return the installed colpali-engine version, or ``None`` when it is not installed."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
