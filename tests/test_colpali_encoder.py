@@ -130,6 +130,7 @@ def test_page_vectors_image_keeps_exactly_the_image_tokens(
         inputs = full._processor.process_images([page.image])
         ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].numpy()
         is_image = ids == full.image_token_id
+        assert full.image_token_id == full._model.config.image_token_id  # the patch token
         assert 0 < is_image.sum() < len(ids)  # some prompt/special tokens were dropped
         np.testing.assert_allclose(image_v, all_v[is_image], atol=1e-6)
     # Queries are text: page_vectors does not touch them.

@@ -31,6 +31,7 @@ FAMILIES: tuple[str, ...] = (
     "colqwen2_5",
     "colqwen3",
     "colqwen3_5",
+    "colgemma3",
     "colidefics3",
     "colmodernvbert",
 )
@@ -244,6 +245,84 @@ def _build_colqwen3_5(folder: Path) -> None:
     _build_colqwen3(folder, v3_5=True)
 
 
+# Gemma3's chat template, cut to what ColGemmaProcessor3 renders (user text and images).
+_GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<start_of_image>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def _build_colgemma3(folder: Path) -> None:
+    import torch
+    from colpali_engine.models import ColGemma3, ColGemmaProcessor3
+    from transformers import Gemma3Config, Gemma3ImageProcessor
+
+    roles = {
+        "image_token": "<image_soft_token>",
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+    }
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    specials += roles.values()
+    tok = _tokenizer(
+        specials,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+        extra_special_tokens=roles,
+    )
+    tok.chat_template = _GEMMA3_CHAT_TEMPLATE
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    config = Gemma3Config(
+        text_config={
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "max_position_embeddings": 1024,
+            "sliding_window": 16,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "pad_token_id": ids["<pad>"],
+            "bos_token_id": ids["<bos>"],
+            "eos_token_id": ids["<eos>"],
+        },
+        # 32 px images of 8 px patches: 16 patches, average-pooled to 4 tokens per image
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        mm_tokens_per_image=4,
+        image_token_index=ids["<image_soft_token>"],
+        boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"],
+    )
+    model = ColGemma3(config)
+    # transformers initialises Gemma3's image projection to zeros (every image alike):
+    # random weights, so that distinct pages give distinct vectors.
+    with torch.no_grad():
+        model.multi_modal_projector.mm_input_projection_weight.normal_(std=0.5)
+    processor = ColGemmaProcessor3(
+        image_processor=Gemma3ImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=tok,
+        chat_template=_GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=4,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
 def _build_colidefics3(folder: Path) -> None:
     from colpali_engine.models import ColIdefics3, ColIdefics3Processor
     from transformers import Idefics3Config, Idefics3ImageProcessor
@@ -387,6 +466,7 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "colqwen2_5": _build_colqwen2_5,
     "colqwen3": _build_colqwen3_only,
     "colqwen3_5": _build_colqwen3_5,
+    "colgemma3": _build_colgemma3,
     "colidefics3": _build_colidefics3,
     "colmodernvbert": _build_colmodernvbert,
 }

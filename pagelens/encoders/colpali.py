@@ -1,7 +1,7 @@
 """The colpali-engine adapter: every multi-vector family of colpali-engine 0.3.18.
 
-ColPali, ColQwen2, ColQwen2.5, ColQwen2.5-Omni, ColQwen3, ColQwen3.5, ColGemma3,
-ColIdefics3 (ColSmol), ColModernVBert.
+ColPali, ColQwen2, ColQwen2.5, ColQwen3, ColQwen3.5, ColGemma3, ColIdefics3 (ColSmol),
+ColModernVBert; not ColQwen2.5-Omni (see the note under ``FAMILIES``).
 
 Torch stays inside: pages and queries go in, float32 ``(n, dim)`` numpy arrays come out,
 L2-normalised, with padding positions removed (ragged, one array per item).
@@ -78,15 +78,6 @@ FAMILIES: tuple[ColPaliFamily, ...] = (
     ColPaliFamily(
         "colqwen2_5", "qwen2_5_vl", "ColQwen2_5", "ColQwen2_5_Processor", max_aspect_ratio=200.0
     ),
-    # The Omni "thinker" is a ...ForConditionalGeneration whose lm_head colpali-engine
-    # replaces by nn.Identity (its "logits" are the hidden states): nothing to trim.
-    ColPaliFamily(
-        "colqwen2_5omni",
-        "qwen2_5_omni_thinker",
-        "ColQwen2_5Omni",
-        "ColQwen2_5OmniProcessor",
-        max_aspect_ratio=200.0,
-    ),
     ColPaliFamily("colqwen3", "qwen3_vl", "ColQwen3", "ColQwen3Processor", max_aspect_ratio=200.0),
     ColPaliFamily(
         "colqwen3_5", "qwen3_5", "ColQwen3_5", "ColQwen3_5Processor", max_aspect_ratio=200.0
@@ -95,6 +86,11 @@ FAMILIES: tuple[ColPaliFamily, ...] = (
     ColPaliFamily("colidefics3", "idefics3", "ColIdefics3", "ColIdefics3Processor", head="linear"),
     ColPaliFamily("colmodernvbert", "modernvbert", "ColModernVBert", "ColModernVBertProcessor"),
 )
+# Left out: ColQwen2_5Omni (model_type "qwen2_5_omni_thinker"). colpali-engine 0.3.18's
+# class cannot be constructed under transformers 5: Qwen2_5OmniThinkerForConditionalGeneration
+# now keeps its vision tower at ``self.model.visual`` and assigns ``spatial_merge_size``
+# in __init__, which ColQwen2_5Omni's property setter forwards to the missing
+# ``self.visual`` (AttributeError), for a random-init model and a real checkpoint alike.
 MODEL_TYPES: frozenset[str] = frozenset(f.model_type for f in FAMILIES)
 
 
@@ -159,7 +155,7 @@ class ColPaliEngineEncoder:
         self._dtype = dtype
         self.batch_size = batch_size
         self.page_vectors: PageVectors = page_vectors
-        self.image_token_id: int = int(processor.image_token_id)
+        self.image_token_id: int = _image_token_id(model, processor)
 
     @classmethod
     def from_pretrained(
@@ -292,6 +288,20 @@ class ColPaliEngineEncoder:
             norms = np.linalg.norm(kept, axis=1, keepdims=True)
             out.append(np.ascontiguousarray(kept / np.maximum(norms, 1e-12), dtype=np.float32))
         return out
+
+
+def _image_token_id(model: Any, processor: Any) -> int:
+    """Return the image-patch token id: the one the model replaces by image features.
+
+    Read from the model's config: Gemma3's processor calls its begin-of-image token
+    ``image_token_id`` (the one it expands), not the patch token.
+    """
+    config = getattr(model, "config", None)
+    for key in ("image_token_id", "image_token_index"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return int(processor.image_token_id)
 
 
 def _pad_to_aspect(image: Image.Image, limit: float | None) -> Image.Image:
