@@ -226,6 +226,13 @@ def test_unknown_config_names_what_it_found(tmp_path: Path) -> None:
 def test_single_vector_checkpoint_is_refused() -> None:
     with pytest.raises(EncoderError, match="single-vector"):
         detect_family({"model_type": "qwen2_vl", "architectures": ["BiQwen2"]})
+    for model_type, bi in [
+        ("qwen3_vl", "BiQwen3"),
+        ("qwen3_5", "BiQwen3_5"),
+        ("gemma3", "BiGemma3"),
+    ]:
+        with pytest.raises(EncoderError, match="single-vector"):
+            detect_family({"model_type": model_type, "architectures": [bi]})
     assert (
         detect_family({"model_type": "qwen2_vl", "architectures": ["ColQwen2"]}).name == "colqwen2"
     )
@@ -255,6 +262,25 @@ def test_missing_colpali_engine_names_the_extra(tiny_checkpoint, monkeypatch) ->
     monkeypatch.setitem(sys.modules, "colpali_engine.models", None)
     with pytest.raises(MissingExtraError, match=r"pagelens\[colpali\]"):
         load_encoder(str(tiny_checkpoint("colqwen2_5")), device="cpu")
+
+
+def test_family_missing_from_colpali_engine_names_the_version_that_has_it(
+    tiny_checkpoint, monkeypatch
+) -> None:
+    import colpali_engine.models
+
+    folder = str(tiny_checkpoint("colqwen3"))  # built before the class goes
+    monkeypatch.delattr(colpali_engine.models, "ColQwen3")
+    with pytest.raises(EncoderError, match=r"no ColQwen3/ColQwen3Processor") as info:
+        load_encoder(folder, device="cpu")
+    assert "colpali-engine>=0.3.18" in str(info.value)
+    assert "for the colqwen3 family" in str(info.value)
+
+
+def test_colqwen2_5_omni_is_not_a_supported_family() -> None:
+    """Left out on purpose: colpali-engine 0.3.18's class cannot be built (transformers 5)."""
+    with pytest.raises(EncoderError, match="qwen2_5_omni_thinker"):
+        detect_family({"model_type": "qwen2_5_omni_thinker", "architectures": ["ColQwen2_5Omni"]})
 
 
 def test_peft_adapter_folder_loads_through_its_base(tiny_checkpoint, tmp_path: Path) -> None:
