@@ -138,7 +138,8 @@ def test_scores_and_ranks_match_score_multi_vector(family: str, built) -> None:
     # best similarity on such a page is negative scores 0 there instead (STYLE.md's
     # zero-padding anti-pattern, which pagelens masks with -inf). That is the only
     # difference: colpali-engine's batch equals pagelens' maxima clamped at 0 on the
-    # padded pages.
+    # padded pages (the tiny models never produce a negative best match; the hand-made
+    # case below does).
     batched = processor.score_multi_vector(qs, ps, device="cpu").numpy()
     longest = max(len(p) for p in pages)
     expected = np.empty_like(ours)
@@ -147,3 +148,28 @@ def test_scores_and_ranks_match_score_multi_vector(family: str, built) -> None:
             best = (q @ p.T).max(axis=1)  # (m,)
             expected[qi, pi] = (np.maximum(best, 0) if len(p) < longest else best).sum()
     np.testing.assert_allclose(batched, expected, atol=1e-4)
+
+
+def test_the_zero_padding_difference_on_a_hand_made_case() -> None:
+    """Where colpali-engine and pagelens part: a query token with no positive match.
+
+    (The tiny models' vectors never hit it: every best similarity there is positive.)
+    """
+    from colpali_engine.utils.processing_utils import BaseVisualRetrieverProcessor
+
+    query = np.array([[1.0, 0.0]], dtype=np.float32)  # (1, 2)
+    short = np.array([[-1.0, 0.0]], dtype=np.float32)  # best match -1
+    long = np.array([[-1.0, 0.0], [-0.6, 0.8]], dtype=np.float32)  # best match -0.6
+    theirs = BaseVisualRetrieverProcessor.score_multi_vector(
+        [torch.from_numpy(query)], [torch.from_numpy(short), torch.from_numpy(long)], device="cpu"
+    )
+    # colpali-engine pads the short page with a zero row: its score becomes 0, above the
+    # long page's true -0.6; pagelens keeps -1 and ranks the long page first.
+    np.testing.assert_allclose(theirs.numpy(), [[0.0, -0.6]], atol=1e-6)
+    np.testing.assert_allclose(maxsim_matrix([query], [short, long]), [[-1.0, -0.6]], atol=1e-6)
+    assert [i for i, _ in rank([query], [short, long], k=2)[0]] == [1, 0]
+    # Scored alone, the short page gets its true score from colpali-engine too.
+    alone = BaseVisualRetrieverProcessor.score_multi_vector(
+        [torch.from_numpy(query)], [torch.from_numpy(short)], device="cpu"
+    )
+    assert float(alone[0, 0]) == pytest.approx(-1.0)
