@@ -361,7 +361,7 @@ def test_backbone_without_projection_head_is_refused(tiny_checkpoint, tmp_path: 
         load_encoder(str(folder), device="cpu")
 
 
-@pytest.mark.parametrize("family", ["colqwen2", "colqwen2_5"])
+@pytest.mark.parametrize("family", ["colqwen2", "colqwen2_5", "colqwen3", "colqwen3_5"])
 def test_a_page_beyond_the_processors_aspect_ratio_is_padded(family: str, tiny_encoder) -> None:
     # Qwen2-VL's image processor refuses 200:1 and more (a 14400 x 3 pt strip at 150
     # dpi is 30000 x 7 px): such a page is padded with white to 100:1 and encoded
