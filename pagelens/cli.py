@@ -602,6 +602,31 @@ def check_cmd(
         raise typer.Exit(code=1)
 
 
+@app.command("models")
+def models_cmd(as_json: JsonOpt = False) -> None:
+    """List the supported colpali-engine families and their known checkpoints."""
+    from pagelens.encoders.catalog import catalog, catalog_json
+
+    entries = catalog()
+    out = catalog_json(entries)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"colpali-engine: {out['colpali_engine'] or 'not installed'}")
+    typer.echo(f"{'family':<15} {'installed':<22} {'model':<34} {'params':<7} vectors/page")
+    for e in entries:
+        have = "yes" if e.installed else f"no (needs >={e.min_version})"
+        for i, m in enumerate(e.models or [None]):
+            first = (e.family, have) if i == 0 else ("", "")
+            if m is None:
+                typer.echo(f"{first[0]:<15} {first[1]:<22} {'none known':<34}")
+                continue
+            typer.echo(
+                f"{first[0]:<15} {first[1]:<22} {m.hub_id:<34} {m.parameters:<7} "
+                f"{m.vectors_per_page}"
+            )
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality (ViDoRe-style).")
 app.add_typer(eval_app, name="eval")
 

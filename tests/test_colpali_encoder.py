@@ -24,6 +24,8 @@ from tests.tiny_models import FAMILIES, build_tiny_checkpoint, tiny_pages  # noq
 # Three sizes: Qwen and Idefics3-style processors give each a different token count.
 PAGE_SIZES = [(100, 140), (60, 60), (200, 40)]
 QUERIES = ["what is the total revenue in 2020", "fox", "which table shows annual sales growth"]
+# colpali-engine fixes the projection width per model class: ColQwen3 projects to 320.
+DIMS = {"colqwen3": 320}
 
 
 @pytest.fixture(scope="session")
@@ -76,13 +78,14 @@ def test_encodes_unit_norm_float32_multivectors(family: str, tiny_encoder) -> No
     encoder = tiny_encoder(family)
     assert isinstance(encoder, Encoder)
     assert encoder.spec.family == family
-    assert encoder.spec.dim == 128
+    dim = DIMS.get(family, 128)
+    assert encoder.spec.dim == dim
     assert encoder.spec.revision.startswith("local-")
 
     pages = encoder.encode_pages(tiny_pages(PAGE_SIZES))
-    _assert_multivectors(pages, len(PAGE_SIZES), 128)
+    _assert_multivectors(pages, len(PAGE_SIZES), dim)
     queries = encoder.encode_queries(QUERIES)
-    _assert_multivectors(queries, len(QUERIES), 128)
+    _assert_multivectors(queries, len(QUERIES), dim)
     # Longer query text, more tokens: padding was removed, not kept.
     assert queries[1].shape[0] < queries[0].shape[0]
     assert encoder.encode_pages([]) == [] and encoder.encode_queries([]) == []
@@ -127,6 +130,7 @@ def test_page_vectors_image_keeps_exactly_the_image_tokens(
         inputs = full._processor.process_images([page.image])
         ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].numpy()
         is_image = ids == full.image_token_id
+        assert full.image_token_id == full._model.config.image_token_id  # the patch token
         assert 0 < is_image.sum() < len(ids)  # some prompt/special tokens were dropped
         np.testing.assert_allclose(image_v, all_v[is_image], atol=1e-6)
     # Queries are text: page_vectors does not touch them.
@@ -222,6 +226,13 @@ def test_unknown_config_names_what_it_found(tmp_path: Path) -> None:
 def test_single_vector_checkpoint_is_refused() -> None:
     with pytest.raises(EncoderError, match="single-vector"):
         detect_family({"model_type": "qwen2_vl", "architectures": ["BiQwen2"]})
+    for model_type, bi in [
+        ("qwen3_vl", "BiQwen3"),
+        ("qwen3_5", "BiQwen3_5"),
+        ("gemma3", "BiGemma3"),
+    ]:
+        with pytest.raises(EncoderError, match="single-vector"):
+            detect_family({"model_type": model_type, "architectures": [bi]})
     assert (
         detect_family({"model_type": "qwen2_vl", "architectures": ["ColQwen2"]}).name == "colqwen2"
     )
@@ -251,6 +262,25 @@ def test_missing_colpali_engine_names_the_extra(tiny_checkpoint, monkeypatch) ->
     monkeypatch.setitem(sys.modules, "colpali_engine.models", None)
     with pytest.raises(MissingExtraError, match=r"pagelens\[colpali\]"):
         load_encoder(str(tiny_checkpoint("colqwen2_5")), device="cpu")
+
+
+def test_family_missing_from_colpali_engine_names_the_version_that_has_it(
+    tiny_checkpoint, monkeypatch
+) -> None:
+    import colpali_engine.models
+
+    folder = str(tiny_checkpoint("colqwen3"))  # built before the class goes
+    monkeypatch.delattr(colpali_engine.models, "ColQwen3")
+    with pytest.raises(EncoderError, match=r"no ColQwen3/ColQwen3Processor") as info:
+        load_encoder(folder, device="cpu")
+    assert "colpali-engine>=0.3.18" in str(info.value)
+    assert "for the colqwen3 family" in str(info.value)
+
+
+def test_colqwen2_5_omni_is_not_a_supported_family() -> None:
+    """Left out on purpose: colpali-engine 0.3.18's class cannot be built (transformers 5)."""
+    with pytest.raises(EncoderError, match="qwen2_5_omni_thinker"):
+        detect_family({"model_type": "qwen2_5_omni_thinker", "architectures": ["ColQwen2_5Omni"]})
 
 
 def test_peft_adapter_folder_loads_through_its_base(tiny_checkpoint, tmp_path: Path) -> None:
@@ -331,7 +361,7 @@ def test_backbone_without_projection_head_is_refused(tiny_checkpoint, tmp_path: 
         load_encoder(str(folder), device="cpu")
 
 
-@pytest.mark.parametrize("family", ["colqwen2", "colqwen2_5"])
+@pytest.mark.parametrize("family", ["colqwen2", "colqwen2_5", "colqwen3", "colqwen3_5"])
 def test_a_page_beyond_the_processors_aspect_ratio_is_padded(family: str, tiny_encoder) -> None:
     # Qwen2-VL's image processor refuses 200:1 and more (a 14400 x 3 pt strip at 150
     # dpi is 30000 x 7 px): such a page is padded with white to 100:1 and encoded

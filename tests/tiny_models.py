@@ -25,7 +25,16 @@ from PIL import Image
 
 from pagelens.types import Page
 
-FAMILIES: tuple[str, ...] = ("colpali", "colqwen2", "colqwen2_5", "colidefics3", "colmodernvbert")
+FAMILIES: tuple[str, ...] = (
+    "colpali",
+    "colqwen2",
+    "colqwen2_5",
+    "colqwen3",
+    "colqwen3_5",
+    "colgemma3",
+    "colidefics3",
+    "colmodernvbert",
+)
 
 _CORPUS = [
     "Describe the image.",
@@ -143,6 +152,175 @@ def _build_colqwen2(folder: Path) -> None:
 
 def _build_colqwen2_5(folder: Path) -> None:
     _build_colqwen(folder, v2_5=True)
+
+
+def _build_colqwen3(folder: Path, *, v3_5: bool) -> None:
+    """ColQwen3 (Qwen3-VL) or ColQwen3.5 (Qwen3.5: linear- and full-attention layers)."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLVideoProcessor
+
+    specials = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
+    tok = _tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    text: dict[str, Any] = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [2, 3, 3],
+            "mrope_interleaved": True,
+        },
+        "max_position_embeddings": 1024,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    # 16 px patches merged 2 x 2: 32 px per token; 64 learned positions (8 x 8 grid).
+    vision: dict[str, Any] = {
+        "depth": 1,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_heads": 2,
+        "out_hidden_size": 32,
+        "patch_size": 16,
+        "num_position_embeddings": 64,
+    }
+    common = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    if v3_5:
+        from colpali_engine.models import ColQwen3_5 as model_cls
+        from colpali_engine.models import ColQwen3_5Processor as proc_cls
+        from transformers.models.qwen3_5 import Qwen3_5Config as config_cls
+
+        # One gated-delta-net (linear attention) layer and one full-attention layer.
+        text.update(
+            num_hidden_layers=2,
+            layer_types=["linear_attention", "full_attention"],
+            linear_key_head_dim=8,
+            linear_value_head_dim=8,
+            linear_num_key_heads=2,
+            linear_num_value_heads=2,
+        )
+        text["rope_parameters"]["partial_rotary_factor"] = 1.0
+    else:
+        from colpali_engine.models import ColQwen3 as model_cls
+        from colpali_engine.models import ColQwen3Processor as proc_cls
+        from transformers import Qwen3VLConfig as config_cls
+
+        vision["deepstack_visual_indexes"] = [0]
+    model = model_cls(config_cls(text_config=text, vision_config=vision, **common))
+    # 32 px per merged token: a page of at most 128 x 128 px -> at most 16 image tokens.
+    image_processor = Qwen2VLImageProcessor(
+        patch_size=16, merge_size=2, min_pixels=32 * 32 * 4, max_pixels=128 * 128
+    )
+    processor = proc_cls(
+        image_processor=image_processor, tokenizer=tok, video_processor=Qwen3VLVideoProcessor()
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def _build_colqwen3_only(folder: Path) -> None:
+    _build_colqwen3(folder, v3_5=False)
+
+
+def _build_colqwen3_5(folder: Path) -> None:
+    _build_colqwen3(folder, v3_5=True)
+
+
+# Gemma3's chat template, cut to what ColGemmaProcessor3 renders (user text and images).
+_GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<start_of_image>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def _build_colgemma3(folder: Path) -> None:
+    import torch
+    from colpali_engine.models import ColGemma3, ColGemmaProcessor3
+    from transformers import Gemma3Config, Gemma3ImageProcessor
+
+    roles = {
+        "image_token": "<image_soft_token>",
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+    }
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    specials += roles.values()
+    tok = _tokenizer(
+        specials,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+        extra_special_tokens=roles,
+    )
+    tok.chat_template = _GEMMA3_CHAT_TEMPLATE
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    config = Gemma3Config(
+        text_config={
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "max_position_embeddings": 1024,
+            "sliding_window": 16,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "pad_token_id": ids["<pad>"],
+            "bos_token_id": ids["<bos>"],
+            "eos_token_id": ids["<eos>"],
+        },
+        # 32 px images of 8 px patches: 16 patches, average-pooled to 4 tokens per image
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        mm_tokens_per_image=4,
+        image_token_index=ids["<image_soft_token>"],
+        boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"],
+    )
+    model = ColGemma3(config)
+    # transformers initialises Gemma3's image projection to zeros (every image alike):
+    # random weights, so that distinct pages give distinct vectors.
+    with torch.no_grad():
+        model.multi_modal_projector.mm_input_projection_weight.normal_(std=0.5)
+    processor = ColGemmaProcessor3(
+        image_processor=Gemma3ImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=tok,
+        chat_template=_GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=4,
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
 
 
 def _build_colidefics3(folder: Path) -> None:
@@ -286,6 +464,9 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "colpali": _build_colpali,
     "colqwen2": _build_colqwen2,
     "colqwen2_5": _build_colqwen2_5,
+    "colqwen3": _build_colqwen3_only,
+    "colqwen3_5": _build_colqwen3_5,
+    "colgemma3": _build_colgemma3,
     "colidefics3": _build_colidefics3,
     "colmodernvbert": _build_colmodernvbert,
 }

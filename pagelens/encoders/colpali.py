@@ -1,4 +1,7 @@
-"""The colpali-engine adapter: ColPali, ColQwen2, ColQwen2.5, ColIdefics3, ColModernVBert.
+"""The colpali-engine adapter: every multi-vector family of colpali-engine 0.3.18.
+
+ColPali, ColQwen2, ColQwen2.5, ColQwen3, ColQwen3.5, ColGemma3, ColIdefics3 (ColSmol),
+ColModernVBert; not ColQwen2.5-Omni (see the note under ``FAMILIES``).
 
 Torch stays inside: pages and queries go in, float32 ``(n, dim)`` numpy arrays come out,
 L2-normalised, with padding positions removed (ragged, one array per item).
@@ -37,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 PageVectors = Literal["all", "image"]
 PAGE_VECTORS: tuple[str, ...] = ("all", "image")
-N_QUERY_AUGMENTATION_TOKENS = 10  # as colpali-engine's training collator appends
+# What colpali-engine's process_queries appends (encode_queries calls it; kept for
+# the benchmarks that time a query without the adapter).
+N_QUERY_AUGMENTATION_TOKENS = 10
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class ColPaliFamily:
     # The longest side over the shortest that the family's image processor takes
     # (Qwen2-VL's smart_resize refuses 200 and more); a page beyond it is padded.
     max_aspect_ratio: float | None = None
+    # A colpali-engine release verified to ship model_class/processor_class: the one
+    # pagelens is tested against (offline, no release history to check an earlier one).
+    min_version: str = "0.3.18"
 
 
 # A page beyond its family's aspect-ratio limit (a 14400 x 3 pt strip) is padded with
@@ -70,9 +78,19 @@ FAMILIES: tuple[ColPaliFamily, ...] = (
     ColPaliFamily(
         "colqwen2_5", "qwen2_5_vl", "ColQwen2_5", "ColQwen2_5_Processor", max_aspect_ratio=200.0
     ),
+    ColPaliFamily("colqwen3", "qwen3_vl", "ColQwen3", "ColQwen3Processor", max_aspect_ratio=200.0),
+    ColPaliFamily(
+        "colqwen3_5", "qwen3_5", "ColQwen3_5", "ColQwen3_5Processor", max_aspect_ratio=200.0
+    ),
+    ColPaliFamily("colgemma3", "gemma3", "ColGemma3", "ColGemmaProcessor3"),
     ColPaliFamily("colidefics3", "idefics3", "ColIdefics3", "ColIdefics3Processor", head="linear"),
     ColPaliFamily("colmodernvbert", "modernvbert", "ColModernVBert", "ColModernVBertProcessor"),
 )
+# Left out: ColQwen2_5Omni (model_type "qwen2_5_omni_thinker"). colpali-engine 0.3.18's
+# class cannot be constructed under transformers 5: Qwen2_5OmniThinkerForConditionalGeneration
+# now keeps its vision tower at ``self.model.visual`` and assigns ``spatial_merge_size``
+# in __init__, which ColQwen2_5Omni's property setter forwards to the missing
+# ``self.visual`` (AttributeError), for a random-init model and a real checkpoint alike.
 MODEL_TYPES: frozenset[str] = frozenset(f.model_type for f in FAMILIES)
 
 
@@ -137,7 +155,7 @@ class ColPaliEngineEncoder:
         self._dtype = dtype
         self.batch_size = batch_size
         self.page_vectors: PageVectors = page_vectors
-        self.image_token_id: int = int(processor.image_token_id)
+        self.image_token_id: int = _image_token_id(model, processor)
 
     @classmethod
     def from_pretrained(
@@ -237,13 +255,12 @@ class ColPaliEngineEncoder:
     def encode_queries(self, texts: Sequence[str]) -> list[MultiVector]:
         """One ``(m_j, dim)`` float32 array per query text, in input order.
 
-        Queries get the family's prefix and 10 augmentation tokens, as in training.
+        Queries go through colpali-engine's own ``process_queries``: the family's prefix
+        and augmentation tokens (or chat template, for ColGemma3), as in training.
         """
-        prefix = self._processor.query_prefix
-        suffix = self._processor.query_augmentation_token * N_QUERY_AUGMENTATION_TOKENS
         out: list[MultiVector] = []
         for batch in _progress(_batches(texts, self.batch_size), len(texts), "encoding queries"):
-            inputs = self._processor.process_texts([prefix + text + suffix for text in batch])
+            inputs = self._processor.process_queries(list(batch))
             out.extend(self._forward(inputs, image_tokens_only=False))
         return out
 
@@ -273,6 +290,20 @@ class ColPaliEngineEncoder:
             norms = np.linalg.norm(kept, axis=1, keepdims=True)
             out.append(np.ascontiguousarray(kept / np.maximum(norms, 1e-12), dtype=np.float32))
         return out
+
+
+def _image_token_id(model: Any, processor: Any) -> int:
+    """Return the image-patch token id: the one the model replaces by image features.
+
+    Read from the model's config: Gemma3's processor calls its begin-of-image token
+    ``image_token_id`` (the one it expands), not the patch token.
+    """
+    config = getattr(model, "config", None)
+    for key in ("image_token_id", "image_token_index"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return int(processor.image_token_id)
 
 
 def _pad_to_aspect(image: Image.Image, limit: float | None) -> Image.Image:
@@ -306,13 +337,21 @@ def _colpali_classes(family: ColPaliFamily) -> tuple[Any, Any]:
     try:
         return getattr(models, family.model_class), getattr(models, family.processor_class)
     except AttributeError as exc:
-        import colpali_engine
-
-        version = getattr(colpali_engine, "__version__", "?")
         raise EncoderError(
-            f"colpali-engine {version} has no {family.model_class}/{family.processor_class} "
-            f"for the {family.name} family; upgrade colpali-engine"
+            f"colpali-engine {installed_colpali_version()} has no "
+            f"{family.model_class}/{family.processor_class} for the {family.name} family; "
+            f"upgrade to colpali-engine>={family.min_version}, which has them"
         ) from exc
+
+
+def installed_colpali_version() -> str | None:
+    """Return the installed colpali-engine version, or ``None`` when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("colpali-engine")
+    except PackageNotFoundError:
+        return None
 
 
 def _load_model(
