@@ -99,6 +99,7 @@ class Manifest:
             dim=self.encoder.dim,
             fp16=self.settings.fp16,
             text_dim=self.text_encoder.dim if self.text_encoder else None,
+            single=self.encoder.single,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -450,7 +451,8 @@ class Index:
     # -- pages -------------------------------------------------------------------
     def add_pages(self, pages: Sequence[StoredPage]) -> None:
         """Store pages (their vectors and payloads) in one write; durable on return."""
-        self.store.upsert([_page_point(p) for p in pages])
+        single = self._manifest is not None and self._manifest.encoder.single
+        self.store.upsert([_page_point(p, single) for p in pages])
 
     def pages(self, where: PayloadFilter | None = None) -> Iterator[dict[str, Any]]:
         """Payloads of the stored pages (complete documents or not) matching ``where``."""
@@ -635,8 +637,12 @@ class Index:
         )
 
 
-def _page_point(stored: StoredPage) -> PointRecord:
-    """Lay out one page as a point: payload keys and named vectors (the stored format)."""
+def _page_point(stored: StoredPage, single: bool = False) -> PointRecord:
+    """Lay out one page as a point: payload keys and named vectors (the stored format).
+
+    ``single``: the index's encoder gives one vector per page, stored as a plain
+    ``pages`` vector with no ``pooled`` vectors.
+    """
     page = stored.page
     error = stored.error or page.error
     payload: dict[str, Any] = {
@@ -658,8 +664,10 @@ def _page_point(stored: StoredPage) -> PointRecord:
         payload["raw_vectors"] = stored.dense.raw
         payload["vectors"] = int(stored.dense.stored.shape[0])
         payload["pooled_vectors"] = int(stored.dense.candidates.shape[0])
-        if stored.dense.raw:
-            rerank, candidates = DENSE_VECTORS[DENSE]
+        rerank, candidates = DENSE_VECTORS[DENSE]
+        if stored.dense.raw and single:
+            vectors[rerank] = stored.dense.stored.reshape(-1)  # (dim,): one plain vector
+        elif stored.dense.raw:
             vectors[rerank], vectors[candidates] = stored.dense.stored, stored.dense.candidates
     if stored.text is not None:
         payload["text_vectors"] = int(stored.text.stored.shape[0])

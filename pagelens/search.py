@@ -379,6 +379,7 @@ def _run(index: Index, opts: SearchOptions, rows: Sequence[_Row]) -> list[list[H
     where = _where(index, opts.filter)
     stage = _first_stage(index, opts, where)
     several = len(opts.channels or ()) > 1
+    single = index.manifest is not None and index.manifest.encoder.single
     requests = [
         HybridQuery(
             dense=d,
@@ -390,6 +391,7 @@ def _run(index: Index, opts: SearchOptions, rows: Sequence[_Row]) -> list[list[H
             channel_limit=max(opts.channel_limit, opts.k) if several else opts.k,
             fusion=opts.fusion,
             weights=opts.weights,
+            single=single,
         )
         for d, t, s in rows
     ]

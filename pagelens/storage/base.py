@@ -107,6 +107,9 @@ class CollectionSpec:
     hnsw_m: int = 16  # graph degree for the ``pooled`` vectors
     hnsw_ef_construct: int = 100
     text_dim: int | None = None  # dimension of the ``text`` channel, if the index has one
+    # one vector per page for the dense channel (single-vector encoders): ``pages`` is a
+    # plain vector with an HNSW graph, and there is no ``pooled`` vector
+    single: bool = False
 
 
 def dense_layout(spec: CollectionSpec) -> list[tuple[str, str, int]]:
@@ -193,6 +196,7 @@ class HybridQuery:
     fusion: str = "dbsf"
     weights: Mapping[str, float] | None = None
     rrf_k: int = 60
+    single: bool = False  # the dense channel holds one vector per page (``dense`` is (1, dim))
 
 
 @dataclass(frozen=True)

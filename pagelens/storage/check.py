@@ -204,7 +204,9 @@ def _numbers(numbers: list[int]) -> str:
 def _expected_dims(manifest: Manifest | None) -> dict[str, int]:
     if manifest is None:
         return {}
-    dims = {PAGES: manifest.encoder.dim, POOLED: manifest.encoder.dim}
+    dims = {PAGES: manifest.encoder.dim}
+    if not manifest.encoder.single:  # a single-vector index has no candidate vectors
+        dims[POOLED] = manifest.encoder.dim
     if manifest.text_encoder is not None:
         dims[TEXT_PAGES] = dims[TEXT_POOLED] = manifest.text_encoder.dim
     return dims
@@ -221,7 +223,7 @@ def _page_faults(page: _Page, dims: dict[str, int]) -> list[str]:
         faults.append(f"no {PAGES} vectors ({page.declared} recorded)")
     elif PAGES in page.shapes and page.shapes[PAGES][0] != page.declared:
         faults.append(f"{page.shapes[PAGES][0]} {PAGES} vectors, {page.declared} recorded")
-    if page.declared and POOLED not in page.shapes:
+    if page.declared and POOLED not in page.shapes and (POOLED in dims or not dims):
         faults.append(f"no {POOLED} vectors")
     return [f"page {page.page_number}: {f}" for f in faults]
 

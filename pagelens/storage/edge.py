@@ -20,6 +20,7 @@ from pagelens.storage.base import (
     BM25,
     DENSE,
     DENSE_VECTORS,
+    PAGES,
     CollectionSpec,
     HybridQuery,
     PayloadFilter,
@@ -92,7 +93,9 @@ def stored_point(id_: Any, payload: Any, vectors: Any) -> StoredPoint:
 
     dense = {}
     for name, v in (vectors or {}).items():
-        if isinstance(v, list):  # multi-vectors; sparse ones are objects
+        if isinstance(v, list) and v and not isinstance(v[0], list):  # one plain vector
+            dense[name] = np.asarray(v, dtype=np.float32).reshape(1, -1)
+        elif isinstance(v, list):  # multi-vectors; sparse ones are objects
             dense[name] = np.asarray(v, dtype=np.float32).reshape(len(v), -1)
     return StoredPoint(str(id_), dict(payload or {}), dense)
 
@@ -276,6 +279,18 @@ class EdgeStore:
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim)
         vectors = {}
         for rerank, candidates, dim in dense_layout(spec):
+            if spec.single and rerank == PAGES:  # one plain vector per page, with a graph
+                vectors[rerank] = m.EdgeVectorParams(
+                    size=dim,
+                    distance=m.Distance.Dot,
+                    datatype=dtype,
+                    hnsw_config=m.HnswIndexConfig(
+                        m=spec.hnsw_m,
+                        ef_construct=spec.hnsw_ef_construct,
+                        full_scan_threshold=10_000,
+                    ),
+                )
+                continue
             vectors[rerank] = m.EdgeVectorParams(
                 size=dim,
                 distance=m.Distance.Dot,
@@ -467,10 +482,21 @@ class EdgeStore:
         flt: Any,
         channel: str,
         first_stage: str = "hnsw",
+        single: bool = False,
     ) -> tuple[Any, list[Any] | None, Any]:
         """Build a dense channel: query on its rerank vectors, prefetch on its candidates."""
         m = self._m
         rerank, pooled = DENSE_VECTORS[channel]
+        if single:  # one vector: candidates from its graph (or a scan), scored as they come
+            flat = _as_lists(query.reshape(1, -1))[0]
+            exact = candidates is None or first_stage == "exact"
+            stage1 = m.Prefetch(
+                limit=max(candidates or 0, limit),
+                query=m.Query.Nearest(flat, using=rerank),
+                filter=flt,
+                params=m.SearchParams(exact=True) if exact else None,
+            )
+            return m.Query.Nearest(flat, using=rerank), [stage1], None
         vectors = _as_lists(query)
         if candidates is None:
             return m.Query.Nearest(vectors, using=rerank), None, flt
@@ -485,7 +511,15 @@ class EdgeStore:
     def _channels(self, query: HybridQuery, flt: Any) -> list[tuple[Any, list[Any] | None, Any]]:
         m = self._m
         out = [
-            self._dense(v, query.channel_limit, query.candidates, flt, name, query.first_stage)
+            self._dense(
+                v,
+                query.channel_limit,
+                query.candidates,
+                flt,
+                name,
+                query.first_stage,
+                single=query.single and name == DENSE,
+            )  # fmt: skip
             for name, v in dense_queries(query)
         ]
         if query.sparse is not None:

@@ -15,6 +15,7 @@ from pagelens.storage.base import (
     BM25,
     DENSE,
     DENSE_VECTORS,
+    PAGES,
     CollectionSpec,
     HybridQuery,
     PayloadFilter,
@@ -84,6 +85,16 @@ class ServerStore:
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
         vectors = {}
         for rerank, candidates, dim in dense_layout(spec):
+            if spec.single and rerank == PAGES:  # one plain vector per page, with a graph
+                vectors[rerank] = m.VectorParams(
+                    size=dim,
+                    distance=m.Distance.DOT,
+                    datatype=dtype,
+                    hnsw_config=m.HnswConfigDiff(
+                        m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct
+                    ),
+                )
+                continue
             vectors[rerank] = m.VectorParams(
                 size=dim,
                 distance=m.Distance.DOT,
@@ -225,10 +236,22 @@ class ServerStore:
         flt: Any,
         channel: str,
         first_stage: str = "hnsw",
+        single: bool = False,
     ) -> dict[str, Any]:
         """Build a dense channel: MaxSim on its rerank vectors, two-stage through its candidates."""
         m = self._m
         rerank, pooled = DENSE_VECTORS[channel]
+        if single:  # one vector: candidates from its graph (or a scan), scored as they come
+            flat = _as_lists(query.reshape(1, -1))[0]
+            exact = candidates is None or first_stage == "exact"
+            stage1 = m.Prefetch(
+                query=flat,
+                using=rerank,
+                limit=max(candidates or 0, limit),
+                filter=flt,
+                params=m.SearchParams(exact=True) if exact else None,
+            )
+            return {"query": flat, "using": rerank, "prefetch": [stage1]}
         vectors = _as_lists(query)
         if candidates is None:
             return {"query": vectors, "using": rerank, "filter": flt}
@@ -244,7 +267,15 @@ class ServerStore:
     def _channels(self, query: HybridQuery, flt: Any) -> list[dict[str, Any]]:
         m = self._m
         out = [
-            self._dense(v, query.channel_limit, query.candidates, flt, name, query.first_stage)
+            self._dense(
+                v,
+                query.channel_limit,
+                query.candidates,
+                flt,
+                name,
+                query.first_stage,
+                single=query.single and name == DENSE,
+            )  # fmt: skip
             for name, v in dense_queries(query)
         ]
         if query.sparse is not None:
