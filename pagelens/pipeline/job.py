@@ -341,9 +341,14 @@ class _Run:
             return
         try:
             done, failed = _index_document(
-                self.index, self.how, doc, self.times, pages_bar, self.text_cache,
+                self.index,
+                self.how,
+                doc,
+                self.times,
+                pages_bar,
+                self.text_cache,
                 self.pending.get(doc.sha256),
-            )  # fmt: skip
+            )
         except InputError as exc:
             logger.debug("skipped %s", exc)
             self.skipped.append(Skipped(doc.path, exc.cause))

@@ -519,7 +519,7 @@ class EdgeStore:
                 name,
                 query.first_stage,
                 single=query.single and name == DENSE,
-            )  # fmt: skip
+            )
             for name, v in dense_queries(query)
         ]
         if query.sparse is not None:

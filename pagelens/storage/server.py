@@ -275,7 +275,7 @@ class ServerStore:
                 name,
                 query.first_stage,
                 single=query.single and name == DENSE,
-            )  # fmt: skip
+            )
             for name, v in dense_queries(query)
         ]
         if query.sparse is not None:
