@@ -39,7 +39,16 @@ FAMILIES: tuple[str, ...] = (
     "colmodernvbert",
 )
 # The single-vector (Bi*) twins: the same tiny configs, the Bi* model and processor.
-BI_FAMILIES: tuple[str, ...] = ("bipali", "biqwen2", "biqwen2_5", "biidefics3", "bimodernvbert")
+BI_FAMILIES: tuple[str, ...] = (
+    "bipali",
+    "biqwen2",
+    "biqwen2_5",
+    "biqwen3",
+    "biqwen3_5",
+    "bigemma3",
+    "biidefics3",
+    "bimodernvbert",
+)
 
 _CORPUS = [
     "Describe the image.",
@@ -168,7 +177,7 @@ def _build_colqwen2_5(folder: Path) -> None:
     _build_colqwen(folder, v2_5=True)
 
 
-def _build_colqwen3(folder: Path, *, v3_5: bool) -> None:
+def _build_colqwen3(folder: Path, *, v3_5: bool, bi: bool = False) -> None:
     """ColQwen3 (Qwen3-VL) or ColQwen3.5 (Qwen3.5: linear- and full-attention layers)."""
     from transformers import Qwen2VLImageProcessor, Qwen3VLVideoProcessor
 
@@ -219,8 +228,7 @@ def _build_colqwen3(folder: Path, *, v3_5: bool) -> None:
         "vision_end_token_id": ids["<|vision_end|>"],
     }
     if v3_5:
-        from colpali_engine.models import ColQwen3_5 as model_cls
-        from colpali_engine.models import ColQwen3_5Processor as proc_cls
+        model_cls, proc_cls = _classes("ColQwen3_5", "ColQwen3_5Processor", bi=bi)
         from transformers.models.qwen3_5 import Qwen3_5Config as config_cls
 
         # One gated-delta-net (linear attention) layer and one full-attention layer.
@@ -234,8 +242,7 @@ def _build_colqwen3(folder: Path, *, v3_5: bool) -> None:
         )
         text["rope_parameters"]["partial_rotary_factor"] = 1.0
     else:
-        from colpali_engine.models import ColQwen3 as model_cls
-        from colpali_engine.models import ColQwen3Processor as proc_cls
+        model_cls, proc_cls = _classes("ColQwen3", "ColQwen3Processor", bi=bi)
         from transformers import Qwen3VLConfig as config_cls
 
         vision["deepstack_visual_indexes"] = [0]
@@ -270,9 +277,8 @@ _GEMMA3_CHAT_TEMPLATE = (
 )
 
 
-def _build_colgemma3(folder: Path) -> None:
+def _build_colgemma3(folder: Path, *, bi: bool = False) -> None:
     import torch
-    from colpali_engine.models import ColGemma3, ColGemmaProcessor3
     from transformers import Gemma3Config, Gemma3ImageProcessor
 
     roles = {
@@ -322,12 +328,13 @@ def _build_colgemma3(folder: Path) -> None:
         boi_token_index=ids["<start_of_image>"],
         eoi_token_index=ids["<end_of_image>"],
     )
-    model = ColGemma3(config)
+    model_cls, proc_cls = _classes("ColGemma3", "ColGemmaProcessor3", bi=bi)
+    model = model_cls(config)
     # transformers initialises Gemma3's image projection to zeros (every image alike):
     # random weights, so that distinct pages give distinct vectors.
     with torch.no_grad():
         model.multi_modal_projector.mm_input_projection_weight.normal_(std=0.5)
-    processor = ColGemmaProcessor3(
+    processor = proc_cls(
         image_processor=Gemma3ImageProcessor(size={"height": 32, "width": 32}),
         tokenizer=tok,
         chat_template=_GEMMA3_CHAT_TEMPLATE,
@@ -487,6 +494,9 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "biqwen2_5": lambda folder: _build_colqwen(folder, v2_5=True, bi=True),
     "biidefics3": lambda folder: _build_colidefics3(folder, bi=True),
     "bimodernvbert": lambda folder: _build_colmodernvbert(folder, bi=True),
+    "biqwen3": lambda folder: _build_colqwen3(folder, v3_5=False, bi=True),
+    "biqwen3_5": lambda folder: _build_colqwen3(folder, v3_5=True, bi=True),
+    "bigemma3": lambda folder: _build_colgemma3(folder, bi=True),
 }
 
 

@@ -2,7 +2,8 @@
 
 ColPali, ColQwen2, ColQwen2.5, ColQwen3, ColQwen3.5, ColGemma3, ColIdefics3 (ColSmol),
 ColModernVBert; not ColQwen2.5-Omni (see the note under ``FAMILIES``). And the
-single-vector twins BiPali, BiQwen2, BiQwen2.5, BiIdefics3 and BiModernVBert: one
+single-vector twins BiPali, BiQwen2, BiQwen2.5, BiQwen3, BiQwen3.5, BiGemma3, BiIdefics3
+and BiModernVBert (not BiPaliProj: see ``detect_family``): one
 ``(1, dim)`` vector per page and query (``EncoderSpec.single``).
 
 Torch stays inside: pages and queries go in, float32 ``(n, dim)`` numpy arrays come out,
@@ -95,6 +96,8 @@ FAMILIES: tuple[ColPaliFamily, ...] = (
     # Single-vector twins. Pooling is the model's own (colpali-engine 0.3.18 forward
     # defaults): mean over the attention mask for BiPali and BiModernVBert; the last
     # position (left-padded by the processor) for the Qwen, Gemma3 and Idefics3 ones.
+    # BiGemma3 also keeps the first 2560 (Matryoshka) dimensions: all of gemma-3-4b's;
+    # a wider backbone would fail the shape check in _forward_single, not go unseen.
     # BiPaliProcessor is ColPaliProcessor with a single-vector ``score``, but its
     # ``__init__(*args, **kwargs)`` hides the tokenizer from transformers 5's
     # ProcessorMixin (no ``tokenizer`` attribute): ColPaliProcessor processes the same.
@@ -125,6 +128,25 @@ FAMILIES: tuple[ColPaliFamily, ...] = (
         single=True,
         max_aspect_ratio=200.0,
     ),
+    ColPaliFamily(
+        "biqwen3",
+        "qwen3_vl",
+        "BiQwen3",
+        "BiQwen3Processor",
+        head=None,
+        single=True,
+        max_aspect_ratio=200.0,
+    ),
+    ColPaliFamily(
+        "biqwen3_5",
+        "qwen3_5",
+        "BiQwen3_5",
+        "BiQwen3_5Processor",
+        head=None,
+        single=True,
+        max_aspect_ratio=200.0,
+    ),
+    ColPaliFamily("bigemma3", "gemma3", "BiGemma3", "BiGemmaProcessor3", head=None, single=True),
     ColPaliFamily(
         "biidefics3", "idefics3", "BiIdefics3", "BiIdefics3Processor", head=None, single=True
     ),
