@@ -1,5 +1,8 @@
 """Tiny random-init ColPali-family checkpoints, built offline (well under a second each).
 
+``FAMILIES`` are the multi-vector (Col*) ones; ``BI_FAMILIES`` their single-vector twins,
+built from the same configs with colpali-engine's Bi* classes.
+
 Each builder shrinks the family's real config (hidden size 32, one layer, a small vision
 tower, small images), trains a byte-level BPE tokenizer on the spot with the family's
 special tokens, configures the family's processor small, and writes model + processor
@@ -34,6 +37,17 @@ FAMILIES: tuple[str, ...] = (
     "colgemma3",
     "colidefics3",
     "colmodernvbert",
+)
+# The single-vector (Bi*) twins: the same tiny configs, the Bi* model and processor.
+BI_FAMILIES: tuple[str, ...] = (
+    "bipali",
+    "biqwen2",
+    "biqwen2_5",
+    "biqwen3",
+    "biqwen3_5",
+    "bigemma3",
+    "biidefics3",
+    "bimodernvbert",
 )
 
 _CORPUS = [
@@ -72,7 +86,16 @@ def _tokenizer(specials: list[str], **special_roles: str) -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=raw, **special_roles)
 
 
-def _build_colqwen(folder: Path, *, v2_5: bool) -> None:
+def _classes(model: str, processor: str, *, bi: bool) -> tuple[Any, Any]:
+    """colpali-engine's ``Col*`` classes, or their ``Bi*`` twins (same config, no head)."""
+    import colpali_engine.models as models
+
+    if bi:
+        model, processor = "Bi" + model.removeprefix("Col"), "Bi" + processor.removeprefix("Col")
+    return getattr(models, model), getattr(models, processor)
+
+
+def _build_colqwen(folder: Path, *, v2_5: bool, bi: bool = False) -> None:
     import torch
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
@@ -112,9 +135,9 @@ def _build_colqwen(folder: Path, *, v2_5: bool) -> None:
         "vision_end_token_id": ids["<|vision_end|>"],
     }
     if v2_5:
-        from colpali_engine.models import ColQwen2_5 as model_cls
-        from colpali_engine.models import ColQwen2_5_Processor as proc_cls
         from transformers import Qwen2_5_VLConfig
+
+        model_cls, proc_cls = _classes("ColQwen2_5", "ColQwen2_5_Processor", bi=bi)
 
         vision = {
             "depth": 1,
@@ -127,9 +150,9 @@ def _build_colqwen(folder: Path, *, v2_5: bool) -> None:
         }
         config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
     else:
-        from colpali_engine.models import ColQwen2 as model_cls
-        from colpali_engine.models import ColQwen2Processor as proc_cls
         from transformers import Qwen2VLConfig
+
+        model_cls, proc_cls = _classes("ColQwen2", "ColQwen2Processor", bi=bi)
 
         vision = {"depth": 1, "embed_dim": 32, "hidden_size": 32, "mlp_ratio": 2, "num_heads": 2}
         config = Qwen2VLConfig(text_config=text, vision_config=vision, **common)
@@ -154,7 +177,7 @@ def _build_colqwen2_5(folder: Path) -> None:
     _build_colqwen(folder, v2_5=True)
 
 
-def _build_colqwen3(folder: Path, *, v3_5: bool) -> None:
+def _build_colqwen3(folder: Path, *, v3_5: bool, bi: bool = False) -> None:
     """ColQwen3 (Qwen3-VL) or ColQwen3.5 (Qwen3.5: linear- and full-attention layers)."""
     from transformers import Qwen2VLImageProcessor, Qwen3VLVideoProcessor
 
@@ -205,8 +228,7 @@ def _build_colqwen3(folder: Path, *, v3_5: bool) -> None:
         "vision_end_token_id": ids["<|vision_end|>"],
     }
     if v3_5:
-        from colpali_engine.models import ColQwen3_5 as model_cls
-        from colpali_engine.models import ColQwen3_5Processor as proc_cls
+        model_cls, proc_cls = _classes("ColQwen3_5", "ColQwen3_5Processor", bi=bi)
         from transformers.models.qwen3_5 import Qwen3_5Config as config_cls
 
         # One gated-delta-net (linear attention) layer and one full-attention layer.
@@ -220,8 +242,7 @@ def _build_colqwen3(folder: Path, *, v3_5: bool) -> None:
         )
         text["rope_parameters"]["partial_rotary_factor"] = 1.0
     else:
-        from colpali_engine.models import ColQwen3 as model_cls
-        from colpali_engine.models import ColQwen3Processor as proc_cls
+        model_cls, proc_cls = _classes("ColQwen3", "ColQwen3Processor", bi=bi)
         from transformers import Qwen3VLConfig as config_cls
 
         vision["deepstack_visual_indexes"] = [0]
@@ -256,9 +277,8 @@ _GEMMA3_CHAT_TEMPLATE = (
 )
 
 
-def _build_colgemma3(folder: Path) -> None:
+def _build_colgemma3(folder: Path, *, bi: bool = False) -> None:
     import torch
-    from colpali_engine.models import ColGemma3, ColGemmaProcessor3
     from transformers import Gemma3Config, Gemma3ImageProcessor
 
     roles = {
@@ -308,12 +328,13 @@ def _build_colgemma3(folder: Path) -> None:
         boi_token_index=ids["<start_of_image>"],
         eoi_token_index=ids["<end_of_image>"],
     )
-    model = ColGemma3(config)
+    model_cls, proc_cls = _classes("ColGemma3", "ColGemmaProcessor3", bi=bi)
+    model = model_cls(config)
     # transformers initialises Gemma3's image projection to zeros (every image alike):
     # random weights, so that distinct pages give distinct vectors.
     with torch.no_grad():
         model.multi_modal_projector.mm_input_projection_weight.normal_(std=0.5)
-    processor = ColGemmaProcessor3(
+    processor = proc_cls(
         image_processor=Gemma3ImageProcessor(size={"height": 32, "width": 32}),
         tokenizer=tok,
         chat_template=_GEMMA3_CHAT_TEMPLATE,
@@ -323,8 +344,7 @@ def _build_colgemma3(folder: Path) -> None:
     processor.save_pretrained(folder)
 
 
-def _build_colidefics3(folder: Path) -> None:
-    from colpali_engine.models import ColIdefics3, ColIdefics3Processor
+def _build_colidefics3(folder: Path, *, bi: bool = False) -> None:
     from transformers import Idefics3Config, Idefics3ImageProcessor
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *_IDEFICS_SPECIALS]
@@ -357,19 +377,17 @@ def _build_colidefics3(folder: Path) -> None:
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         pad_token_id=tok.pad_token_id,
     )
-    model = ColIdefics3(config)
+    model_cls, proc_cls = _classes("ColIdefics3", "ColIdefics3Processor", bi=bi)
+    model = model_cls(config)
     image_processor = Idefics3ImageProcessor(
         size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
     )
-    processor = ColIdefics3Processor(
-        image_processor=image_processor, tokenizer=tok, image_seq_len=4
-    )
+    processor = proc_cls(image_processor=image_processor, tokenizer=tok, image_seq_len=4)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
 
 
-def _build_colmodernvbert(folder: Path) -> None:
-    from colpali_engine.models import ColModernVBert, ColModernVBertProcessor
+def _build_colmodernvbert(folder: Path, *, bi: bool = False) -> None:
     from transformers import Idefics3ImageProcessor, ModernVBertConfig
 
     specials = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "<|begin_of_text|>", *_IDEFICS_SPECIALS]
@@ -403,19 +421,18 @@ def _build_colmodernvbert(folder: Path) -> None:
         pixel_shuffle_factor=2,
         image_token_id=ids["<image>"],
     )
-    model = ColModernVBert(config)
+    model_cls, proc_cls = _classes("ColModernVBert", "ColModernVBertProcessor", bi=bi)
+    model = model_cls(config)
     image_processor = Idefics3ImageProcessor(
         size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
     )
-    processor = ColModernVBertProcessor(
-        image_processor=image_processor, tokenizer=tok, image_seq_len=4
-    )
+    processor = proc_cls(image_processor=image_processor, tokenizer=tok, image_seq_len=4)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
 
 
-def _build_colpali(folder: Path) -> None:
-    from colpali_engine.models import ColPali, ColPaliProcessor
+def _build_colpali(folder: Path, *, bi: bool = False) -> None:
+    from colpali_engine.models import ColPaliProcessor
     from transformers import PaliGemmaConfig, SiglipImageProcessor
 
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
@@ -424,6 +441,9 @@ def _build_colpali(folder: Path) -> None:
     )
     image_processor = SiglipImageProcessor(size={"height": 32, "width": 32})
     image_processor.image_seq_length = 16  # (32 px / 8 px patches) ** 2
+    # BiPaliProcessor (ColPaliProcessor with a single-vector score) takes *args/**kwargs,
+    # so transformers 5 cannot tell its tokenizer: the BiPali checkpoint uses ColPali's.
+    model_cls, _ = _classes("ColPali", "ColPaliProcessor", bi=bi)
     processor = ColPaliProcessor(image_processor=image_processor, tokenizer=tok)
     tok = processor.tokenizer  # the processor adds <loc....>/<seg...> tokens
     config = PaliGemmaConfig(
@@ -455,7 +475,7 @@ def _build_colpali(folder: Path) -> None:
         vocab_size=len(tok),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
     )
-    model = ColPali(config)
+    model = model_cls(config)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
 
@@ -469,6 +489,14 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "colgemma3": _build_colgemma3,
     "colidefics3": _build_colidefics3,
     "colmodernvbert": _build_colmodernvbert,
+    "bipali": lambda folder: _build_colpali(folder, bi=True),
+    "biqwen2": lambda folder: _build_colqwen(folder, v2_5=False, bi=True),
+    "biqwen2_5": lambda folder: _build_colqwen(folder, v2_5=True, bi=True),
+    "biidefics3": lambda folder: _build_colidefics3(folder, bi=True),
+    "bimodernvbert": lambda folder: _build_colmodernvbert(folder, bi=True),
+    "biqwen3": lambda folder: _build_colqwen3(folder, v3_5=False, bi=True),
+    "biqwen3_5": lambda folder: _build_colqwen3(folder, v3_5=True, bi=True),
+    "bigemma3": lambda folder: _build_colgemma3(folder, bi=True),
 }
 
 
@@ -480,7 +508,7 @@ def build_tiny_checkpoint(family: str, folder: Path, *, seed: int = 0) -> Path:
     import torch
 
     if family not in _BUILDERS:
-        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(_BUILDERS)}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -516,6 +544,6 @@ if __name__ == "__main__":
     # python -m tests.tiny_models FAMILY FOLDER: a tiny checkpoint for smoke runs
     import sys
 
-    if len(sys.argv) != 3 or sys.argv[1] not in FAMILIES:
-        sys.exit(f"usage: python -m tests.tiny_models {{{','.join(FAMILIES)}}} FOLDER")
+    if len(sys.argv) != 3 or sys.argv[1] not in _BUILDERS:
+        sys.exit(f"usage: python -m tests.tiny_models {{{','.join(_BUILDERS)}}} FOLDER")
     print(build_tiny_checkpoint(sys.argv[1], Path(sys.argv[2])))

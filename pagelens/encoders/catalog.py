@@ -52,6 +52,7 @@ class CatalogEntry:
     model_class: str
     processor_class: str
     min_version: str
+    single: bool  # a Bi* family: one vector per page and query
     models: tuple[KnownModel, ...]  # empty: none known
     installed: bool | None  # None: not checked
 
@@ -159,6 +160,7 @@ def catalog(*, check_installed: bool = True) -> list[CatalogEntry]:
             model_class=f.model_class,
             processor_class=f.processor_class,
             min_version=f.min_version,
+            single=f.single,
             models=KNOWN_MODELS.get(f.name, ()),
             installed=None if not check_installed else _has_classes(models, f),
         )

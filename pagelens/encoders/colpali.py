@@ -1,7 +1,10 @@
 """The colpali-engine adapter: every multi-vector family of colpali-engine 0.3.18.
 
 ColPali, ColQwen2, ColQwen2.5, ColQwen3, ColQwen3.5, ColGemma3, ColIdefics3 (ColSmol),
-ColModernVBert; not ColQwen2.5-Omni (see the note under ``FAMILIES``).
+ColModernVBert; not ColQwen2.5-Omni (see the note under ``FAMILIES``). And the
+single-vector twins BiPali, BiQwen2, BiQwen2.5, BiQwen3, BiQwen3.5, BiGemma3, BiIdefics3
+and BiModernVBert (not BiPaliProj: see ``detect_family``): one
+``(1, dim)`` vector per page and query (``EncoderSpec.single``).
 
 Torch stays inside: pages and queries go in, float32 ``(n, dim)`` numpy arrays come out,
 L2-normalised, with padding positions removed (ragged, one array per item).
@@ -53,7 +56,12 @@ class ColPaliFamily:
     model_type: str  # config.json "model_type" of the backbone
     model_class: str  # attribute of colpali_engine.models
     processor_class: str  # attribute of colpali_engine.models
-    head: str = "custom_text_proj"  # the trained projection to ``dim`` (weights prefix)
+    # The trained projection to ``dim`` (weights prefix); ``None`` for a Bi* model,
+    # which pools the backbone's last hidden state and has no projection.
+    head: str | None = "custom_text_proj"
+    # A Bi* (single-vector) model: ``model(**inputs)`` is one pooled, L2-normalised
+    # ``(batch, hidden_size)`` row per item; the checkpoint's architectures name the class.
+    single: bool = False
     # The colpali-engine model wraps a ...ForConditionalGeneration whose LM head would
     # compute (batch, seq, vocab) logits that are thrown away: keep only one position.
     trim_logits: bool = False
@@ -85,6 +93,71 @@ FAMILIES: tuple[ColPaliFamily, ...] = (
     ColPaliFamily("colgemma3", "gemma3", "ColGemma3", "ColGemmaProcessor3"),
     ColPaliFamily("colidefics3", "idefics3", "ColIdefics3", "ColIdefics3Processor", head="linear"),
     ColPaliFamily("colmodernvbert", "modernvbert", "ColModernVBert", "ColModernVBertProcessor"),
+    # Single-vector twins. Pooling is the model's own (colpali-engine 0.3.18 forward
+    # defaults): mean over the attention mask for BiPali and BiModernVBert; the last
+    # position (left-padded by the processor) for the Qwen, Gemma3 and Idefics3 ones.
+    # BiGemma3 also keeps the first 2560 (Matryoshka) dimensions: all of gemma-3-4b's;
+    # a wider backbone would fail the shape check in _forward_single, not go unseen.
+    # BiPaliProcessor is ColPaliProcessor with a single-vector ``score``, but its
+    # ``__init__(*args, **kwargs)`` hides the tokenizer from transformers 5's
+    # ProcessorMixin (no ``tokenizer`` attribute): ColPaliProcessor processes the same.
+    ColPaliFamily(
+        "bipali",
+        "paligemma",
+        "BiPali",
+        "ColPaliProcessor",
+        head=None,
+        single=True,
+        trim_logits=True,
+    ),
+    ColPaliFamily(
+        "biqwen2",
+        "qwen2_vl",
+        "BiQwen2",
+        "BiQwen2Processor",
+        head=None,
+        single=True,
+        max_aspect_ratio=200.0,
+    ),
+    ColPaliFamily(
+        "biqwen2_5",
+        "qwen2_5_vl",
+        "BiQwen2_5",
+        "BiQwen2_5_Processor",
+        head=None,
+        single=True,
+        max_aspect_ratio=200.0,
+    ),
+    ColPaliFamily(
+        "biqwen3",
+        "qwen3_vl",
+        "BiQwen3",
+        "BiQwen3Processor",
+        head=None,
+        single=True,
+        max_aspect_ratio=200.0,
+    ),
+    ColPaliFamily(
+        "biqwen3_5",
+        "qwen3_5",
+        "BiQwen3_5",
+        "BiQwen3_5Processor",
+        head=None,
+        single=True,
+        max_aspect_ratio=200.0,
+    ),
+    ColPaliFamily("bigemma3", "gemma3", "BiGemma3", "BiGemmaProcessor3", head=None, single=True),
+    ColPaliFamily(
+        "biidefics3", "idefics3", "BiIdefics3", "BiIdefics3Processor", head=None, single=True
+    ),
+    ColPaliFamily(
+        "bimodernvbert",
+        "modernvbert",
+        "BiModernVBert",
+        "BiModernVBertProcessor",
+        head=None,
+        single=True,
+    ),
 )
 # Left out: ColQwen2_5Omni (model_type "qwen2_5_omni_thinker"). colpali-engine 0.3.18's
 # class cannot be constructed under transformers 5: Qwen2_5OmniThinkerForConditionalGeneration
@@ -97,28 +170,36 @@ MODEL_TYPES: frozenset[str] = frozenset(f.model_type for f in FAMILIES)
 def detect_family(config: Mapping[str, Any]) -> ColPaliFamily:
     """Return the family of a transformers config dict (by ``model_type``, then ``architectures``).
 
+    A checkpoint whose ``architectures`` start with ``Bi`` is a single-vector twin: it
+    gets the Bi* family whose model class it names.
+
     Raises:
-        EncoderError: unknown ``model_type``, or a single-vector ``Bi*`` checkpoint.
+        EncoderError: unknown ``model_type``, or a ``Bi*`` class pagelens does not support.
 
     """
     model_type = config.get("model_type")
-    architectures = config.get("architectures") or []
-    for family in FAMILIES:
-        if family.model_type == model_type:
-            break
-    else:
-        supported = ", ".join(f"{f.name} (model_type {f.model_type!r})" for f in FAMILIES)
+    architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    single = any(a.startswith("Bi") for a in architectures)
+    candidates = [f for f in FAMILIES if f.model_type == model_type]
+    if not candidates:
+        supported = ", ".join(
+            f"{f.name} (model_type {f.model_type!r})" for f in FAMILIES if not f.single
+        )
         raise EncoderError(
             f"unsupported checkpoint: config has model_type={model_type!r}, "
             f"architectures={architectures!r}; supported colpali-engine families: {supported}"
         )
-    single_vector = [a for a in architectures if isinstance(a, str) and a.startswith("Bi")]
-    if single_vector:
+    for family in candidates:
+        if family.single == single and (not single or family.model_class in architectures):
+            return family
+    if single:
+        known = ", ".join(f.model_class for f in FAMILIES if f.single)
         raise EncoderError(
-            f"checkpoint architectures={architectures!r} is a single-vector (Bi*) model; "
-            f"pagelens needs the multi-vector {family.model_class} variant"
+            f"checkpoint architectures={architectures!r} is a single-vector (Bi*) model "
+            f"pagelens does not support for model_type {model_type!r}; supported Bi* "
+            f"classes: {known}"
         )
-    return family
+    raise EncoderError(f"no multi-vector colpali-engine family for model_type {model_type!r}")
 
 
 class ColPaliEngineEncoder:
@@ -199,6 +280,11 @@ class ColPaliEngineEncoder:
         _check_options(batch_size, page_vectors)
         model = checkpoint.model_id
         family = detect_family(read_model_config(checkpoint))
+        if family.single and page_vectors != "all":
+            raise EncoderError(
+                f"page_vectors={page_vectors!r} keeps some tokens of a page, but {family.name} "
+                "pools each page into one vector; use page_vectors='all'"
+            )
         torch_device, default_dtype = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, default_dtype)
         model_cls, processor_cls = _colpali_classes(family)
@@ -215,10 +301,11 @@ class ColPaliEngineEncoder:
         spec = EncoderSpec(
             model_id=checkpoint.load_id,  # loads again from any working directory
             revision=checkpoint.revision,
-            dim=int(net.dim),
+            dim=_dim(net, family),
             family=family.name,
             page_vectors=page_vectors,
             given=model,
+            single=family.single,
         )
         return cls(
             model=net,
@@ -236,7 +323,7 @@ class ColPaliEngineEncoder:
         return self._spec
 
     def encode_pages(self, pages: Sequence[Page]) -> list[MultiVector]:
-        """One ``(n_i, dim)`` float32 array per page, in input order."""
+        """One ``(n_i, dim)`` float32 array per page, in input order (``n_i == 1`` for Bi*)."""
         for page in pages:
             if page.image is None:
                 raise EncoderError(
@@ -276,6 +363,8 @@ class ColPaliEngineEncoder:
         }
         if self._family.trim_logits:
             tensors["logits_to_keep"] = 1
+        if self._family.single:
+            return self._forward_single(tensors)
         with torch.inference_mode():
             embeddings = self._model(**tensors)  # (batch, seq, dim), padding rows zeroed
         keep = tensors["attention_mask"].bool()  # (batch, seq)
@@ -290,6 +379,30 @@ class ColPaliEngineEncoder:
             norms = np.linalg.norm(kept, axis=1, keepdims=True)
             out.append(np.ascontiguousarray(kept / np.maximum(norms, 1e-12), dtype=np.float32))
         return out
+
+    def _forward_single(self, tensors: dict[str, Any]) -> list[MultiVector]:
+        """One ``(1, dim)`` unit vector per item: the Bi* model's own pooled output."""
+        import torch
+
+        with torch.inference_mode():
+            pooled = self._model(**tensors)  # (batch, dim), pooled and L2-normalised
+        if tuple(pooled.shape) != (len(tensors["input_ids"]), self._spec.dim):
+            raise EncoderError(
+                f"{self._family.model_class} returned shape {tuple(pooled.shape)}, expected "
+                f"(batch, {self._spec.dim}): not a single-vector output"
+            )
+        vectors = pooled.float().cpu().numpy()  # (batch, dim)
+        # Re-normalise in float32: bfloat16 outputs are only unit-norm to ~1e-2.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit = vectors / np.maximum(norms, 1e-12)
+        return [np.ascontiguousarray(row[None, :], dtype=np.float32) for row in unit]
+
+
+def _dim(net: Any, family: ColPaliFamily) -> int:
+    """Return the vector dimension: the projection's, or the backbone's hidden size for Bi*."""
+    if family.single:
+        return int(net.config.get_text_config().hidden_size)
+    return int(net.dim)
 
 
 def _image_token_id(model: Any, processor: Any) -> int:
@@ -358,15 +471,21 @@ def _load_model(
     model_cls: Any, family: ColPaliFamily, checkpoint: Checkpoint, device: str, dtype: torch.dtype
 ) -> Any:
     head = family.head
+    options: dict[str, Any] = {"dtype": dtype, "device_map": device}
+    if family.single:
+        # BiQwen2/BiQwen2_5.from_pretrained read ``super()._checkpoint_conversion_mapping``,
+        # which transformers 5's Qwen2(.5)-VL models no longer have (AttributeError): pass
+        # the class's own mapping, or none, as ColQwen2_5.from_pretrained does.
+        options["key_mapping"] = dict(getattr(model_cls, "_checkpoint_conversion_mapping", {}))
     try:
         if checkpoint.is_adapter:
             # transformers loads the base named in adapter_config.json, then the adapter
             # (with colpali-engine's key mapping); the base was resolved (cached) already.
-            net = model_cls.from_pretrained(str(checkpoint.folder), dtype=dtype, device_map=device)
+            net = model_cls.from_pretrained(str(checkpoint.folder), **options)
             missing: list[str] = []
         else:
             net, info = model_cls.from_pretrained(
-                str(checkpoint.folder), dtype=dtype, device_map=device, output_loading_info=True
+                str(checkpoint.folder), output_loading_info=True, **options
             )
             missing = list(info.get("missing_keys", []))
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
@@ -374,7 +493,7 @@ def _load_model(
             f"cannot load {model_cls.__name__} from {checkpoint.model_id!r}: {exc}"
         ) from exc
     _fix_paligemma_attention(net)
-    if any(key.startswith(head) for key in missing):
+    if head is not None and any(key.startswith(head) for key in missing):
         raise EncoderError(
             f"{checkpoint.model_id!r} has no trained projection head ({head!r} missing): "
             f"it is a plain vision-language backbone, not a {model_cls.__name__} retriever"
