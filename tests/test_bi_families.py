@@ -23,8 +23,6 @@ import torch  # noqa: E402
 
 from pagelens.encoders import load_encoder  # noqa: E402
 from pagelens.encoders.colpali import (  # noqa: E402
-    FAMILIES,
-    ColPaliEngineEncoder,
     _fix_paligemma_attention,
     detect_family,
 )
@@ -34,7 +32,12 @@ from pagelens.pipeline.job import index_paths  # noqa: E402
 from pagelens.pipeline.render import RenderSettings  # noqa: E402
 from pagelens.search import search  # noqa: E402
 from tests import pdf_factory as pf  # noqa: E402
-from tests.tiny_models import BI_FAMILIES, build_tiny_checkpoint, tiny_pages  # noqa: E402
+from tests.tiny_models import (  # noqa: E402
+    BI_FAMILIES,
+    build_tiny_checkpoint,
+    load_with_reference,
+    tiny_pages,
+)
 
 PAGE_SIZES = [(100, 140), (60, 60), (200, 40)]  # different token counts: a padded batch
 QUERIES = ["what is the total revenue in 2020", "fox", "which table shows annual sales growth"]
@@ -50,20 +53,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Any
     def get(family: str) -> tuple[Any, ...]:
         if family not in cache:
             folder = build_tiny_checkpoint(family, root / family)
-            encoder = load_encoder(str(folder), device="cpu", batch_size=4)
-            assert isinstance(encoder, ColPaliEngineEncoder)
-            fam = next(f for f in FAMILIES if f.name == family)
-            import colpali_engine.models as models
-
-            model_cls = getattr(models, fam.model_class)
-            # BiQwen2(.5).from_pretrained needs key_mapping under transformers 5 (see
-            # pagelens.encoders.colpali._load_model).
-            mapping = dict(getattr(model_cls, "_checkpoint_conversion_mapping", {}))
-            model = model_cls.from_pretrained(
-                str(folder), dtype=torch.float32, key_mapping=mapping
-            ).eval()
-            processor = getattr(models, fam.processor_class).from_pretrained(str(folder))
-            cache[family] = (folder, encoder, model, processor)
+            cache[family] = (folder, *load_with_reference(folder))
         return cache[family]
 
     return get

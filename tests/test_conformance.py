@@ -19,16 +19,17 @@ pytest.importorskip("colpali_engine")
 
 import torch  # noqa: E402
 
-from pagelens.encoders import load_encoder  # noqa: E402
 from pagelens.encoders.colpali import (  # noqa: E402
-    ColPaliEngineEncoder,
     _fix_paligemma_attention,
-    detect_family,
 )
-from pagelens.encoders.loading import read_model_config, resolve_checkpoint  # noqa: E402
 from pagelens.scoring import maxsim, maxsim_matrix, rank  # noqa: E402
 from pagelens.types import MultiVector  # noqa: E402
-from tests.tiny_models import FAMILIES, build_tiny_checkpoint, tiny_pages  # noqa: E402
+from tests.tiny_models import (  # noqa: E402
+    FAMILIES,
+    build_tiny_checkpoint,
+    load_with_reference,
+    tiny_pages,
+)
 
 # Sizes that give pages of different token counts (Qwen, Idefics3), queries of
 # different lengths: both batches are padded.
@@ -45,17 +46,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Any
 
     def get(family: str) -> tuple[Any, ...]:
         if family not in cache:
-            folder = build_tiny_checkpoint(family, root / family)
-            encoder = load_encoder(str(folder), device="cpu", batch_size=4)
-            assert isinstance(encoder, ColPaliEngineEncoder)
-            fam = detect_family(read_model_config(resolve_checkpoint(str(folder))))
-            import colpali_engine.models as models
-
-            model_cls = getattr(models, fam.model_class)
-            processor_cls = getattr(models, fam.processor_class)
-            model = model_cls.from_pretrained(str(folder), dtype=torch.float32).eval()
-            processor = processor_cls.from_pretrained(str(folder))
-            cache[family] = (encoder, model, processor)
+            cache[family] = load_with_reference(build_tiny_checkpoint(family, root / family))
         return cache[family]
 
     return get

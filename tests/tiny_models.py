@@ -517,6 +517,32 @@ def build_tiny_checkpoint(family: str, folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
+def load_with_reference(folder: Path) -> tuple[Any, Any, Any]:
+    """Load a tiny checkpoint twice: as pagelens' encoder and as colpali-engine's own.
+
+    Returns ``(encoder, model, processor)``: the model and processor classes are the
+    ones pagelens picks from the checkpoint's config, loaded in float32 on CPU, the
+    reference the conformance tests compare the encoder against.
+    """
+    import colpali_engine.models as models
+    import torch
+
+    from pagelens.encoders import load_encoder
+    from pagelens.encoders.colpali import ColPaliEngineEncoder, detect_family
+    from pagelens.encoders.loading import read_model_config, resolve_checkpoint
+
+    encoder = load_encoder(str(folder), device="cpu", batch_size=4)
+    assert isinstance(encoder, ColPaliEngineEncoder)
+    fam = detect_family(read_model_config(resolve_checkpoint(str(folder))))
+    model_cls = getattr(models, fam.model_class)
+    extra: dict[str, Any] = {}
+    if fam.single:  # BiQwen2(.5).from_pretrained needs key_mapping under transformers 5
+        extra["key_mapping"] = dict(getattr(model_cls, "_checkpoint_conversion_mapping", {}))
+    model = model_cls.from_pretrained(str(folder), dtype=torch.float32, **extra).eval()
+    processor = getattr(models, fam.processor_class).from_pretrained(str(folder))
+    return encoder, model, processor
+
+
 def tiny_image(width: int, height: int, seed: int) -> Image.Image:
     """A seeded RGB noise image (distinct pages give distinct vectors)."""
     rng = np.random.default_rng(seed)
