@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -181,6 +181,29 @@ def _store_batch(
     dense = dict(zip(good, _encode(encoder, pages), strict=True))
     text = dict(zip(good, _encode(text_encoder, pages), strict=True)) if text_encoder else {}
     t1 = time.perf_counter()
+    out = stored_pages(batch, dense, text, settings, encoder.spec.single, source)
+    t2 = time.perf_counter()
+    index.add_pages(out)
+    times.encode += t1 - t0
+    times.pool += t2 - t1
+    times.store += time.perf_counter() - t2
+    return [PageError(s.page.doc_path, s.page.page_number, s.error) for s in out if s.error]
+
+
+def stored_pages(
+    batch: Sequence[Page],
+    dense: Mapping[int, MultiVector | str],
+    text: Mapping[int, MultiVector | str],
+    settings: IndexSettings,
+    single: bool = False,
+    source: str = "",
+) -> list[StoredPage]:
+    """Pool encoded pages into the records the index stores (no model, no store).
+
+    ``dense`` and ``text`` map positions in ``batch`` to what :func:`_encode` gave
+    (``text`` is empty without a text encoder); a page with an error of its own, or
+    one its encoders failed on, becomes a record without vectors, its cause kept.
+    """
     factors = (settings.pool_factor, settings.candidate_factor)
     errors = {i: _first_error(p.error, dense.get(i), text.get(i)) for i, p in enumerate(batch)}
     ok = [i for i, error in errors.items() if error is None]
@@ -191,17 +214,12 @@ def _store_batch(
             StoredPage(
                 batch[i],
                 source,
-                dense=_pooled(dense[i], factors, encoder.spec.single),
-                text=_pooled(text[i], factors) if text_encoder else None,
+                dense=_pooled(dense[i], factors, single),
+                text=_pooled(text[i], factors) if text else None,
                 sparse=sparse[j] if sparse is not None else None,
             )
         )
-    t2 = time.perf_counter()
-    index.add_pages(out)
-    times.encode += t1 - t0
-    times.pool += t2 - t1
-    times.store += time.perf_counter() - t2
-    return [PageError(s.page.doc_path, s.page.page_number, s.error) for s in out if s.error]
+    return out
 
 
 def _first_error(*found: str | MultiVector | None) -> str | None:
@@ -328,16 +346,7 @@ class _Run:
 
     def index_one(self, doc: Document, pages_bar: tqdm) -> None:
         """Index one document, or note why it is unchanged or skipped."""
-        known = self.committed.get(doc.sha256)
-        if known is not None:
-            if known.doc_path != doc.path:  # moved or renamed: same bytes, new path
-                self.index.move_document(doc.sha256, doc)
-                logger.info("%s moved to %s", known.doc_path, doc.path)
-            self.unchanged.append(doc.path)
-            return
-        clash = _other_file(self.by_path.get(doc.path, []), doc)
-        if clash is not None:
-            self.skipped.append(Skipped(doc.path, _clash_cause(clash)))
+        if not self.admit(doc):
             return
         try:
             done, failed = _index_document(
@@ -350,10 +359,33 @@ class _Run:
                 self.pending.get(doc.sha256),
             )
         except InputError as exc:
-            logger.debug("skipped %s", exc)
-            self.skipped.append(Skipped(doc.path, exc.cause))
-            self.index.delete_sha(doc.sha256)  # pages of a never-committed version only
+            self.skip(doc, exc)
             return
+        self.settle(doc, done, failed)
+
+    def admit(self, doc: Document) -> bool:
+        """Say whether ``doc`` is to be indexed; else note it unchanged (moved) or skipped."""
+        known = self.committed.get(doc.sha256)
+        if known is not None:
+            if known.doc_path != doc.path:  # moved or renamed: same bytes, new path
+                self.index.move_document(doc.sha256, doc)
+                logger.info("%s moved to %s", known.doc_path, doc.path)
+            self.unchanged.append(doc.path)
+            return False
+        clash = _other_file(self.by_path.get(doc.path, []), doc)
+        if clash is not None:
+            self.skipped.append(Skipped(doc.path, _clash_cause(clash)))
+            return False
+        return True
+
+    def skip(self, doc: Document, exc: InputError) -> None:
+        """Note a document that could not be indexed; remove its uncommitted pages."""
+        logger.debug("skipped %s", exc)
+        self.skipped.append(Skipped(doc.path, exc.cause))
+        self.index.delete_sha(doc.sha256)  # pages of a never-committed version only
+
+    def settle(self, doc: Document, done: int, failed: Sequence[PageError]) -> None:
+        """Count a committed document; remove the older version it replaces."""
         self.pages += done
         self.page_errors.extend(failed)
         self.indexed.append(doc.path)
