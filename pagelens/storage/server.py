@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pagelens.errors import StoreError
+from pagelens.errors import PagelensError, StoreError, check_whole
 from pagelens.storage.base import (
     BM25,
     DENSE,
@@ -36,6 +37,29 @@ from pagelens.types import MultiVector
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ClusterSpec:
+    """How a collection spreads over a Qdrant cluster; given when it is created.
+
+    ``None`` leaves a setting to the server (one shard per node, one replica, a
+    write consistency of one).
+    """
+
+    shards: int | None = None  # shard_number
+    replicas: int | None = None  # replication_factor: copies of each shard
+    write_consistency: int | None = None  # replicas that must acknowledge a write
+
+    def __post_init__(self) -> None:
+        for name in ("shards", "replicas", "write_consistency"):
+            if getattr(self, name) is not None:
+                check_whole(name, getattr(self, name), 1)
+        if self.write_consistency and self.write_consistency > (self.replicas or 1):
+            raise PagelensError(
+                f"write_consistency {self.write_consistency} exceeds the replicas "
+                f"({self.replicas or 1}): a write could never be acknowledged"
+            )
+
+
 class ServerStore:
     """One collection on a Qdrant server (``url``) or in qdrant-client's local mode."""
 
@@ -48,6 +72,7 @@ class ServerStore:
         path: str | None = None,
         collection: str = "pagelens",
         timeout: int = 60,
+        cluster: ClusterSpec | None = None,
     ) -> None:
         from qdrant_client import QdrantClient, models
 
@@ -56,6 +81,7 @@ class ServerStore:
             raise StoreError(f"give exactly one of url, location, path; got {given or 'none'}")
         self._m = models
         self.collection = collection
+        self.cluster = cluster or ClusterSpec()
         self.location = f"{url or location or path}#{collection}"
         try:
             self._client = QdrantClient(
@@ -114,6 +140,9 @@ class ServerStore:
                 self.collection,
                 vectors_config=vectors,
                 sparse_vectors_config={BM25: m.SparseVectorParams(modifier=m.Modifier.IDF)},
+                shard_number=self.cluster.shards,
+                replication_factor=self.cluster.replicas,
+                write_consistency_factor=self.cluster.write_consistency,
             )
             if not self._local:  # local mode has no payload indexes (and warns)
                 for name in _KEYWORD_FIELDS:
