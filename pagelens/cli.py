@@ -300,7 +300,7 @@ def index_cmd(
                 text_settings=text_settings,
                 text_cache=text_cache,
                 prune=prune,
-                options=distributed.RayOptions(address=ray_address),
+                options=distributed.RayOptions(address=ray_address, progress=_progress()),
             )
             _show_index_report(report, as_json)
             return

@@ -315,7 +315,7 @@ def test_cli_ray_hands_the_run_to_index_paths_ray(monkeypatch, tmp_path):
     ((target, paths, kw),) = calls
     assert target == IndexTarget(url=url, cluster=ClusterSpec(6, 2, 2))
     assert paths == [tmp_path] and kw["model"] == "m"
-    assert kw["options"] == RayOptions(address="auto")
+    assert kw["options"] == RayOptions(address="auto", progress=False)  # -q: no bars
 
 
 # -- without Ray running ----------------------------------------------------------------
@@ -430,3 +430,17 @@ def test_ray_options_are_checked():
         RayOptions(encode_pages=0)
     with pytest.raises(PagelensError, match="cpus_per_encoder must be > 0"):
         RayOptions(cpus_per_encoder=0)
+
+
+def test_compose_cluster_profile_is_three_nodes_pinned_like_the_single_node():
+    yaml = pytest.importorskip("yaml")
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    nodes = {name: s for name, s in services.items() if "cluster" in s.get("profiles", [])}
+    assert len(nodes) == 3
+    assert {s["image"] for s in nodes.values()} == {services["qdrant"]["image"]}
+    assert ":latest" not in services["qdrant"]["image"]
+    for node in nodes.values():
+        assert node["environment"]["QDRANT__CLUSTER__ENABLED"] == "true"
+        assert all(p.startswith("127.0.0.1:") for p in node["ports"])  # no key by default
+    joining = [s for s in nodes.values() if "--bootstrap" in s["command"]]
+    assert len(joining) == 2  # two nodes join the first

@@ -46,7 +46,7 @@ import numpy as np
 from pagelens.encoders.base import Encoder, EncoderSpec, reads_text
 from pagelens.errors import InputError, MissingExtraError, PagelensError, check_whole
 from pagelens.index import Index, IndexSettings, StoredPage
-from pagelens.pipeline.discover import Discovery, Skipped, discover
+from pagelens.pipeline.discover import Discovery, discover
 from pagelens.pipeline.job import (
     IndexReport,
     PageError,
@@ -791,6 +791,5 @@ __all__ = [
     "EncoderLoader",
     "IndexTarget",
     "RayOptions",
-    "Skipped",
     "index_paths_ray",
 ]
