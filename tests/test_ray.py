@@ -168,6 +168,7 @@ def _assert_same_report(report, want):
     assert report.pages == want.pages
 
 
+@pytest.mark.slow  # a Ray run: workers start, a model loads per actor
 def test_ray_index_equals_the_single_process_index(ray_local, tmp_path, corpus, model, reference):
     folder, want = reference
     report = _ray_index(IndexTarget(path=str(tmp_path / "index")), corpus, _loader(model))
@@ -207,6 +208,7 @@ class KillOnce:
         return Killing()
 
 
+@pytest.mark.slow  # a Ray run: workers start, a model loads per actor
 def test_a_worker_killed_mid_run_is_retried_and_the_index_completes(
     ray_local, tmp_path, corpus, fake_reference
 ):
@@ -260,6 +262,7 @@ DRIVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a Ray run: workers start, a model loads per actor
 def test_the_driver_killed_then_a_rerun_completes_the_index(
     ray_local, tmp_path, corpus, fake_reference
 ):
