@@ -65,9 +65,7 @@ def main() -> None:
             texts = extract_text(str(pdf), counts[doc], settings)
             if cache:
                 cache.put(sha, settings, texts)
-        pages = [
-            Page(sha, doc, t.page_number, counts[doc], text=t.text) for t in texts
-        ]
+        pages = [Page(sha, doc, t.page_number, counts[doc], text=t.text) for t in texts]
         for start in range(0, len(pages), args.batch):
             parts.extend(encoder.encode_pages(pages[start : start + args.batch]))
         page_ids.extend(f"{doc}#{t.page_number}" for t in texts)
