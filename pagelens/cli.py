@@ -78,7 +78,8 @@ FirstStageOpt = Annotated[
     str,
     typer.Option(
         "--first-stage",
-        help="Candidates from: auto (exact scan up to 2,000 pages, else hnsw), hnsw, exact.",
+        help="Candidates from: exact (a scan of every page's candidate vectors, loses "
+        "nothing) or hnsw (their graph, in indexes of manifest format 1 only).",
     ),
 ]
 TextModelOpt = Annotated[
@@ -492,7 +493,7 @@ def search_cmd(
     fusion: FusionOpt = "dbsf",
     weights: WeightsOpt = None,
     text_model: TextModelOpt = None,
-    first_stage: FirstStageOpt = "auto",
+    first_stage: FirstStageOpt = "exact",
     wait: WaitOpt = 0.0,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -591,8 +592,12 @@ def info_cmd(
             f"dim {tenc.dim}): the text channel, {info.text_vectors_per_page:.1f} vectors per page"
         )
     typer.echo(
-        f"pooling:    Ward, pool factor {st.pool_factor}, candidate factor {st.candidate_factor}, "
-        f"{'fp16' if st.fp16 else 'fp32'}"
+        f"pooling:    Ward, pool factor {st.pool_factor}, candidate factor {st.candidate_factor}; "
+        + (
+            "rerank vectors 8-bit (TurboQuant, on disk), candidates fp16 (RAM), exact scan"
+            if info.manifest.format >= 2
+            else f"{'fp16' if st.fp16 else 'fp32'}, candidate graph (format 1)"
+        )
     )
     typer.echo(f"text:       {'page text + BM25 (hybrid search)' if st.text else 'no'}")
     typer.echo(f"documents:  {info.documents}")
@@ -601,7 +606,9 @@ def info_cmd(
         f"vectors:    {info.vectors_per_page:.1f} per page (+{info.pooled_vectors_per_page:.1f} "
         "candidate vectors)"
     )
-    typer.echo(f"bytes:      {info.bytes_per_page / 1024:.1f} KiB per page")
+    typer.echo(f"bytes:      {info.bytes_per_page / 1024:.1f} KiB per page of vector values")
+    if info.disk_bytes_per_page is not None:
+        typer.echo(f"on disk:    {info.disk_bytes_per_page / 1024:.1f} KiB per page, all included")
     typer.echo(f"built by:   pagelens {info.manifest.pagelens_version}, {info.manifest.created_at}")
 
 
@@ -787,7 +794,7 @@ def eval_run_cmd(
     channels: ChannelsOpt = "dense",
     fusion: FusionOpt = "dbsf",
     weights: WeightsOpt = None,
-    first_stage: FirstStageOpt = "auto",
+    first_stage: FirstStageOpt = "exact",
     text: Annotated[
         bool, typer.Option("--text/--no-text", help="Index page text and BM25 (PDF sets).")
     ] = False,

@@ -47,7 +47,10 @@ from pagelens.version import package_version
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_FORMAT = 1
+# 2: the compact layout (CollectionSpec.compact); indexes of format 1 (fp16 or fp32
+# rerank vectors, float32 candidate vectors with an HNSW graph) are read as they are
+MANIFEST_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class Manifest:
             fp16=self.settings.fp16,
             text_dim=self.text_encoder.dim if self.text_encoder else None,
             single=self.encoder.single,
+            compact=self.format >= 2,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -119,9 +123,11 @@ class Manifest:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Manifest:
         fmt = payload.get("format")
-        if fmt != MANIFEST_FORMAT:
+        if fmt not in READABLE_FORMATS:
             raise IndexMismatchError(
-                f"index manifest format {fmt!r} is not supported (expected {MANIFEST_FORMAT})"
+                f"index manifest format {fmt!r} is not supported (this pagelens reads "
+                f"formats {', '.join(map(str, READABLE_FORMATS))}); rebuild the index: "
+                "`pagelens index PDFS --index NEW_FOLDER`"
             )
         text_encoder = payload.get("text_encoder")
         try:
@@ -131,6 +137,7 @@ class Manifest:
                 settings=IndexSettings(**payload["settings"]),
                 pagelens_version=payload["pagelens_version"],
                 created_at=payload["created_at"],
+                format=fmt,
             )
         except (KeyError, TypeError) as exc:
             raise StoreError(f"index manifest is damaged: {exc!r} in {payload!r}") from exc
@@ -185,8 +192,11 @@ class IndexInfo:
     pages: int
     vectors_per_page: float
     pooled_vectors_per_page: float
-    bytes_per_page: float  # rerank vectors (fp16 or fp32) + candidate vectors (fp32)
+    bytes_per_page: float  # the vectors' values: rerank + candidate vectors, every channel
     text_vectors_per_page: float = 0.0  # the text channel's rerank vectors (in bytes_per_page)
+    # everything the embedded index holds on disk (vectors, their engine overhead,
+    # payloads, page text, bookkeeping) per page; None for a server's collection
+    disk_bytes_per_page: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -509,6 +519,11 @@ class Index:
         self.end_document(doc.sha256)
         return failed
 
+    @property
+    def has_candidate_graph(self) -> bool:
+        """Whether the candidate vectors carry an HNSW graph (manifest format 1)."""
+        return self._manifest is not None and not self._manifest.collection_spec().compact
+
     def optimize(self) -> None:
         """Build what a batch of writes left pending (the candidate vectors' graph)."""
         self.store.optimize()
@@ -614,16 +629,24 @@ class Index:
         pooled = sum(d.pooled_vectors for d in docs)
         text_vectors = sum(d.text_vectors for d in docs)
         text_pooled = sum(d.text_pooled_vectors for d in docs)
-        bytes_per_value = 2
+        # bytes per value of (rerank, candidate) vectors: the compact layout stores
+        # 8-bit rerank and fp16 candidate vectors; format 1 (and a single-vector
+        # channel) fp16 or fp32, with fp32 candidates
+        sizes = text_sizes = (1, 2)
         dim = text_dim = 0
         if self._manifest is not None:
-            bytes_per_value = 2 if self._manifest.settings.fp16 else 4
+            spec = self._manifest.collection_spec()
+            legacy = ((2 if spec.fp16 else 4), 4)
+            if not spec.compact:
+                sizes = text_sizes = legacy
+            elif spec.single:
+                sizes = legacy
             dim = self._manifest.encoder.dim
             if self._manifest.text_encoder is not None:
                 text_dim = self._manifest.text_encoder.dim
-        # rerank vectors at fp16 or fp32, candidate vectors always fp32 (see CollectionSpec)
-        total = (vectors * bytes_per_value + pooled * 4) * dim
-        total += (text_vectors * bytes_per_value + text_pooled * 4) * text_dim
+        # the vectors' values only; disk_bytes_per_page counts all the rest too
+        total = (vectors * sizes[0] + pooled * sizes[1]) * dim
+        total += (text_vectors * text_sizes[0] + text_pooled * text_sizes[1]) * text_dim
         per_page = total / pages if pages else 0.0
         return IndexInfo(
             location=self.location,
@@ -633,8 +656,24 @@ class Index:
             vectors_per_page=vectors / pages if pages else 0.0,
             pooled_vectors_per_page=pooled / pages if pages else 0.0,
             bytes_per_page=per_page,
+            disk_bytes_per_page=_per_page(_disk_bytes(self.location), pages),
             text_vectors_per_page=text_vectors / pages if pages else 0.0,
         )
+
+
+def _per_page(total: float | None, pages: int) -> float | None:
+    return total / pages if total is not None and pages else None
+
+
+def _disk_bytes(location: str) -> float | None:
+    """Bytes the files under an embedded index's folder take on disk (None for a server).
+
+    Allocated blocks, not file sizes: the engine's memory-mapped files are sparse.
+    """
+    folder = Path(location)
+    if not folder.is_dir():
+        return None
+    return float(sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file()))
 
 
 def _page_point(stored: StoredPage, single: bool = False) -> PointRecord:

@@ -1,15 +1,16 @@
 """Search: rank pages for a batch of questions.
 
-The ``dense`` channel is MaxSim late interaction, two-stage by default: the
-``pooled`` vectors (Ward, pool factor 16) give ``candidates`` pages through their
-HNSW graph, and those are reranked by exact MaxSim on the stored page vectors
-(``candidates=None`` scores every page exactly). Where few pages are searched
-(``first_stage="auto"``: up to :data:`EXACT_FIRST_STAGE_PAGES`), the candidates come
-from a scan of every page's pooled vectors instead of the graph. An index built with a second,
-text encoder has a ``text`` channel searched the same way over its own vectors.
-Where the index holds page text, the ``bm25`` channel ranks by BM25, and several
-channels are fused by the engine (reciprocal rank fusion, or Qdrant's normalised
-score fusion ``dbsf``).
+The ``dense`` channel is MaxSim late interaction, two-stage by default: an exact
+scan of every page's ``pooled`` vectors (Ward, candidate factor 16) gives
+``candidates`` pages, and those are reranked by MaxSim on the stored page vectors
+(``candidates=None`` scores every page on those, the oracle). The scan loses no
+page to an approximation at any index size: no threshold switches a search to a
+graph behind the user's back. Indexes of manifest format 1 also carry an HNSW
+graph on the pooled vectors, which ``first_stage="hnsw"`` walks when asked. An
+index built with a second, text encoder has a ``text`` channel searched the same
+way over its own vectors. Where the index holds page text, the ``bm25`` channel
+ranks by BM25, and several channels are fused by the engine (reciprocal rank
+fusion, or Qdrant's normalised score fusion ``dbsf``).
 """
 
 from __future__ import annotations
@@ -38,16 +39,9 @@ from pagelens.types import Hit, MultiVector, display_path
 
 CHANNELS = (DENSE, TEXT, BM25)
 FUSIONS = ("dbsf", "rrf")
-FIRST_STAGES = ("auto", "hnsw", "exact")
+FIRST_STAGES = ("exact", "hnsw")
 DEFAULT_K = 10
 DEFAULT_CANDIDATES = 200
-# Up to this many pages (after the filter) "auto" draws candidates by an exact scan of
-# the pooled vectors rather than their HNSW graph. Side by side on synthetic pages at
-# 200 candidates (benchmarks/search_bench.py, README there): at 1k pages the scan kept
-# the whole exact top-10 in the graph's time (40.3 vs 40.0 ms; the graph kept 98.9%),
-# at 2k it took 18% longer for 100% against 96.6%, at 10k 1.8x as long (116.8 vs 64.8
-# ms, against 83.2%).
-EXACT_FIRST_STAGE_PAGES = 2000
 
 
 @dataclass(frozen=True)
@@ -84,10 +78,10 @@ class SearchOptions:
         weights: RRF weight per channel, e.g. ``{"bm25": 2}`` (1 for a channel not
             named); Qdrant divides each channel's rank by its weight.
         channel_limit: results each channel brings to a fusion.
-        first_stage: where candidates come from: ``"hnsw"`` (the pooled vectors'
-            graph), ``"exact"`` (a scan of every page's pooled vectors: slower on large
-            indexes, loses nothing) or ``"auto"`` (exact up to
-            :data:`EXACT_FIRST_STAGE_PAGES` pages after the filter, else hnsw).
+        first_stage: where candidates come from: ``"exact"`` (a scan of every
+            page's pooled vectors: loses nothing) or ``"hnsw"`` (the pooled vectors'
+            graph, in indexes of manifest format 1 only: at 10k synthetic pages it
+            kept 0.83 of the exact top-10).
         filter: restrict to some documents.
 
     """
@@ -98,7 +92,7 @@ class SearchOptions:
     fusion: str = "dbsf"
     weights: Mapping[str, float] | None = field(default=None, hash=False)
     channel_limit: int = 100
-    first_stage: str = "auto"
+    first_stage: str = "exact"
     filter: SearchFilter | None = None
 
     def __post_init__(self) -> None:
@@ -179,14 +173,14 @@ def _where(index: Index, filter: SearchFilter | None) -> PayloadFilter | None:
     return where
 
 
-def _first_stage(index: Index, opts: SearchOptions, where: PayloadFilter | None) -> str:
-    """Resolve ``"auto"``: an exact scan for few pages, the HNSW graph for many."""
-    dense = any(c in (DENSE, TEXT) for c in opts.channels or ())
-    if opts.candidates is None or not dense:  # no first stage
-        return "hnsw"
-    if opts.first_stage == "auto":
-        pages = index.count_pages(where)
-        return "exact" if pages <= EXACT_FIRST_STAGE_PAGES else "hnsw"
+def _first_stage(index: Index, opts: SearchOptions) -> str:
+    """Check that the index can serve the first stage asked for."""
+    if opts.first_stage == "hnsw" and not index.has_candidate_graph:
+        raise PagelensError(
+            f"{index.location}: first_stage='hnsw' needs a graph on the candidate vectors, "
+            "and this index has none (indexes since manifest format 2 scan them exactly, "
+            "which loses no candidate); leave first_stage at 'exact'"
+        )
     return opts.first_stage
 
 
@@ -377,7 +371,7 @@ def _run(index: Index, opts: SearchOptions, rows: Sequence[_Row]) -> list[list[H
     if not rows:
         return []
     where = _where(index, opts.filter)
-    stage = _first_stage(index, opts, where)
+    stage = _first_stage(index, opts)
     several = len(opts.channels or ()) > 1
     single = index.manifest is not None and index.manifest.encoder.single
     requests = [

@@ -87,10 +87,10 @@ def _delete_manifest(folder: Path) -> None:
 def damage(folder: Path, how: str) -> None:
     """Damage the index in ``folder`` in one of the ways of ``CORRUPTIONS``."""
     if how == "vector_flips":  # the first pages' rerank vectors, in place
-        for f in _segment_files(folder, "vector_storage-pages/vectors/chunk_0.mmap"):
+        for f in _segment_files(folder, "vector_storage-pages/*vectors/chunk_0.mmap"):
             _flip(f, 0, 200)
     elif how == "vector_truncated":
-        for f in _segment_files(folder, "vector_storage-pages/vectors/chunk_0.mmap"):
+        for f in _segment_files(folder, "vector_storage-pages/*vectors/chunk_0.mmap"):
             with open(f, "r+b") as fh:
                 fh.truncate(100)
     elif how == "segment_lost":
@@ -112,7 +112,7 @@ def damage(folder: Path, how: str) -> None:
         for f in _segment_files(folder, "payload_storage/page_0.dat"):
             _flip(f, 0, 300)
     elif how == "offsets_damaged":
-        for f in _segment_files(folder, "vector_storage-pages/offsets/chunk_0.mmap"):
+        for f in _segment_files(folder, "vector_storage-pages/*offsets/chunk_0.mmap"):
             _flip(f, 0, 64)
     elif how == "id_tracker_damaged":
         for f in _segment_files(folder, "mutable_id_tracker.mappings"):

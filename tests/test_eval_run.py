@@ -204,10 +204,10 @@ def test_labels_name_model_dataset_and_every_setting_that_differs(sets, tmp_path
     # runs the CLI names alike so far: their files overwrote each other
     exact = evaluate(sets["v2"], enc, dataclasses.replace(cached, candidates=None))
     other_set = evaluate(sets["v3"], enc, cached)
-    hnsw = evaluate(sets["v2"], enc, dataclasses.replace(cached, first_stage="hnsw"))
+    fewer = evaluate(sets["v2"], enc, dataclasses.replace(cached, candidates=50))
     assert exact.label == "fake/color v2 pool_factor=3 exact"
     assert other_set.label == "fake/color v3 pool_factor=3"
-    assert hnsw.label == "fake/color v2 pool_factor=3 first_stage=hnsw"
+    assert fewer.label == "fake/color v2 pool_factor=3 candidates=50"
     # every recorded setting, one at a time, on the record the label is made from
     variants = {
         "model": {"encoder": {**base.encoder, "model_id": "other/model"}},
@@ -222,7 +222,7 @@ def test_labels_name_model_dataset_and_every_setting_that_differs(sets, tmp_path
         "channels": ["dense", "bm25"],
         "fusion": "rrf",
         "weights": {"bm25": 2.0},
-        "first_stage": "exact",
+        "first_stage": "hnsw",
         "pool_factor": 1,
         "candidate_factor": 8,
         "fp16": False,

@@ -56,8 +56,8 @@ def test_index_then_search(index, corpus):
     assert (info.documents, info.pages) == (2, 5)
     # 64 cells pooled by 3: at most 22 vectors (fewer: blank cells are identical vectors)
     assert 1 <= info.vectors_per_page <= 22
-    # rerank vectors at fp16, candidate vectors at fp32, dim 16
-    want = (info.vectors_per_page * 2 + info.pooled_vectors_per_page * 4) * 16
+    # the compact layout: rerank vectors at 8 bits, candidate vectors at fp16, dim 16
+    want = (info.vectors_per_page * 1 + info.pooled_vectors_per_page * 2) * 16
     assert info.bytes_per_page == pytest.approx(want)
     hits = search(index, enc, ["alpha page", "beta"], k=3)
     assert [len(h) for h in hits] == [3, 3]
@@ -577,9 +577,7 @@ def test_an_unwritable_text_cache_is_reported_and_indexing_goes_on(tmp_path, cap
     assert "cannot write the text cache" in caplog.text
 
 
-def test_auto_first_stage_scans_few_pages_and_walks_the_graph_for_many(index, corpus, monkeypatch):
-    import pagelens.search as search_module
-
+def test_the_first_stage_is_an_exact_scan_at_every_size(index, corpus, monkeypatch):
     enc = FakeEncoder()
     index_paths(index, enc, [corpus], render=RENDER, progress=False)  # 5 pages
     seen = []
@@ -591,11 +589,11 @@ def test_auto_first_stage_scans_few_pages_and_walks_the_graph_for_many(index, co
 
     monkeypatch.setattr(index, "hybrid", spy)
     search(index, enc, ["alpha"], k=2)
-    monkeypatch.setattr(search_module, "EXACT_FIRST_STAGE_PAGES", 4)
-    search(index, enc, ["alpha"], k=2)
     search(index, enc, ["alpha"], k=2, filter=SearchFilter(doc_paths=("a.pdf",)))  # 3 pages
-    search(index, enc, ["alpha"], k=2, first_stage="exact")
-    assert seen == ["exact", "hnsw", "exact", "exact"]
+    assert seen == ["exact", "exact"]
+    # a new index has no graph on its candidate vectors: asking for one is an error
+    with pytest.raises(PagelensError, match="needs a graph on the candidate vectors"):
+        search(index, enc, ["alpha"], first_stage="hnsw")
     with pytest.raises(PagelensError, match="first_stage must be"):
         search(index, enc, ["alpha"], first_stage="graph")
 

@@ -45,7 +45,7 @@ from pagelens.eval.report import (
     check_choices,
     clean_name,
 )
-from pagelens.index import Index, IndexSettings
+from pagelens.index import MANIFEST_FORMAT, Index, IndexSettings
 from pagelens.pipeline.job import index_pages, index_paths
 from pagelens.pipeline.text import TextCache, TextSettings
 from pagelens.progress import bar as progress_bar
@@ -94,6 +94,8 @@ def index_key(
             "render": render_part,
             # absent (not null) without one, so keys of earlier indexes still match
             **({"text_encoder": _spec_key(text_encoder.spec)} if text_encoder else {}),
+            # the stored layout: an index cached before format 2 is not this one
+            **({"format": MANIFEST_FORMAT} if MANIFEST_FORMAT > 1 else {}),
         },
         sort_keys=True,
     )
@@ -125,7 +127,7 @@ class EvalOptions:
             shared by runs that differ only in channels.
         fusion: ``"rrf"`` or ``"dbsf"`` for a hybrid.
         weights: RRF weight per channel, e.g. ``{"bm25": 2}``.
-        first_stage: ``"auto"``, ``"hnsw"`` or ``"exact"``, as in
+        first_stage: ``"exact"`` or ``"hnsw"``, as in
             :func:`pagelens.search.search`.
         rebuild: drop the cached index and build it again.
         label: the run's name in tables and file names; by default
@@ -149,7 +151,7 @@ class EvalOptions:
     channels: Sequence[str] = ("dense",)
     fusion: str = "dbsf"
     weights: Mapping[str, float] | None = None
-    first_stage: str = "auto"
+    first_stage: str = "exact"
     rebuild: bool = False
     label: str | None = None
     progress: bool = True
@@ -694,7 +696,7 @@ class EvalRunSpec:
     channels: Sequence[str] = ("dense",)
     fusion: str = "dbsf"
     weights: Mapping[str, float] | None = None
-    first_stage: str = "auto"
+    first_stage: str = "exact"
     cache_dir: str | Path | None = None
     url: str | None = None
     api_key: str | None = None

@@ -276,6 +276,14 @@ class EdgeStore:
     def _create_shard(self, path: Path, spec: CollectionSpec) -> Any:
         m = self._m
         dtype = m.VectorStorageDatatype.Float16 if spec.fp16 else m.VectorStorageDatatype.Float32
+        rerank_dtype, candidate_dtype = dtype, m.VectorStorageDatatype.Float32
+        graph_m, on_disk = spec.hnsw_m, None
+        if spec.compact:  # see CollectionSpec.compact
+            rerank_dtype, candidate_dtype = (
+                m.VectorStorageDatatype.Turbo8,
+                m.VectorStorageDatatype.Float16,
+            )
+            graph_m, on_disk = 0, True
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim)
         vectors = {}
         for rerank, candidates, dim in dense_layout(spec):
@@ -294,8 +302,9 @@ class EdgeStore:
             vectors[rerank] = m.EdgeVectorParams(
                 size=dim,
                 distance=m.Distance.Dot,
+                on_disk=on_disk,
                 multivector_config=maxsim,
-                datatype=dtype,
+                datatype=rerank_dtype,
                 hnsw_config=m.HnswIndexConfig(
                     m=0, ef_construct=spec.hnsw_ef_construct, full_scan_threshold=10_000
                 ),
@@ -304,9 +313,9 @@ class EdgeStore:
                 size=dim,
                 distance=m.Distance.Dot,
                 multivector_config=maxsim,
-                datatype=m.VectorStorageDatatype.Float32,
+                datatype=candidate_dtype,
                 hnsw_config=m.HnswIndexConfig(
-                    m=spec.hnsw_m,
+                    m=graph_m,
                     ef_construct=spec.hnsw_ef_construct,
                     full_scan_threshold=10_000,  # KB, Qdrant's default
                 ),
@@ -314,6 +323,7 @@ class EdgeStore:
         config = m.EdgeConfig(
             vectors=vectors,
             sparse_vectors={BM25: m.EdgeSparseVectorParams(modifier=m.Modifier.Idf)},
+            on_disk_payload=on_disk,  # page text and the rest: read for hits only
         )
         shard = m.EdgeShard.create(str(path), config)
         for name in _KEYWORD_FIELDS:
@@ -481,7 +491,7 @@ class EdgeStore:
         candidates: int | None,
         flt: Any,
         channel: str,
-        first_stage: str = "hnsw",
+        first_stage: str = "exact",
         single: bool = False,
     ) -> tuple[Any, list[Any] | None, Any]:
         """Build a dense channel: query on its rerank vectors, prefetch on its candidates."""
@@ -535,7 +545,7 @@ class EdgeStore:
         candidates: int | None,
         where: PayloadFilter | None = None,
         channel: str = DENSE,
-        first_stage: str = "hnsw",
+        first_stage: str = "exact",
     ) -> list[list[ScoredRecord]]:
         m = self._m
         flt = build_filter(m, where)

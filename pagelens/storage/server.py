@@ -108,6 +108,11 @@ class ServerStore:
             raise StoreError(f"{self.location}: collection {self.collection!r} already exists")
         m = self._m
         dtype = m.Datatype.FLOAT16 if spec.fp16 else m.Datatype.FLOAT32
+        rerank_dtype, candidate_dtype = dtype, m.Datatype.FLOAT32
+        graph_m, on_disk = spec.hnsw_m, None
+        if spec.compact:  # see CollectionSpec.compact
+            rerank_dtype, candidate_dtype = m.Datatype.TURBO8, m.Datatype.FLOAT16
+            graph_m, on_disk = 0, True
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
         vectors = {}
         for rerank, candidates, dim in dense_layout(spec):
@@ -124,16 +129,17 @@ class ServerStore:
             vectors[rerank] = m.VectorParams(
                 size=dim,
                 distance=m.Distance.DOT,
+                on_disk=on_disk,
                 multivector_config=maxsim,
-                datatype=dtype,
+                datatype=rerank_dtype,
                 hnsw_config=m.HnswConfigDiff(m=0, ef_construct=spec.hnsw_ef_construct),
             )
             vectors[candidates] = m.VectorParams(
                 size=dim,
                 distance=m.Distance.DOT,
                 multivector_config=maxsim,
-                datatype=m.Datatype.FLOAT32,
-                hnsw_config=m.HnswConfigDiff(m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct),
+                datatype=candidate_dtype,
+                hnsw_config=m.HnswConfigDiff(m=graph_m, ef_construct=spec.hnsw_ef_construct),
             )
         with engine_errors(self.location, "create the collection"):
             self._client.create_collection(
@@ -143,6 +149,7 @@ class ServerStore:
                 shard_number=self.cluster.shards,
                 replication_factor=self.cluster.replicas,
                 write_consistency_factor=self.cluster.write_consistency,
+                on_disk_payload=on_disk,
             )
             if not self._local:  # local mode has no payload indexes (and warns)
                 for name in _KEYWORD_FIELDS:
@@ -264,7 +271,7 @@ class ServerStore:
         candidates: int | None,
         flt: Any,
         channel: str,
-        first_stage: str = "hnsw",
+        first_stage: str = "exact",
         single: bool = False,
     ) -> dict[str, Any]:
         """Build a dense channel: MaxSim on its rerank vectors, two-stage through its candidates."""
@@ -322,7 +329,7 @@ class ServerStore:
         candidates: int | None,
         where: PayloadFilter | None = None,
         channel: str = DENSE,
-        first_stage: str = "hnsw",
+        first_stage: str = "exact",
     ) -> list[list[ScoredRecord]]:
         self._require()
         m = self._m

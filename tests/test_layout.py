@@ -1,0 +1,193 @@
+"""The compact stored layout (manifest format 2) against float twins and the oracle.
+
+New indexes store rerank vectors in Qdrant's 8-bit TurboQuant storage, on disk,
+and float16 candidate vectors without a graph, scanned exactly. These tests pin
+what that costs and what it keeps, on every backend:
+
+- exact search (``candidates=None``) on the compact layout against a numpy MaxSim
+  oracle over the float vectors, and against the same pages in a float index
+  (format 1): the tolerance is stated where it is asserted;
+- two-stage search equals exact search when the candidates cover the corpus;
+- an index of format 1 (today's release) is read and searched as it was, its
+  graph first stage included; an unknown format is refused with how to rebuild.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pagelens.encoders.base import EncoderSpec
+from pagelens.errors import IndexMismatchError, PagelensError
+from pagelens.index import Index, IndexSettings, Manifest, PageVectors, StoredPage
+from pagelens.pooling import ward_pool
+from pagelens.search import search_vectors
+from pagelens.storage.base import MANIFEST_POINT_ID, PointRecord
+from pagelens.types import Document, Page
+
+DIM = 32
+N_PAGES = 60
+SPEC = EncoderSpec("synthetic", "0", DIM, "synthetic")
+# Turbo8 stores each value in 8 bits after a fixed rotation: a query token's MaxSim
+# moves by at most about 1% of a unit dot product (measured: 0.007 over 20 tokens at
+# dim 128), so a page's score over 8 query tokens moves by well under this.
+SCORE_ATOL = 0.05
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _pages(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    topics = _unit(rng.normal(size=(40, DIM)))
+    out = []
+    for _ in range(N_PAGES):
+        chosen = rng.choice(len(topics), size=int(rng.integers(12, 40)))
+        out.append(_unit(topics[chosen] + 0.3 * rng.normal(size=(len(chosen), DIM))))
+    return out
+
+
+def _queries(pages: list[np.ndarray], n: int = 12) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    picks = rng.integers(0, len(pages), n)
+    return [
+        _unit(pages[p][rng.integers(0, len(pages[p]), 8)] + 0.2 * rng.normal(size=(8, DIM)))
+        for p in picks
+    ]
+
+
+def _oracle(query: np.ndarray, pages: list[np.ndarray]) -> np.ndarray:
+    """MaxSim of one query against every page, -inf masking by construction."""
+    return np.array([float((query @ p.T).max(axis=1).sum()) for p in pages])
+
+
+def _open(kind: str, folder: Path) -> Index:
+    return Index.open(folder) if kind == "edge" else Index.open(location=":memory:")
+
+
+def _legacy(index: Index, settings: IndexSettings) -> None:
+    """Make ``index`` an index of manifest format 1, as the previous release made it."""
+    manifest = Manifest(SPEC, settings, "0.1.0", "2026-11-30T00:00:00+00:00", format=1)
+    index.store.create(manifest.collection_spec())
+    index.restore_manifest(manifest)
+
+
+def _fill(index: Index, pages: list[np.ndarray], settings: IndexSettings) -> None:
+    stored = []
+    for i, v in enumerate(pages):
+        rerank, cand = ward_pool(v, [settings.pool_factor, settings.candidate_factor])
+        page = Page(f"sha{i // 10}", f"doc{i // 10}.pdf", i % 10 + 1, 10)
+        stored.append(StoredPage(page, dense=PageVectors(rerank, cand, v.shape[0])))
+    index.add_pages(stored)
+    for d in range(len(pages) // 10):
+        index.commit(Document(f"/data/doc{d}.pdf", f"doc{d}.pdf", f"sha{d}", 1), 10)
+    index.optimize()
+
+
+def _ranking(index: Index, queries: list[np.ndarray], **options) -> list[list[tuple[str, float]]]:
+    hits = search_vectors(index, queries, k=10, **options)
+    return [[(h.page_id, h.score) for h in row] for row in hits]
+
+
+@pytest.fixture(params=["edge", "client"])
+def kind(request):
+    return request.param
+
+
+def test_compact_exact_search_matches_the_oracle_and_the_float_twin(kind, tmp_path):
+    pages = _pages()
+    queries = _queries(pages)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4)
+    compact = _open(kind, tmp_path / "compact")
+    compact.prepare(SPEC, settings)
+    assert compact.manifest.format == 2 and compact.manifest.collection_spec().compact
+    _fill(compact, pages, settings)
+    twin = _open(kind, tmp_path / "float")
+    _legacy(twin, IndexSettings(pool_factor=1, candidate_factor=4, fp16=False))
+    _fill(twin, pages, settings)
+
+    ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
+    got = _ranking(compact, queries, candidates=None)
+    ref = _ranking(twin, queries, candidates=None)
+    overlap = []
+    for q, row, twin_row in zip(queries, got, ref, strict=True):
+        oracle = dict(zip(ids, _oracle(q, pages), strict=True))
+        for page_id, score in row:  # every compact score is the float MaxSim, within 8 bits
+            assert score == pytest.approx(oracle[page_id], abs=SCORE_ATOL)
+        for page_id, score in twin_row:  # the float twin is the oracle to float32
+            assert score == pytest.approx(oracle[page_id], abs=1e-4)
+        # a page in one top-10 and not the other was within the tolerance of the cut
+        tenth = sorted(oracle.values(), reverse=True)[9]
+        for page_id in {p for p, _ in row} ^ {p for p, _ in twin_row}:
+            assert abs(oracle[page_id] - tenth) <= 2 * SCORE_ATOL
+        overlap.append(len({p for p, _ in row} & {p for p, _ in twin_row}) / 10)
+    assert np.mean(overlap) >= 0.9  # the recall tolerance of the 8-bit layout, stated
+    compact.close()
+    twin.close()
+
+
+def test_two_stage_equals_exact_when_the_candidates_cover_the_corpus(kind, tmp_path):
+    pages = _pages(seed=3)
+    queries = _queries(pages)
+    settings = IndexSettings(pool_factor=2, candidate_factor=8)
+    index = _open(kind, tmp_path / "idx")
+    index.prepare(SPEC, settings)
+    _fill(index, pages, settings)
+    assert _ranking(index, queries, candidates=N_PAGES) == _ranking(
+        index, queries, candidates=None
+    )
+    # and with fewer candidates every hit still carries its exact rerank score
+    every = search_vectors(index, queries, k=N_PAGES, candidates=None)
+    for row, full in zip(_ranking(index, queries, candidates=20), every, strict=True):
+        exact = {h.page_id: h.score for h in full}
+        for page_id, score in row:
+            assert score == pytest.approx(exact[page_id], abs=1e-6)
+    index.close()
+
+
+def test_an_index_of_format_1_is_read_and_searched_as_it_was(tmp_path):
+    pages = _pages(seed=5)
+    queries = _queries(pages)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4)
+    folder = tmp_path / "old"
+    with Index.open(folder) as old:
+        _legacy(old, settings)
+        _fill(old, pages, settings)
+    with Index.open(folder) as index:  # opened afresh: the manifest is read back
+        assert index.manifest.format == 1 and index.has_candidate_graph
+        assert not index.manifest.collection_spec().compact
+        ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
+        for q, row in zip(queries, _ranking(index, queries, candidates=None), strict=True):
+            oracle = dict(zip(ids, _oracle(q, pages), strict=True))
+            assert [p for p, _ in row] == sorted(oracle, key=lambda p: -oracle[p])[:10]
+            for page_id, score in row:
+                assert score == pytest.approx(oracle[page_id], abs=2e-3)  # fp16 storage
+        # the graph it was built with still serves, when asked for
+        walked = _ranking(index, queries, candidates=60, first_stage="hnsw")
+        assert walked == _ranking(index, queries, candidates=60, first_stage="exact")
+        info = index.info()
+        assert info.bytes_per_page == pytest.approx(
+            (info.vectors_per_page * 2 + info.pooled_vectors_per_page * 4) * DIM
+        )
+
+
+def test_a_new_index_has_no_graph_to_walk(tmp_path):
+    with Index.open(tmp_path / "new") as index:
+        index.prepare(SPEC, IndexSettings())
+        _fill(index, _pages()[:10], IndexSettings())
+        assert not index.has_candidate_graph
+        with pytest.raises(PagelensError, match="needs a graph on the candidate vectors"):
+            search_vectors(index, _queries(_pages())[:1], first_stage="hnsw")
+
+
+def test_an_unknown_format_is_refused_with_how_to_rebuild(tmp_path):
+    folder = tmp_path / "future"
+    with Index.open(folder) as index:
+        index.prepare(SPEC, IndexSettings())
+        payload = {**index.manifest.to_payload(), "format": 3}
+        index.store.upsert([PointRecord(MANIFEST_POINT_ID, payload)])
+    with pytest.raises(IndexMismatchError, match=r"format 3 is not supported.*rebuild"):
+        Index.open(folder)
