@@ -431,6 +431,46 @@ def _sink(pipeline: PipelineSettings) -> Inline | Writer:
     return Writer(workers=pipeline.workers(), depth=pipeline.batches_in_flight)
 
 
+# Batches of pages rendered ahead of the encoder, across document boundaries: it
+# bounds the page images in memory to this many batches (plus the one being encoded;
+# poppler's own output waits on disk, see RenderSettings.batch_pages).
+RENDER_BATCHES_AHEAD = 2
+
+
+@dataclass(frozen=True)
+class _Begin:
+    """A document's pages start (from page ``first``; the earlier ones are stored)."""
+
+    doc: Document
+    page_count: int
+    first: int
+
+
+@dataclass(frozen=True)
+class _Batch:
+    doc: Document
+    pages: list[Page]
+
+
+@dataclass(frozen=True)
+class _End:
+    """All of a document's missing pages were given: commit it once they are stored."""
+
+    doc: Document
+    page_count: int
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A document could not be read (before or after some of its batches)."""
+
+    doc: Document
+    error: InputError
+
+
+_Event = _Begin | _Batch | _End | _Failed
+
+
 class _Run:
     """The state of one :func:`index_paths` run: what was found, done and skipped."""
 
@@ -441,6 +481,13 @@ class _Run:
         self.committed = {r.doc_sha256: r for r in index.documents()}
         self.pending = index.pending_documents()
         self.removed_incomplete = _clean_incomplete(index, self.pending, self.committed, found)
+        # pages an interrupted run stored of documents resumed now (read before any write)
+        here = {d.sha256 for d in found.documents}
+        self.stored = {
+            sha: index.stored_pages(sha)
+            for sha in self.pending
+            if sha in here and sha not in self.committed
+        }
         self.by_path: dict[str, list[DocumentRecord]] = {}
         for record in self.committed.values():
             self.by_path.setdefault(record.doc_path, []).append(record)
@@ -455,7 +502,11 @@ class _Run:
         self.deleted: set[str] = set()  # versions removed by this run
 
     def index_all(self, progress: bool) -> None:
-        """Index every document found; every index write goes through one sink, in order."""
+        """Index every document found; every index write goes through one sink, in order.
+
+        Documents are rendered in a background thread, across document boundaries,
+        at most :data:`RENDER_BATCHES_AHEAD` batches ahead of the encoder.
+        """
         docs = self.found.documents
         sink = _sink(self.how.pipeline)
         try:
@@ -463,44 +514,100 @@ class _Run:
                 bar(len(docs), "files", "file", enabled=progress, logger=logger) as files,
                 bar(0, "pages", "page", enabled=progress, logger=logger) as pages,
             ):
-                for doc in docs:
-                    files.set_postfix_str(doc.path[-40:], refresh=False)
-                    self.index_one(sink, doc, pages)
-                    files.update(1)
+                todo = [doc for doc in docs if self.to_index(sink, doc)]
+                files.update(len(docs) - len(todo))
+                self.index_documents(sink, todo, files, pages)
         except BaseException:
             sink.close(raise_error=False)  # keep what was encoded; commit what is whole
             raise
         sink.close()
         self.times.waited += sink.waited
 
-    def index_one(self, sink: Sink, doc: Document, pages_bar: tqdm) -> None:
-        """Index one document, or note why it is unchanged or skipped."""
+    def to_index(self, sink: Sink, doc: Document) -> bool:
+        """Whether ``doc`` is to be indexed; else note why it is unchanged or skipped."""
         known = self.committed.get(doc.sha256)
         if known is not None:
             if known.doc_path != doc.path:  # moved or renamed: same bytes, new path
                 sink.submit(self.index.move_document, doc.sha256, doc)
                 logger.info("%s moved to %s", known.doc_path, doc.path)
             self.unchanged.append(doc.path)
-            return
+            return False
         clash = _other_file(self.by_path.get(doc.path, []), doc)
         if clash is not None:
             self.skipped.append(Skipped(doc.path, _clash_cause(clash)))
-            return
-        try:
-            page_count, done, failed = _index_document(
-                sink,
-                self.index,
-                self.how,
-                doc,
-                self.times,
-                pages_bar,
-                self.text_cache,
-                self.pending.get(doc.sha256),
-            )
-        except InputError as exc:
-            sink.submit(self.skip, doc, exc)
-            return
-        sink.submit(self.commit, doc, page_count, done, failed)
+            return False
+        return True
+
+    def index_documents(
+        self, sink: Sink, docs: Sequence[Document], files_bar: tqdm, pages_bar: tqdm
+    ) -> None:
+        """Encode the rendered batches of ``docs``; mark, store and commit through ``sink``."""
+        how, times = self.how, self.times
+        events = _prefetch(self.rendered(docs), depth=RENDER_BATCHES_AHEAD)
+        done = 0
+        failed: list[PageError] = []
+        while True:
+            t0 = time.perf_counter()
+            event = next(events, None)
+            times.render += time.perf_counter() - t0
+            if event is None:
+                return
+            doc = event.doc
+            if isinstance(event, _Batch):
+                failed += _hand_over(
+                    sink,
+                    self.index,
+                    how.encoder,
+                    event.pages,
+                    how.settings,
+                    times,
+                    doc.source,
+                    how.text_encoder,
+                )
+                done += len(event.pages)
+                pages_bar.update(len(event.pages))
+            elif isinstance(event, _Begin):
+                pending_path = self.pending.get(doc.sha256)
+                if pending_path is not None and pending_path != doc.path:
+                    sink.submit(self.index.move_document, doc.sha256, doc)  # renamed meanwhile
+                sink.submit(self.index.begin_document, doc)
+                files_bar.set_postfix_str(doc.path[-40:], refresh=False)
+                pages_bar.total = (pages_bar.total or 0) + event.page_count
+                pages_bar.update(event.first - 1)
+                done, failed = 0, []
+            elif isinstance(event, _End):
+                sink.submit(self.commit, doc, event.page_count, done, failed)
+                files_bar.update(1)
+            else:
+                sink.submit(self.skip, doc, event.error)
+                files_bar.update(1)
+
+    def rendered(self, docs: Sequence[Document]) -> Iterator[_Event]:
+        """Probe and render each document's missing pages, in batches (in a worker thread).
+
+        A document that cannot be read ends with a :class:`_Failed` event instead of
+        an :class:`_End`, after any batches it gave.
+        """
+        how = self.how
+        for doc in docs:
+            try:
+                info = probe(doc, how.render)
+                stored = self.stored.get(doc.sha256, set())
+                first = 1
+                while first in stored:  # resume after the last contiguous stored page
+                    first += 1
+                if first > info.page_count:
+                    logger.info("%s: all %d pages stored; committing", doc.path, info.page_count)
+                elif first > 1:
+                    logger.info("%s: resuming at page %d of %d", doc.path, first, info.page_count)
+                yield _Begin(doc, info.page_count, first)
+                pages = _page_stream(how, doc, info, first, self.times, self.text_cache)
+                for batch in _batched(pages, how.render.batch_pages):
+                    yield _Batch(doc, batch)
+            except InputError as exc:
+                yield _Failed(doc, exc)
+                continue
+            yield _End(doc, info.page_count)
 
     def skip(self, doc: Document, exc: InputError) -> None:
         """Note a document that could not be indexed; remove what was stored of it."""
@@ -662,55 +769,6 @@ def _effective(
     if (reads_text(encoder) or text_encoder is not None) and not settings.text:
         settings = replace(settings, text=True)
     return settings
-
-
-def _index_document(
-    sink: Sink,
-    index: Index,
-    how: _Encoding,
-    doc: Document,
-    times: StageTimes,
-    pages_bar: tqdm,
-    text_cache: TextCache | None = None,
-    pending_path: str | None = None,
-) -> tuple[int, int, list[PageError]]:
-    """Render and encode the missing pages of one document; hand them to ``sink`` to store.
-
-    The caller commits the document through the same sink, after its pages.
-    Returns the document's page count, the pages encoded by this call and the
-    pages that failed.
-    """
-    info = probe(doc, how.render)
-    stored = sink.call(index.stored_pages, doc.sha256) if pending_path is not None else set()
-    if pending_path is not None and pending_path != doc.path:
-        sink.submit(index.move_document, doc.sha256, doc)  # renamed while incomplete
-    sink.submit(index.begin_document, doc)
-    first = 1
-    while first in stored:  # resume after the last contiguous stored page
-        first += 1
-    if first > info.page_count:
-        logger.info("%s: all %d pages stored; committing", doc.path, info.page_count)
-    elif first > 1:
-        logger.info("%s: resuming at page %d of %d", doc.path, first, info.page_count)
-    pages_bar.total = (pages_bar.total or 0) + info.page_count
-    pages_bar.update(first - 1)
-    rendered = _prefetch(
-        _batched(_page_stream(how, doc, info, first, times, text_cache), how.render.batch_pages)
-    )
-    done = 0
-    failed: list[PageError] = []
-    while True:
-        t0 = time.perf_counter()
-        batch = next(rendered, None)
-        times.render += time.perf_counter() - t0
-        if batch is None:
-            break
-        failed += _hand_over(
-            sink, index, how.encoder, batch, how.settings, times, doc.source, how.text_encoder
-        )
-        done += len(batch)
-        pages_bar.update(len(batch))
-    return info.page_count, done, failed
 
 
 def _page_stream(
