@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pagelens import progress
+from pagelens.encoders.attention import WINDOW_ATTENTION, use_window_attention
 from pagelens.encoders.base import EncoderSpec
 from pagelens.encoders.loading import (
     Checkpoint,
@@ -336,7 +337,11 @@ class ColPaliEngineEncoder:
             images = [_pad_to_aspect(p.image, limit) for p in batch if p.image is not None]
             inputs = self._processor.process_images(images)
             keep_image = self.page_vectors == "image"
-            out.extend(self._forward(inputs, image_tokens_only=keep_image))
+            try:
+                out.extend(self._forward(inputs, image_tokens_only=keep_image))
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one
+                _release_cached_memory(exc)
+                raise
         return out
 
     def encode_queries(self, texts: Sequence[str]) -> list[MultiVector]:
@@ -396,6 +401,19 @@ class ColPaliEngineEncoder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         unit = vectors / np.maximum(norms, 1e-12)
         return [np.ascontiguousarray(row[None, :], dtype=np.float32) for row in unit]
+
+
+def _release_cached_memory(exc: BaseException) -> None:
+    """After a GPU out-of-memory error, give the cached blocks back before the retry.
+
+    The indexing job retries such a batch in halves (``pipeline.job._encode``); the
+    failed batch's activations are freed only once the exception's frames are gone,
+    and the allocator's cache is emptied here so the halves start from a clean pool.
+    """
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _dim(net: Any, family: ColPaliFamily) -> int:
@@ -493,6 +511,8 @@ def _load_model(
             f"cannot load {model_cls.__name__} from {checkpoint.model_id!r}: {exc}"
         ) from exc
     _fix_paligemma_attention(net)
+    if use_window_attention(net):  # one attention call per window size, not per window
+        logger.debug("vision tower of %s on %s", checkpoint.model_id, WINDOW_ATTENTION)
     if head is not None and any(key.startswith(head) for key in missing):
         raise EncoderError(
             f"{checkpoint.model_id!r} has no trained projection head ({head!r} missing): "
