@@ -47,13 +47,15 @@ def window_attention(
 
     Args:
         module: the attention module (unused; the registry's signature).
-        query: ``(1, heads, seq, head_dim)``, windows packed along ``seq``;
-            ``key`` and ``value`` alike.
+        query: ``(1, heads, seq, head_dim)``, windows packed along ``seq``.
+        key: as ``query``.
+        value: as ``query``.
         attention_mask: must be ``None``: windows are the only structure.
         scaling: softmax scale (``head_dim ** -0.5`` by default).
         dropout: dropout probability (training only).
         cu_seq_lens_q: ``(windows + 1,)`` cumulative window bounds; ``None`` for one
-            window over the whole sequence. ``cu_seq_lens_k`` must be the same.
+            window over the whole sequence.
+        cu_seq_lens_k: the same bounds (keys are windowed as queries are).
         kwargs: the rest of the registry's arguments (``max_length_q``...), unused.
 
     Returns:
@@ -79,31 +81,28 @@ def window_attention(
     out = q.new_empty(seq, heads, head_dim)
     for length, starts in by_length.items():
         n = len(starts)
+        rows: slice | torch.Tensor
         if starts == list(range(starts[0], starts[0] + n * length, length)):  # back to back
-            span = slice(starts[0], starts[0] + n * length)
-
-            def take(t: torch.Tensor, span: slice = span) -> torch.Tensor:
-                return t[:, span]
-
-            def put(o: torch.Tensor, span: slice = span) -> None:
-                out[span] = o
+            rows = slice(starts[0], starts[0] + n * length)
         else:
             first = torch.tensor(starts, device=q.device)[:, None]
-            index = (first + torch.arange(length, device=q.device)).reshape(-1)  # (n * length,)
-
-            def take(t: torch.Tensor, index: torch.Tensor = index) -> torch.Tensor:
-                return t.index_select(1, index)
-
-            def put(o: torch.Tensor, index: torch.Tensor = index) -> None:
-                out.index_copy_(0, index, o)
-
+            rows = (first + torch.arange(length, device=q.device)).reshape(-1)  # (n * length,)
         # (heads, n * length, d) -> (n, heads, length, d)
         qw, kw, vw = (
-            take(t).reshape(heads, n, length, head_dim).transpose(0, 1) for t in (q, k, v)
+            _take(t, rows).reshape(heads, n, length, head_dim).transpose(0, 1) for t in (q, k, v)
         )
         ow = F.scaled_dot_product_attention(qw, kw, vw, dropout_p=p, scale=scaling)
-        put(ow.permute(0, 2, 1, 3).reshape(n * length, heads, head_dim))
+        ow = ow.permute(0, 2, 1, 3).reshape(n * length, heads, head_dim)
+        if isinstance(rows, slice):
+            out[rows] = ow
+        else:
+            out.index_copy_(0, rows, ow)
     return out.unsqueeze(0), None
+
+
+def _take(t: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
+    """Rows ``rows`` of the sequence axis of a ``(heads, seq, head_dim)`` tensor."""
+    return t[:, rows] if isinstance(rows, slice) else t.index_select(1, rows)
 
 
 def register() -> None:
