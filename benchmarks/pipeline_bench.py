@@ -12,7 +12,8 @@ Each CPU stage is also measured alone, in CPU seconds per page (this process and
 poppler children): render, text (pdftotext, for indexes with a text channel), Ward
 pooling and storing. From those the rate at which 2, 8 and 16 cores saturate is
 computed: (cores - 1) / (CPU seconds per page), one core being left to the encoder's
-own thread, and capped by each stage's workers (render processes, pooling processes,
+own thread, and capped by each stage's workers as they would be on that machine
+(render processes: half the cores, 2 to 8; pooling processes: cores - 1, at most 8;
 the one writer thread).
 
     python benchmarks/pipeline_bench.py --ms 10 25 100
@@ -133,23 +134,22 @@ def stage_costs(paths: list[Path], render: RenderSettings, store_dir: Path) -> d
     return out
 
 
-def saturation(costs: dict[str, Any], render: RenderSettings, pool_workers: int) -> list[dict]:
+def saturation(costs: dict[str, Any]) -> list[dict]:
     """Pages/s at which the CPU stages saturate 2, 8 and 16 cores (the encoder aside)."""
     cpu = {k: costs[k]["cpu_s"] for k in ("render", "pool", "store")}
     total = sum(cpu.values())
     rows = []
     for cores in (2, 8, 16):
         workers = min(MAX_POOL_WORKERS, cores - 1)
+        render_threads = max(2, min(8, cores // 2))  # default_render_threads on that machine
         caps = {
             "cores": (cores - 1) / total,
-            "render processes": render.threads / cpu["render"],
+            "render processes": render_threads / cpu["render"],
             "pooling processes": workers / cpu["pool"],
             "writer thread": 1 / cpu["store"],
         }
         limit = min(caps, key=lambda k: caps[k])
         rows.append({"cores": cores, "pages_per_s": caps[limit], "limit": limit, "caps": caps})
-        if cores == available_cores():
-            rows[-1]["pool_workers_here"] = pool_workers
     return rows
 
 
@@ -201,7 +201,7 @@ def main() -> None:
             ],
         )
     )
-    sat = saturation(costs, render, overlapped.workers())
+    sat = saturation(costs)
     print("\nsaturation (render + pool + store on cores - 1; text not counted):")
     print(
         table(

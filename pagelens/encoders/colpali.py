@@ -238,6 +238,9 @@ class ColPaliEngineEncoder:
         self.batch_size = batch_size
         self.page_vectors: PageVectors = page_vectors
         self.image_token_id: int = _image_token_id(model, processor)
+        # Resize pages to the processor's pixel budget before it sees them, with its own
+        # resize: the same pixel values for less CPU (see _pre_resize).
+        self.pre_resize = True
 
     @classmethod
     def from_pretrained(
@@ -335,6 +338,8 @@ class ColPaliEngineEncoder:
         limit = self._family.max_aspect_ratio
         for batch in _progress(_batches(pages, self.batch_size), len(pages), "encoding pages"):
             images = [_pad_to_aspect(p.image, limit) for p in batch if p.image is not None]
+            if self.pre_resize:
+                images = [_pre_resize(image, self._processor) for image in images]
             inputs = self._processor.process_images(images)
             keep_image = self.page_vectors == "image"
             try:
@@ -449,6 +454,45 @@ def _pad_to_aspect(image: Image.Image, limit: float | None) -> Image.Image:
     padded = Image.new("RGB", size, "white")
     padded.paste(image.convert("RGB"), (0, 0))
     return padded
+
+
+def _pre_resize(image: Image.Image, processor: Any) -> Image.Image:
+    """Resize a page to the size Qwen2-VL's image processor would, as it would.
+
+    The processor (transformers' torchvision backend) turns a 150-dpi page into a
+    tensor, then resizes it to ``smart_resize``'s size (multiples of patch x merge
+    size, within its pixel budget) with ``torchvision``'s antialiased resize of the
+    uint8 image. Doing that same resize first hands it an image already at that size
+    (``smart_resize`` keeps it, the resize is then the identity), so the pixel values
+    are the same, bit for bit (tests/test_colpali_encoder.py), while the processor's
+    copies of the full page are saved (benchmarks/README.md). Other processors, or
+    other settings, get the image unchanged.
+    """
+    ip = getattr(processor, "image_processor", None)
+    if type(ip).__name__ != "Qwen2VLImageProcessor" or not getattr(ip, "do_resize", False):
+        return image
+    import torch
+    from torchvision.transforms.v2 import functional as tvf
+    from transformers.image_utils import pil_torch_interpolation_mapping
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    interpolation = pil_torch_interpolation_mapping.get(ip.resample)
+    if interpolation is None or image.mode != "RGB":
+        return image
+    height, width = smart_resize(
+        image.height,
+        image.width,
+        factor=ip.patch_size * ip.merge_size,
+        min_pixels=ip.size["shortest_edge"],
+        max_pixels=ip.size["longest_edge"],
+    )
+    if (height, width) == (image.height, image.width):
+        return image
+    from PIL import Image
+
+    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)  # (3, h, w) uint8
+    resized = tvf.resize(pixels, [height, width], interpolation=interpolation, antialias=True)
+    return Image.fromarray(resized.permute(1, 2, 0).contiguous().numpy())
 
 
 def _check_options(batch_size: int, page_vectors: str) -> None:
