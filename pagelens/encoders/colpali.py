@@ -468,7 +468,7 @@ def _pre_resize(image: Image.Image, processor: Any) -> Image.Image:
     copies of the full page are saved (benchmarks/README.md). Other processors, or
     other settings, get the image unchanged.
     """
-    ip = getattr(processor, "image_processor", None)
+    ip: Any = getattr(processor, "image_processor", None)
     if type(ip).__name__ != "Qwen2VLImageProcessor" or not getattr(ip, "do_resize", False):
         return image
     import torch
