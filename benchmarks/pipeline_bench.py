@@ -13,7 +13,7 @@ poppler children): render, text (pdftotext, for indexes with a text channel), Wa
 pooling and storing. From those the rate at which 2, 8 and 16 cores saturate is
 computed: (cores - 1) / (CPU seconds per page), one core being left to the encoder's
 own thread, and capped by each stage's workers as they would be on that machine
-(render processes: half the cores, 2 to 8; pooling processes: cores - 1, at most 8;
+(render processes: all cores but two, 2 to 16; pooling processes: cores - 1, at most 8;
 the one writer thread).
 
     python benchmarks/pipeline_bench.py --ms 10 25 100
@@ -141,7 +141,7 @@ def saturation(costs: dict[str, Any]) -> list[dict]:
     rows = []
     for cores in (2, 8, 16):
         workers = min(MAX_POOL_WORKERS, cores - 1)
-        render_threads = max(2, min(8, cores // 2))  # default_render_threads on that machine
+        render_threads = max(2, min(16, cores - 2))  # default_render_threads on that machine
         caps = {
             "cores": (cores - 1) / total,
             "render processes": render_threads / cpu["render"],

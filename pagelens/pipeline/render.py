@@ -48,14 +48,15 @@ UNLOADABLE_PAGE = "poppler cannot load this page"  # the cause of a page pdfinfo
 
 
 def default_render_threads() -> int:
-    """``pdftoppm`` processes by default: half the cores, at least 2 and at most 8.
+    """``pdftoppm`` processes by default: all cores but two, at least 2 and at most 16.
 
-    The other half pools, stores and feeds the encoder; at about 80-160 CPU ms per
-    150-dpi page, 8 processes render 50-100 pages/s, more than one GPU encodes.
+    Rendering is the costliest CPU stage (80-330 CPU ms per 150-dpi page, against
+    about 35 for pooling and 3 for storing: benchmarks/README.md), so it gets the
+    cores but the encoder's thread and one for pooling and storing.
     """
     from pagelens.pipeline.overlap import available_cores
 
-    return max(2, min(8, available_cores() // 2))
+    return max(2, min(16, available_cores() - 2))
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class RenderSettings:
         password: the user password of encrypted PDFs (passed to poppler's command
             line, as pdf2image does: visible to local users in the process list).
         threads: ``pdftoppm`` processes run side by side, one batch each; by
-            default half the cores, 2 to 8 (:func:`default_render_threads`).
+            default all cores but two, 2 to 16 (:func:`default_render_threads`).
         batch_pages: pages per ``pdftoppm`` call. Up to ``threads`` batches are
             rendered ahead of the consumer and wait on disk as PPM files; memory
             holds only the page being yielded.
