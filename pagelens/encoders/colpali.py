@@ -490,7 +490,7 @@ def _pre_resize(image: Image.Image, processor: Any) -> Image.Image:
         return image
     from PIL import Image
 
-    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)  # (3, h, w) uint8
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # (3, h, w) uint8, a copy
     resized = tvf.resize(pixels, [height, width], interpolation=interpolation, antialias=True)
     return Image.fromarray(resized.permute(1, 2, 0).contiguous().numpy())
 
