@@ -55,9 +55,9 @@ class StageTimes:
     pool: float = 0.0
     store: float = 0.0
     optimize: float = 0.0
-    # Overlapped runs: ``pool`` and ``store`` are the writer thread's time, spent beside
-    # encoding (``pool`` is its wait for the pooling processes); ``waited`` is what the
-    # encoder waited for the writer to catch up (zero on the serial path).
+    # Overlapped runs: ``store`` is the writer thread's time, spent beside encoding, and
+    # ``pool`` the hand-over to the pooling processes plus the writer's wait for them;
+    # ``waited`` is what the encoder waited for the writer to catch up (zero when serial).
     waited: float = 0.0
 
 
@@ -293,10 +293,12 @@ def _hand_over(
     ok = [i for i, error in errors.items() if error is None]
     factors = (settings.pool_factor, settings.candidate_factor)
     single = encoder.spec.single
+    t1 = time.perf_counter()
     pooling = {i: sink.pool(_pooled, dense[i], factors, single) for i in ok}
     text_pooling = (
         {i: sink.pool(_pooled, text[i], factors) for i in ok} if text is not None else None
     )
+    times.pool += time.perf_counter() - t1  # pooled here (serial), or handed to the processes
     sink.submit(_write_batch, index, batch, errors, pooling, text_pooling, settings, source, times)
     return [PageError(batch[i].doc_path, batch[i].page_number, e) for i, e in errors.items() if e]
 
