@@ -176,6 +176,62 @@ def run(paths: list[Path], seconds: float, pipeline: PipelineSettings, render: R
     }
 
 
+def run_in_memory(pages: list[Page], seconds: float, pipeline: PipelineSettings) -> dict:
+    """``index_pages`` over pages rendered beforehand: only pooling and storing compete."""
+    from pagelens.pipeline.job import index_pages
+
+    enc = StandIn(seconds)
+    with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
+        with Index.open(Path(tmp) / "idx") as index:
+            t0 = time.perf_counter()
+            report = index_pages(index, enc, pages, batch_size=8, pipeline=pipeline, progress=False)
+            wall = time.perf_counter() - t0
+    return {
+        "ms_per_page": seconds * 1000,
+        "overlapped": pipeline.overlapped,
+        "pages": report.pages,
+        "wall_s": wall,
+        "pages_per_s": report.pages / wall,
+        "busy_share": enc.slept / wall,
+        "stages": asdict(report.stages),
+    }
+
+
+def in_memory(paths: list[Path], n: int, ms: list[float], render: RenderSettings) -> list[dict]:
+    """The serial and overlapped runs on ``n`` pages held in memory (documents of 16 pages)."""
+    from dataclasses import replace
+
+    pages: list[Page] = []
+    for doc in discover(paths).documents:
+        for page in render_pages(doc, probe(doc, render), render):
+            doc, number = divmod(len(pages), 16)  # documents of 16 pages
+            count = min(16, n - doc * 16)
+            pages.append(replace(page, doc_sha256=f"{doc:064x}", page_number=number + 1,
+                                 page_count=count, doc_path=f"{doc}.pdf"))  # fmt: skip
+            if len(pages) == n:
+                break
+        if len(pages) == n:
+            break
+    runs = []
+    for m in ms:
+        for pipeline in (PipelineSettings(pool_workers=0), PipelineSettings()):
+            runs.append(run_in_memory(pages, m / 1000, pipeline))
+    print(f"\nindex_pages over {len(pages)} pages already in memory (pooling and storing only):")
+    rows = []
+    for m in ms:
+        s, o = (next(r for r in runs if r["ms_per_page"] == m and r["overlapped"] == k)
+                for k in (False, True))  # fmt: skip
+        rows.append([m, s["pages_per_s"], s["busy_share"], o["pages_per_s"], o["busy_share"]])
+    print(
+        table(
+            ["stand-in ms/page", "serial pages/s", "serial busy", "overlapped pages/s",
+             "overlapped busy"],
+            rows,
+        )
+    )  # fmt: skip
+    return runs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
@@ -183,12 +239,18 @@ def main() -> None:
     ap.add_argument("--ms", type=float, nargs="+", default=[10.0, 25.0, 100.0])
     ap.add_argument("--dpi", type=int, default=150)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--in-memory", type=int, default=48, help="pages; 0: skip that part")
+    ap.add_argument("--in-memory-only", action="store_true")
     ap.add_argument("--out", type=Path, default=default_out("pipeline"))
     args = ap.parse_args()
 
     paths = [args.pdf_dir / d for d in args.docs]
     render = RenderSettings(dpi=args.dpi)
     overlapped = PipelineSettings()
+    if args.in_memory_only:
+        runs = in_memory(paths, args.in_memory, args.ms, render)
+        write_json(args.out, "pipeline_in_memory", command_line(), {"runs": runs})
+        return
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         costs = stage_costs(paths, render, Path(tmp) / "store")
     print(f"{costs['pages']} pages; CPU stages alone (this process + poppler children):")
@@ -256,6 +318,7 @@ def main() -> None:
             rows,
         )
     )
+    memory = in_memory(paths, args.in_memory, args.ms, render) if args.in_memory else []
     write_json(
         args.out,
         "pipeline",
@@ -268,6 +331,7 @@ def main() -> None:
             "stage_costs": costs,
             "saturation": sat,
             "runs": runs,
+            "in_memory_runs": memory,
         },
     )
 

@@ -3,7 +3,7 @@
 For each model (random-init at full size, bfloat16, built on the GPU by
 ``encoder_cost.build``), over the carried real pages (PNGs rendered here at 150 dpi by
 ``encoder_cost.py --save-images``; the GPU machine has no poppler), cycled to
-``--pages`` pages, each page its own one-page document:
+``--pages`` pages, in documents of 16 pages:
 
 - encoder alone: ``ColPaliEngineEncoder.encode_pages`` in batches of 8;
 - end to end: ``index_pages`` into a fresh embedded index (pool, store, commit and the
@@ -37,16 +37,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from encoder_cost import MODELS, build, load_images, make_encoder  # noqa: E402
 
+DOC_PAGES = 16  # pages per document: a commit per 16 pages, as a short PDF has
+
 
 def _pages(folder: Path, n: int, carried: int) -> list[Any]:
-    """``n`` pages cycled from the ``carried`` ones, each its own one-page document."""
+    """``n`` pages cycled from the ``carried`` ones, as documents of :data:`DOC_PAGES` pages."""
     base = load_images(folder, carried)
     out = []
     for i in range(n):
         p = base[i % len(base)]
+        doc, number = divmod(i, DOC_PAGES)
+        count = min(DOC_PAGES, n - doc * DOC_PAGES)
         out.append(
-            replace(p, doc_sha256=f"{i:064x}", doc_path=f"{i:03d}-{p.doc_path}", page_number=1,
-                    page_count=1)
+            replace(p, doc_sha256=f"{doc:064x}", doc_path=f"doc{doc}.pdf",
+                    page_number=number + 1, page_count=count)
         )  # fmt: skip
     return out
 
