@@ -198,3 +198,25 @@ def test_kill_9_during_overlapped_cli_index_loses_and_duplicates_nothing(tmp_pat
         ids = sorted((p["doc_path"], p["page_number"]) for p in index.pages())
         assert len(ids) == len(set(ids)) == 20
         assert len(report.indexed) == 5 - committed_before and not report.page_errors
+
+
+def test_a_script_without_a_main_guard_can_index(tmp_path, corpus):
+    """Pooling workers do not run the caller's script again (they are forked, not spawned)."""
+    script = tmp_path / "index_them.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from pagelens.index import Index\n"
+        "from pagelens.pipeline.job import index_paths\n"
+        "from pagelens.pipeline.render import RenderSettings\n"
+        "from tests.fakes import FakeEncoder\n"
+        "print('script body ran', flush=True)\n"
+        f"with Index.open({str(tmp_path / 'idx')!r}) as index:\n"
+        f"    r = index_paths(index, FakeEncoder(), [{str(corpus)!r}],\n"
+        "                    render=RenderSettings(dpi=30), progress=False)\n"
+        "print('pages', r.pages, flush=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    assert out.count("script body ran") == 1 and "pages 14" in out

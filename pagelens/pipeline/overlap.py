@@ -138,11 +138,11 @@ class Writer:
         self._error: BaseException | None = None
         self._abort = threading.Event()
         self._executor: ProcessPoolExecutor | None = None
+        for _ in range(workers):  # start the processes first, before this object's thread
+            self.pool(_warm_up)
         self._thread = threading.Thread(target=self._run, name="pagelens-writer", daemon=True)
         self._thread.start()
         self.waited = 0.0  # seconds the caller was held back by a full queue
-        for _ in range(workers):  # start the processes now: they take a second to import
-            self.pool(_warm_up)
 
     def __enter__(self) -> Writer:
         return self
@@ -153,12 +153,9 @@ class Writer:
     def pool(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` in a pooling process (``fn`` and its arguments must pickle)."""
         if self._executor is None:
-            import multiprocessing
-
-            # spawn: forking a process that holds torch, CUDA and threads is unsafe
             self._executor = ProcessPoolExecutor(
                 max_workers=self._workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_start_method(),
                 initializer=_worker_init,
                 initargs=(os.getpid(),),
             )
@@ -223,19 +220,61 @@ class Writer:
                 future.set_result(result)
 
 
+def _start_method() -> Any:
+    """How pooling processes start: forked where the OS can, else spawned.
+
+    Spawned (and forkserver) workers import the parent's ``__main__`` module again, so
+    a user's script that calls the indexing job without an ``if __name__ ==
+    "__main__":`` guard would run again in every worker. Forked workers run only Ward
+    pooling (numpy and scipy): no torch, no CUDA, no Qdrant, none of the locks another
+    thread of the parent might hold (the same bargain as torch's DataLoader workers).
+    """
+    import multiprocessing
+
+    if "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")  # pragma: no cover - macOS, Windows
+
+
 def _warm_up() -> None:
     import scipy.cluster.hierarchy  # noqa: F401
 
     import pagelens.pipeline.job  # noqa: F401  # what pooling calls, with scipy
 
 
+def _release_inherited_locks() -> None:
+    """Close what a forked worker inherited that holds an ``flock`` (an index's folder lock).
+
+    An ``flock`` lasts while any process holds a descriptor of it: a worker must not
+    keep the index locked after its parent is gone (``kill -9``). Linux lists a
+    descriptor's locks in ``/proc/self/fdinfo``; elsewhere workers are spawned anyway.
+    """
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fdinfo")]
+    except OSError:  # pragma: no cover - no /proc
+        return
+    for fd in fds:
+        if fd < 3:
+            continue
+        try:
+            with open(f"/proc/self/fdinfo/{fd}", encoding="ascii", errors="replace") as info:
+                locked = "FLOCK" in info.read()
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            continue
+        if locked:
+            os.close(fd)
+
+
 def _worker_init(parent: int) -> None:
     """Set up a pooling process: Ctrl-C is the parent's to handle; die with the parent.
+
+    It also lets go of the index's lock, which a forked process inherits.
 
     ``kill -9`` of the parent skips every cleanup, and the worker would wait for work
     forever: it watches for its parent to be gone.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _release_inherited_locks()
 
     def watch() -> None:
         while os.getppid() == parent:
