@@ -329,10 +329,13 @@ def test_kill_9_mid_run_then_rerun_completes(tmp_path, corpus):
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
     with Index.open(tmp_path / "idx") as index:
-        assert index.info().pages < 14
+        stored = index.count_pages()
+        assert stored < 14
         enc = FakeEncoder()
         index_paths(index, enc, [corpus], render=RENDER, progress=False)
-        assert enc.pages_seen < 14  # what the killed run stored was kept
+        # what the killed run stored was kept (pooling and storing run behind the
+        # encoder, so how much that is depends on timing)
+        assert enc.pages_seen == 14 - stored
         assert index.info().pages == 14
         ids = _page_ids(index)
         assert len(ids) == len(set(ids)) == 14

@@ -136,9 +136,7 @@ def test_two_stage_equals_exact_when_the_candidates_cover_the_corpus(kind, tmp_p
     index = _open(kind, tmp_path / "idx")
     index.prepare(SPEC, settings)
     _fill(index, pages, settings)
-    assert _ranking(index, queries, candidates=N_PAGES) == _ranking(
-        index, queries, candidates=None
-    )
+    assert _ranking(index, queries, candidates=N_PAGES) == _ranking(index, queries, candidates=None)
     # and with fewer candidates every hit still carries its exact rerank score
     every = search_vectors(index, queries, k=N_PAGES, candidates=None)
     for row, full in zip(_ranking(index, queries, candidates=20), every, strict=True):

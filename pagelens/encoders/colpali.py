@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pagelens import progress
+from pagelens.encoders.attention import WINDOW_ATTENTION, use_window_attention
 from pagelens.encoders.base import EncoderSpec
 from pagelens.encoders.loading import (
     Checkpoint,
@@ -237,6 +238,9 @@ class ColPaliEngineEncoder:
         self.batch_size = batch_size
         self.page_vectors: PageVectors = page_vectors
         self.image_token_id: int = _image_token_id(model, processor)
+        # Resize pages to the processor's pixel budget before it sees them, with its own
+        # resize: the same pixel values for less CPU (see _pre_resize).
+        self.pre_resize = True
 
     @classmethod
     def from_pretrained(
@@ -334,9 +338,15 @@ class ColPaliEngineEncoder:
         limit = self._family.max_aspect_ratio
         for batch in _progress(_batches(pages, self.batch_size), len(pages), "encoding pages"):
             images = [_pad_to_aspect(p.image, limit) for p in batch if p.image is not None]
+            if self.pre_resize:
+                images = [_pre_resize(image, self._processor) for image in images]
             inputs = self._processor.process_images(images)
             keep_image = self.page_vectors == "image"
-            out.extend(self._forward(inputs, image_tokens_only=keep_image))
+            try:
+                out.extend(self._forward(inputs, image_tokens_only=keep_image))
+            except RuntimeError as exc:  # torch.OutOfMemoryError is one
+                _release_cached_memory(exc)
+                raise
         return out
 
     def encode_queries(self, texts: Sequence[str]) -> list[MultiVector]:
@@ -398,6 +408,19 @@ class ColPaliEngineEncoder:
         return [np.ascontiguousarray(row[None, :], dtype=np.float32) for row in unit]
 
 
+def _release_cached_memory(exc: BaseException) -> None:
+    """After a GPU out-of-memory error, give the cached blocks back before the retry.
+
+    The indexing job retries such a batch in halves (``pipeline.job._encode``); the
+    failed batch's activations are freed only once the exception's frames are gone,
+    and the allocator's cache is emptied here so the halves start from a clean pool.
+    """
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _dim(net: Any, family: ColPaliFamily) -> int:
     """Return the vector dimension: the projection's, or the backbone's hidden size for Bi*."""
     if family.single:
@@ -431,6 +454,45 @@ def _pad_to_aspect(image: Image.Image, limit: float | None) -> Image.Image:
     padded = Image.new("RGB", size, "white")
     padded.paste(image.convert("RGB"), (0, 0))
     return padded
+
+
+def _pre_resize(image: Image.Image, processor: Any) -> Image.Image:
+    """Resize a page to the size Qwen2-VL's image processor would, as it would.
+
+    The processor (transformers' torchvision backend) turns a 150-dpi page into a
+    tensor, then resizes it to ``smart_resize``'s size (multiples of patch x merge
+    size, within its pixel budget) with ``torchvision``'s antialiased resize of the
+    uint8 image. Doing that same resize first hands it an image already at that size
+    (``smart_resize`` keeps it, the resize is then the identity), so the pixel values
+    are the same, bit for bit (tests/test_colpali_encoder.py), while the processor's
+    copies of the full page are saved (benchmarks/README.md). Other processors, or
+    other settings, get the image unchanged.
+    """
+    ip: Any = getattr(processor, "image_processor", None)
+    if type(ip).__name__ != "Qwen2VLImageProcessor" or not getattr(ip, "do_resize", False):
+        return image
+    import torch
+    from torchvision.transforms.v2 import functional as tvf
+    from transformers.image_utils import pil_torch_interpolation_mapping
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    interpolation = pil_torch_interpolation_mapping.get(ip.resample)
+    if interpolation is None or image.mode != "RGB":
+        return image
+    height, width = smart_resize(
+        image.height,
+        image.width,
+        factor=ip.patch_size * ip.merge_size,
+        min_pixels=ip.size["shortest_edge"],
+        max_pixels=ip.size["longest_edge"],
+    )
+    if (height, width) == (image.height, image.width):
+        return image
+    from PIL import Image
+
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # (3, h, w) uint8, a copy
+    resized = tvf.resize(pixels, [height, width], interpolation=interpolation, antialias=True)
+    return Image.fromarray(resized.permute(1, 2, 0).contiguous().numpy())
 
 
 def _check_options(batch_size: int, page_vectors: str) -> None:
@@ -493,6 +555,8 @@ def _load_model(
             f"cannot load {model_cls.__name__} from {checkpoint.model_id!r}: {exc}"
         ) from exc
     _fix_paligemma_attention(net)
+    if use_window_attention(net):  # one attention call per window size, not per window
+        logger.debug("vision tower of %s on %s", checkpoint.model_id, WINDOW_ATTENTION)
     if head is not None and any(key.startswith(head) for key in missing):
         raise EncoderError(
             f"{checkpoint.model_id!r} has no trained projection head ({head!r} missing): "

@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +30,7 @@ from pagelens.encoders.base import Encoder, reads_text
 from pagelens.errors import InputError, PagelensError
 from pagelens.index import DocumentRecord, Index, IndexSettings, PageVectors, StoredPage
 from pagelens.pipeline.discover import Discovery, Skipped, discover
+from pagelens.pipeline.overlap import Inline, PipelineSettings, Sink, Writer
 from pagelens.pipeline.render import UNLOADABLE_PAGE, PdfInfo, RenderSettings, probe, render_pages
 from pagelens.pipeline.text import PageText, TextCache, TextSettings, extract_text
 from pagelens.pooling import ward_pool
@@ -41,7 +44,10 @@ T = TypeVar("T")
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage of the job (render counts only time the encoder waited)."""
+    """Seconds spent per stage of the job (render counts only time the encoder waited).
+
+    On the serial path the stages add up to the run's time; see ``waited``.
+    """
 
     render: float = 0.0
     text: float = 0.0
@@ -49,6 +55,10 @@ class StageTimes:
     pool: float = 0.0
     store: float = 0.0
     optimize: float = 0.0
+    # Overlapped runs: ``store`` is the writer thread's time, spent beside encoding, and
+    # ``pool`` the hand-over to the pooling processes plus the writer's wait for them;
+    # ``waited`` is what the encoder waited for the writer to catch up (zero when serial).
+    waited: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -136,15 +146,28 @@ def _encode(encoder: Encoder, pages: Sequence[Page]) -> list[MultiVector | str]:
 
     An encoder may raise on one page that it cannot take (an extreme aspect ratio,
     a processor limit): a batch that raises is encoded again page by page, so only
-    that page is lost. Vectors that are not finite, or not ``(n, dim)``, count as a
+    that page is lost. A batch that runs out of memory (GPU or host) is split in
+    halves and each half encoded again, down to one page; a page that still does not
+    fit gets the cause. Vectors that are not finite, or not ``(n, dim)``, count as a
     failure too: they must never reach the store.
     """
     try:
         out: list[MultiVector | str] = list(encoder.encode_pages(pages))
     except Exception as exc:  # any adapter error; reported per page below
+        oom = _out_of_memory(exc)
+        if oom and len(pages) > 1:
+            half = (len(pages) + 1) // 2
+            logger.warning(
+                "out of memory encoding %d pages; retrying as %d + %d",
+                len(pages),
+                half,
+                len(pages) - half,
+            )
+            return _encode(encoder, pages[:half]) + _encode(encoder, pages[half:])
         if len(pages) > 1:
             return [v for page in pages for v in _encode(encoder, [page])]
-        return [f"{encoder.spec.family} encoder failed: {type(exc).__name__}: {exc}"]
+        what = "out of memory on one page" if oom else "encoder failed"
+        return [f"{encoder.spec.family} {what}: {type(exc).__name__}: {exc}"]
     if len(out) != len(pages):
         raise PagelensError(
             f"encoder {encoder.spec.model_id!r} returned {len(out)} results for {len(pages)} pages"
@@ -160,6 +183,78 @@ def _encode(encoder: Encoder, pages: Sequence[Page]) -> list[MultiVector | str]:
     return out
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out (torch's OutOfMemoryError, or the message).
+
+    torch is not imported here: an encoder that raised torch's error has loaded it.
+    """
+    torch = sys.modules.get("torch")
+    oom_class = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if isinstance(oom_class, type) and isinstance(exc, oom_class):
+        return True
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+Encoded = dict[int, "MultiVector | str"]  # batch position -> vectors, or the failure's cause
+
+
+def _encode_batch(
+    encoder: Encoder, text_encoder: Encoder | None, batch: Sequence[Page]
+) -> tuple[Encoded, Encoded | None]:
+    """Encode the pages of a batch that have no error yet, by each encoder.
+
+    Returns the results keyed by batch position (pages of several one-page
+    documents share a page number); the text encoder's are ``None`` without one.
+    """
+    good = [i for i, p in enumerate(batch) if p.error is None]
+    pages = [batch[i] for i in good]
+    dense = dict(zip(good, _encode(encoder, pages), strict=True))
+    text = dict(zip(good, _encode(text_encoder, pages), strict=True)) if text_encoder else None
+    return dense, text
+
+
+def _page_errors(
+    batch: Sequence[Page],
+    dense: Mapping[int, MultiVector | str],
+    text: Mapping[int, MultiVector | str] | None,
+) -> dict[int, str | None]:
+    """Each batch position's cause of failure (its own, or an encoder's), or ``None``."""
+    text = text or {}
+    return {i: _first_error(p.error, dense.get(i), text.get(i)) for i, p in enumerate(batch)}
+
+
+def _page_records(
+    batch: Sequence[Page],
+    errors: Mapping[int, str | None],
+    dense: Mapping[int, PageVectors],
+    text: Mapping[int, PageVectors] | None,
+    settings: IndexSettings,
+    source: str = "",
+) -> list[StoredPage]:
+    """Build the records of a batch: failed pages (without vectors) first, then the others.
+
+    ``dense`` and ``text`` hold the pooled vectors of the pages without an error
+    (see :func:`_pooled`); with ``settings.text`` each good page also gets the BM25
+    vector of its text.
+    """
+    ok = [i for i, error in errors.items() if error is None]
+    sparse = bm25_documents([batch[i].text or "" for i in ok]) if settings.text else None
+    out = [StoredPage(p, source, error=errors[i]) for i, p in enumerate(batch) if errors[i]]
+    for j, i in enumerate(ok):
+        out.append(
+            StoredPage(
+                batch[i],
+                source,
+                dense=dense[i],
+                text=text[i] if text is not None else None,
+                sparse=sparse[j] if sparse is not None else None,
+            )
+        )
+    return out
+
+
 def _store_batch(
     index: Index,
     encoder: Encoder,
@@ -169,25 +264,66 @@ def _store_batch(
     source: str = "",
     text_encoder: Encoder | None = None,
 ) -> list[PageError]:
-    """Encode, pool and store one batch of pages; return the pages that failed.
+    """Encode, pool and store one batch of pages, in this thread; return the pages that failed.
 
     A page that failed (to load, or to encode) is stored without vectors, its
     error in the payload, so its document can still be committed whole.
     """
+    return _hand_over(Inline(), index, encoder, batch, settings, times, source, text_encoder)
+
+
+def _hand_over(
+    sink: Sink,
+    index: Index,
+    encoder: Encoder,
+    batch: Sequence[Page],
+    settings: IndexSettings,
+    times: StageTimes,
+    source: str = "",
+    text_encoder: Encoder | None = None,
+) -> list[PageError]:
+    """Encode one batch here; pool and store it through ``sink``; return the pages that failed.
+
+    With an :class:`Inline` sink this is the serial path (pooled and stored before
+    it returns); with a :class:`Writer`, pooling runs in its processes and storing in
+    its thread, in order, while the caller encodes the next batch.
+    """
     t0 = time.perf_counter()
-    # positions in the batch: pages of several one-page documents share a number
-    good = [i for i, p in enumerate(batch) if p.error is None]
-    pages = [batch[i] for i in good]
-    dense = dict(zip(good, _encode(encoder, pages), strict=True))
-    text = dict(zip(good, _encode(text_encoder, pages), strict=True)) if text_encoder else {}
+    dense, text = _encode_batch(encoder, text_encoder, batch)
+    times.encode += time.perf_counter() - t0
+    errors = _page_errors(batch, dense, text)
+    ok = [i for i, error in errors.items() if error is None]
+    factors = (settings.pool_factor, settings.candidate_factor)
+    single = encoder.spec.single
     t1 = time.perf_counter()
-    out = stored_pages(batch, dense, text, settings, encoder.spec.single, source)
-    t2 = time.perf_counter()
-    index.add_pages(out)
-    times.encode += t1 - t0
-    times.pool += t2 - t1
-    times.store += time.perf_counter() - t2
-    return [PageError(s.page.doc_path, s.page.page_number, s.error) for s in out if s.error]
+    pooling = {i: sink.pool(_pooled, dense[i], factors, single) for i in ok}
+    text_pooling = (
+        {i: sink.pool(_pooled, text[i], factors) for i in ok} if text is not None else None
+    )
+    times.pool += time.perf_counter() - t1  # pooled here (serial), or handed to the processes
+    sink.submit(_write_batch, index, batch, errors, pooling, text_pooling, settings, source, times)
+    return [PageError(batch[i].doc_path, batch[i].page_number, e) for i, e in errors.items() if e]
+
+
+def _write_batch(
+    index: Index,
+    batch: Sequence[Page],
+    errors: Mapping[int, str | None],
+    pooling: Mapping[int, Future[PageVectors]],
+    text_pooling: Mapping[int, Future[PageVectors]] | None,
+    settings: IndexSettings,
+    source: str,
+    times: StageTimes,
+) -> None:
+    """Wait for a batch's pooled vectors, then store its pages (the writer's part)."""
+    t0 = time.perf_counter()
+    dense = {i: f.result() for i, f in pooling.items()}
+    text = {i: f.result() for i, f in text_pooling.items()} if text_pooling is not None else None
+    records = _page_records(batch, errors, dense, text, settings, source)
+    t1 = time.perf_counter()
+    index.add_pages(records)
+    times.pool += t1 - t0
+    times.store += time.perf_counter() - t1
 
 
 def stored_pages(
@@ -203,23 +339,15 @@ def stored_pages(
     ``dense`` and ``text`` map positions in ``batch`` to what :func:`_encode` gave
     (``text`` is empty without a text encoder); a page with an error of its own, or
     one its encoders failed on, becomes a record without vectors, its cause kept.
+    The distributed job builds its records with this, the same as this job's writer.
     """
-    factors = (settings.pool_factor, settings.candidate_factor)
-    errors = {i: _first_error(p.error, dense.get(i), text.get(i)) for i, p in enumerate(batch)}
+    texts = text or None
+    errors = _page_errors(batch, dense, texts)
     ok = [i for i, error in errors.items() if error is None]
-    sparse = bm25_documents([batch[i].text or "" for i in ok]) if settings.text else None
-    out = [StoredPage(p, source, error=errors[i]) for i, p in enumerate(batch) if errors[i]]
-    for j, i in enumerate(ok):
-        out.append(
-            StoredPage(
-                batch[i],
-                source,
-                dense=_pooled(dense[i], factors, single),
-                text=_pooled(text[i], factors) if text else None,
-                sparse=sparse[j] if sparse is not None else None,
-            )
-        )
-    return out
+    factors = (settings.pool_factor, settings.candidate_factor)
+    pooled = {i: _pooled(dense[i], factors, single) for i in ok}
+    text_pooled = {i: _pooled(text[i], factors) for i in ok} if texts else None
+    return _page_records(batch, errors, pooled, text_pooled, settings, source)
 
 
 def _first_error(*found: str | MultiVector | None) -> str | None:
@@ -230,6 +358,10 @@ def _first_error(*found: str | MultiVector | None) -> str | None:
 def _pooled(
     vectors: MultiVector | str | None, factors: tuple[int, int], single: bool = False
 ) -> PageVectors:
+    """Pool one page's vectors for storing: the rerank and the candidate vectors.
+
+    A plain function of its arguments, so that it can run in another process.
+    """
     assert vectors is not None and not isinstance(vectors, str)  # failed pages are out
     if single:  # one vector per page: nothing to pool, no candidate vectors
         return PageVectors(vectors, vectors[:0], int(vectors.shape[0]))
@@ -249,6 +381,7 @@ def index_paths(
     text_cache: TextCache | None = None,
     prune: bool = False,
     progress: bool = True,
+    pipeline: PipelineSettings | None = None,
 ) -> IndexReport:
     """Index every PDF under ``paths`` (files or folders, recursive).
 
@@ -271,6 +404,9 @@ def index_paths(
         text_cache: keep page texts (and OCR) for other indexes of the same files.
         prune: remove indexed documents not found under ``paths``.
         progress: show progress bars (only on a terminal).
+        pipeline: how pooling and storing overlap encoding (``None``: pooling
+            processes that follow the cores; ``PipelineSettings(pool_workers=0)``:
+            all in this thread, batch after batch).
 
     Returns:
         An :class:`IndexReport`; bad files are in ``skipped`` with their causes.
@@ -288,7 +424,12 @@ def index_paths(
     run = _Run(
         index,
         _Encoding(
-            encoder, text_encoder, settings, render or RenderSettings(), text or TextSettings()
+            encoder,
+            text_encoder,
+            settings,
+            render or RenderSettings(),
+            text or TextSettings(),
+            pipeline or PipelineSettings(),
         ),
         text_cache,
         found,
@@ -308,6 +449,54 @@ class _Encoding:
     settings: IndexSettings
     render: RenderSettings
     text: TextSettings
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+
+
+def _sink(pipeline: PipelineSettings) -> Inline | Writer:
+    """Return the serial path's inline sink, or a writer with its pooling processes."""
+    if not pipeline.overlapped:
+        return Inline()
+    return Writer(workers=pipeline.workers(), depth=pipeline.batches_in_flight)
+
+
+# Batches of pages rendered ahead of the encoder, across document boundaries: it
+# bounds the page images in memory to this many batches (plus the one being encoded;
+# poppler's own output waits on disk, see RenderSettings.batch_pages).
+RENDER_BATCHES_AHEAD = 2
+
+
+@dataclass(frozen=True)
+class _Begin:
+    """A document's pages start (from page ``first``; the earlier ones are stored)."""
+
+    doc: Document
+    page_count: int
+    first: int
+
+
+@dataclass(frozen=True)
+class _Batch:
+    doc: Document
+    pages: list[Page]
+
+
+@dataclass(frozen=True)
+class _End:
+    """All of a document's missing pages were given: commit it once they are stored."""
+
+    doc: Document
+    page_count: int
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A document could not be read (before or after some of its batches)."""
+
+    doc: Document
+    error: InputError
+
+
+_Event = _Begin | _Batch | _End | _Failed
 
 
 class _Run:
@@ -320,6 +509,13 @@ class _Run:
         self.committed = {r.doc_sha256: r for r in index.documents()}
         self.pending = index.pending_documents()
         self.removed_incomplete = _clean_incomplete(index, self.pending, self.committed, found)
+        # pages an interrupted run stored of documents resumed now (read before any write)
+        here = {d.sha256 for d in found.documents}
+        self.stored = {
+            sha: index.stored_pages(sha)
+            for sha in self.pending
+            if sha in here and sha not in self.committed
+        }
         self.by_path: dict[str, list[DocumentRecord]] = {}
         for record in self.committed.values():
             self.by_path.setdefault(record.doc_path, []).append(record)
@@ -334,41 +530,37 @@ class _Run:
         self.deleted: set[str] = set()  # versions removed by this run
 
     def index_all(self, progress: bool) -> None:
+        """Index every document found; every index write goes through one sink, in order.
+
+        Documents are rendered in a background thread, across document boundaries,
+        at most :data:`RENDER_BATCHES_AHEAD` batches ahead of the encoder.
+        """
         docs = self.found.documents
-        with (
-            bar(len(docs), "files", "file", enabled=progress, logger=logger) as files,
-            bar(0, "pages", "page", enabled=progress, logger=logger) as pages,
-        ):
-            for doc in docs:
-                files.set_postfix_str(doc.path[-40:], refresh=False)
-                self.index_one(doc, pages)
-                files.update(1)
-
-    def index_one(self, doc: Document, pages_bar: tqdm) -> None:
-        """Index one document, or note why it is unchanged or skipped."""
-        if not self.admit(doc):
-            return
+        sink = _sink(self.how.pipeline)
         try:
-            done, failed = _index_document(
-                self.index,
-                self.how,
-                doc,
-                self.times,
-                pages_bar,
-                self.text_cache,
-                self.pending.get(doc.sha256),
-            )
-        except InputError as exc:
-            self.skip(doc, exc)
-            return
-        self.settle(doc, done, failed)
+            with (
+                bar(len(docs), "files", "file", enabled=progress, logger=logger) as files,
+                bar(0, "pages", "page", enabled=progress, logger=logger) as pages,
+            ):
+                todo = [doc for doc in docs if self.to_index(sink, doc)]
+                files.update(len(docs) - len(todo))
+                self.index_documents(sink, todo, files, pages)
+        except BaseException:
+            sink.close(raise_error=False)  # keep what was encoded; commit what is whole
+            raise
+        sink.close()
+        self.times.waited += sink.waited
 
-    def admit(self, doc: Document) -> bool:
+    def to_index(self, sink: Sink, doc: Document) -> bool:
+        """Whether ``doc`` is to be indexed; a move is written through ``sink``, in order."""
+        return self.admit(doc, lambda sha, moved: sink.submit(self.index.move_document, sha, moved))
+
+    def admit(self, doc: Document, move: Callable[[str, Document], object] | None = None) -> bool:
         """Say whether ``doc`` is to be indexed; else note it unchanged (moved) or skipped."""
         known = self.committed.get(doc.sha256)
         if known is not None:
             if known.doc_path != doc.path:  # moved or renamed: same bytes, new path
-                self.index.move_document(doc.sha256, doc)
+                (move or self.index.move_document)(doc.sha256, doc)
                 logger.info("%s moved to %s", known.doc_path, doc.path)
             self.unchanged.append(doc.path)
             return False
@@ -378,11 +570,97 @@ class _Run:
             return False
         return True
 
+    def index_documents(
+        self, sink: Sink, docs: Sequence[Document], files_bar: tqdm, pages_bar: tqdm
+    ) -> None:
+        """Encode the rendered batches of ``docs``; mark, store and commit through ``sink``."""
+        how, times = self.how, self.times
+        events = _prefetch(self.rendered(docs), depth=RENDER_BATCHES_AHEAD)
+        done = 0
+        failed: list[PageError] = []
+        while True:
+            t0 = time.perf_counter()
+            event = next(events, None)
+            times.render += time.perf_counter() - t0
+            if event is None:
+                return
+            doc = event.doc
+            if isinstance(event, _Batch):
+                failed += _hand_over(
+                    sink,
+                    self.index,
+                    how.encoder,
+                    event.pages,
+                    how.settings,
+                    times,
+                    doc.source,
+                    how.text_encoder,
+                )
+                done += len(event.pages)
+                pages_bar.update(len(event.pages))
+            elif isinstance(event, _Begin):
+                pending_path = self.pending.get(doc.sha256)
+                if pending_path is not None and pending_path != doc.path:
+                    sink.submit(self.index.move_document, doc.sha256, doc)  # renamed meanwhile
+                sink.submit(self.index.begin_document, doc)
+                files_bar.set_postfix_str(doc.path[-40:], refresh=False)
+                pages_bar.total = (pages_bar.total or 0) + event.page_count
+                pages_bar.update(event.first - 1)
+                done, failed = 0, []
+            elif isinstance(event, _End):
+                sink.submit(self.commit, doc, event.page_count, done, failed)
+                files_bar.update(1)
+            else:
+                sink.submit(self.skip, doc, event.error)
+                files_bar.update(1)
+
+    def rendered(self, docs: Sequence[Document]) -> Iterator[_Event]:
+        """Probe and render each document's missing pages, in batches (in a worker thread).
+
+        A document that cannot be read ends with a :class:`_Failed` event instead of
+        an :class:`_End`, after any batches it gave.
+        """
+        how = self.how
+        for doc in docs:
+            try:
+                info = probe(doc, how.render)
+                stored = self.stored.get(doc.sha256, set())
+                first = 1
+                while first in stored:  # resume after the last contiguous stored page
+                    first += 1
+                if first > info.page_count:
+                    logger.info("%s: all %d pages stored; committing", doc.path, info.page_count)
+                elif first > 1:
+                    logger.info("%s: resuming at page %d of %d", doc.path, first, info.page_count)
+                yield _Begin(doc, info.page_count, first)
+                pages = _page_stream(how, doc, info, first, self.times, self.text_cache)
+                for batch in _batched(pages, how.render.batch_pages):
+                    yield _Batch(doc, batch)
+            except InputError as exc:
+                yield _Failed(doc, exc)
+                continue
+            yield _End(doc, info.page_count)
+
     def skip(self, doc: Document, exc: InputError) -> None:
-        """Note a document that could not be indexed; remove its uncommitted pages."""
+        """Note a document that could not be indexed; remove what was stored of it."""
         logger.debug("skipped %s", exc)
         self.skipped.append(Skipped(doc.path, exc.cause))
         self.index.delete_sha(doc.sha256)  # pages of a never-committed version only
+
+    def commit(self, doc: Document, page_count: int, done: int, failed: list[PageError]) -> None:
+        """Commit a document whose pages are all stored; then drop its older versions.
+
+        Runs in the sink's order, after the document's last page is stored.
+        """
+        try:
+            self.index.commit(doc, page_count)
+        except InputError as exc:
+            self.skip(doc, exc)
+            return
+        for error in failed:
+            logger.debug("%s: page %d kept without vectors: %s", *astuple(error))
+        logger.debug("committed %s (%d pages)", doc.path, page_count)
+        self.settle(doc, done, failed)
 
     def settle(self, doc: Document, done: int, failed: Sequence[PageError]) -> None:
         """Count a committed document; remove the older version it replaces."""
@@ -529,55 +807,6 @@ def _effective(
     return settings
 
 
-def _index_document(
-    index: Index,
-    how: _Encoding,
-    doc: Document,
-    times: StageTimes,
-    pages_bar: tqdm,
-    text_cache: TextCache | None = None,
-    pending_path: str | None = None,
-) -> tuple[int, list[PageError]]:
-    """Render, encode and store the missing pages of one document, then commit it.
-
-    Returns the pages stored by this call and the pages that failed.
-    """
-    info = probe(doc, how.render)
-    stored = index.stored_pages(doc.sha256) if pending_path is not None else set()
-    if pending_path is not None and pending_path != doc.path:
-        index.move_document(doc.sha256, doc)  # renamed while incomplete
-    index.begin_document(doc)
-    first = 1
-    while first in stored:  # resume after the last contiguous stored page
-        first += 1
-    if first > info.page_count:
-        logger.info("%s: all %d pages stored; committing", doc.path, info.page_count)
-    elif first > 1:
-        logger.info("%s: resuming at page %d of %d", doc.path, first, info.page_count)
-    pages_bar.total = (pages_bar.total or 0) + info.page_count
-    pages_bar.update(first - 1)
-    rendered = _prefetch(
-        _batched(_page_stream(how, doc, info, first, times, text_cache), how.render.batch_pages)
-    )
-    done = 0
-    failed: list[PageError] = []
-    while True:
-        t0 = time.perf_counter()
-        batch = next(rendered, None)
-        times.render += time.perf_counter() - t0
-        if batch is None:
-            break
-        failed += _store_batch(
-            index, how.encoder, batch, how.settings, times, doc.source, how.text_encoder
-        )
-        done += len(batch)
-        pages_bar.update(len(batch))
-    index.commit(doc, info.page_count)
-    for error in failed:
-        logger.debug("%s: page %d kept without vectors: %s", *astuple(error))
-    return done, failed
-
-
 def _page_stream(
     how: _Encoding,
     doc: Document,
@@ -635,13 +864,14 @@ def index_pages(
     total: int | None = None,
     progress: bool = True,
     text_encoder: Encoder | None = None,
+    pipeline: PipelineSettings | None = None,
 ) -> IndexReport:
     """Index pages that come as images already (e.g. an evaluation corpus).
 
     Each page is committed as its own one-page document keyed by ``doc_sha256``;
     pages already committed are skipped, so an interrupted run resumes. A
     ``text_encoder`` encodes each page's ``text`` (pages without text get no
-    text-channel vectors).
+    text-channel vectors). ``pipeline`` is as for :func:`index_paths`.
     """
     start = time.perf_counter()
     settings = _effective(index, encoder, settings, text_encoder)
@@ -653,16 +883,23 @@ def index_pages(
     skipped: list[Skipped] = []
     failed: list[PageError] = []
     pages_done = 0
-    with bar(total, "pages", "page", enabled=progress, logger=logger) as pages_bar:
-        for batch in _batched(_new_pages(pages, committed, unchanged, pages_bar), batch_size):
-            failed += _store_batch(
-                index, encoder, batch, settings, times, text_encoder=text_encoder
-            )
-            pages_done += len(batch)
-            for page in (p for p in batch if p.page_number == p.page_count):  # a last page
-                if _commit_page_document(index, page, skipped):
-                    indexed.append(page.doc_path)
-            pages_bar.update(len(batch))
+    sink = _sink(pipeline or PipelineSettings())
+    try:
+        with bar(total, "pages", "page", enabled=progress, logger=logger) as pages_bar:
+            new = _new_pages(pages, committed, unchanged, pages_bar)
+            for batch in _batched(new, batch_size):
+                failed += _hand_over(
+                    sink, index, encoder, batch, settings, times, text_encoder=text_encoder
+                )
+                pages_done += len(batch)
+                for page in (p for p in batch if p.page_number == p.page_count):  # a last page
+                    sink.submit(_commit_page_document, index, page, skipped, indexed)
+                pages_bar.update(len(batch))
+    except BaseException:
+        sink.close(raise_error=False)  # keep what was encoded; commit what is whole
+        raise
+    sink.close()
+    times.waited += sink.waited
     if indexed:
         t0 = time.perf_counter()
         index.optimize()
@@ -680,7 +917,9 @@ def index_pages(
     )
 
 
-def _commit_page_document(index: Index, page: Page, skipped: list[Skipped]) -> bool:
+def _commit_page_document(
+    index: Index, page: Page, skipped: list[Skipped], indexed: list[str]
+) -> None:
     """Commit the document a corpus page ends; a document with no good page is skipped."""
     doc = Document(source="", path=page.doc_path, sha256=page.doc_sha256, size_bytes=0)
     try:
@@ -688,8 +927,8 @@ def _commit_page_document(index: Index, page: Page, skipped: list[Skipped]) -> b
     except InputError as exc:
         skipped.append(Skipped(doc.path, exc.cause))
         index.delete_sha(doc.sha256)
-        return False
-    return True
+        return
+    indexed.append(doc.path)
 
 
 def _new_pages(

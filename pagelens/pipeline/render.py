@@ -24,7 +24,7 @@ import threading
 from collections import deque
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pagelens.errors import InputError, PagelensError, check_whole
@@ -47,6 +47,18 @@ _TMP_NAME = re.compile(rf"^{_TMP_PREFIX}(\d+)-")
 UNLOADABLE_PAGE = "poppler cannot load this page"  # the cause of a page pdfinfo gives no size
 
 
+def default_render_threads() -> int:
+    """``pdftoppm`` processes by default: all cores but two, at least 2 and at most 16.
+
+    Rendering is the costliest CPU stage (80-330 CPU ms per 150-dpi page, against
+    about 35 for pooling and 3 for storing: benchmarks/README.md), so it gets the
+    cores but the encoder's thread and one for pooling and storing.
+    """
+    from pagelens.pipeline.overlap import available_cores
+
+    return max(2, min(16, available_cores() - 2))
+
+
 @dataclass(frozen=True)
 class RenderSettings:
     """How pages are rendered.
@@ -58,7 +70,8 @@ class RenderSettings:
         timeout_s: limit for each poppler call (one ``pdfinfo``, or one batch), in seconds.
         password: the user password of encrypted PDFs (passed to poppler's command
             line, as pdf2image does: visible to local users in the process list).
-        threads: ``pdftoppm`` processes run side by side, one batch each.
+        threads: ``pdftoppm`` processes run side by side, one batch each; by
+            default all cores but two, 2 to 16 (:func:`default_render_threads`).
         batch_pages: pages per ``pdftoppm`` call. Up to ``threads`` batches are
             rendered ahead of the consumer and wait on disk as PPM files; memory
             holds only the page being yielded.
@@ -70,7 +83,7 @@ class RenderSettings:
     max_pixels: int = 4_000_000
     timeout_s: float = 120.0
     password: str | None = None
-    threads: int = 2
+    threads: int = field(default_factory=lambda: default_render_threads())
     batch_pages: int = 8
     poppler_path: str | None = None
 
