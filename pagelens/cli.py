@@ -627,6 +627,69 @@ def models_cmd(as_json: JsonOpt = False) -> None:
             )
 
 
+@app.command("serve")
+def serve_cmd(
+    index: IndexOpt = None,
+    url: UrlOpt = None,
+    qdrant_api_key: Annotated[
+        str | None,
+        typer.Option("--qdrant-api-key", envvar="QDRANT_API_KEY", help="Qdrant API key."),
+    ] = None,
+    collection: CollectionOpt = "pagelens",
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (loopback by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="PAGELENS_API_KEY",
+            help="Key every API call must send (X-API-Key); needed off loopback.",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    text_model: TextModelOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 4,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Folder of rendered page images (default: temporary)."),
+    ] = None,
+    cache_mb: Annotated[
+        int, typer.Option("--cache-mb", min=1, help="Size cap of that folder, in MiB.")
+    ] = 256,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Serve an index over HTTP: a search API, page images, similarity maps, jobs, a web page."""
+    _logging(verbose, quiet)
+    from pagelens.serve import serve
+
+    with _reporting("stopped"):
+        if index is not None and url is not None:
+            raise PagelensError(
+                f"{_named('--index', index, 'PAGELENS_INDEX')} and "
+                f"{_named('--url', url, 'QDRANT_URL')} exclude each other: give one"
+            )
+        serve(
+            None if url else (index or Path(DEFAULT_INDEX)),
+            url=url,
+            qdrant_api_key=qdrant_api_key,
+            collection=collection,
+            host=host,
+            port=port,
+            api_key=api_key,
+            model=model,
+            text_model=text_model,
+            device=device,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            cache_bytes=cache_mb * 2**20,
+            log_level="warning" if quiet else "info",
+        )
+
+
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality (ViDoRe-style).")
 app.add_typer(eval_app, name="eval")
 
