@@ -25,19 +25,20 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from pagelens.errors import EncoderError, PagelensError, StoreError
+from pagelens.errors import (
+    DocumentNotFoundError,
+    EncoderError,
+    PagelensError,
+    PageNotFoundError,
+    SourceChangedError,
+    SourceGoneError,
+    StoreError,
+)
 from pagelens.search import CHANNELS, FUSIONS, SearchFilter, index_channels
 from pagelens.serve.jobs import JobBusyError, JobManager
 from pagelens.serve.locking import ServedLens
-from pagelens.serve.pages import (
-    NotFoundError,
-    PageImages,
-    SourceChangedError,
-    SourceMovedError,
-    document_pages,
-    find_document,
-    page_hit,
-)
+from pagelens.explain import find_document
+from pagelens.serve.pages import PageImages, document_pages, page_hit
 from pagelens.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,17 @@ class SearchBody(BaseModel):
     filter: FilterBody | None = None
 
 
+class DocumentSearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(..., description="One question.")
+    k: int = Field(10, ge=1, description="Documents to return.")
+    per_document: int = Field(3, ge=1, description="Best pages kept per document.")
+    channels: list[str] | None = None
+    fusion: str = "dbsf"
+    weights: dict[str, float] | None = None
+    filter: FilterBody | None = None
+
+
 class IndexBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paths: list[str] = Field(..., description="Files or folders on the server's disk.")
@@ -105,6 +117,28 @@ class HitOut(BaseModel):
 class QueryHits(BaseModel):
     query: str
     hits: list[HitOut]
+
+
+class PageOut(BaseModel):
+    page: int
+    score: float
+    channels: list[str]
+    image: str
+
+
+class DocumentOut(BaseModel):
+    doc: str = Field(..., description="Document id (sha256).")
+    doc_path: str
+    score: float = Field(..., description="Its best page's score.")
+    pages: list[PageOut]
+
+
+class DocumentSearchOut(BaseModel):
+    query: str
+    channels: list[str]
+    fusion: str
+    milliseconds: float
+    documents: list[DocumentOut]
 
 
 class SearchOut(BaseModel):
@@ -143,9 +177,9 @@ def hit_out(hit: Hit, query: str) -> HitOut:
 
 
 def _status(exc: PagelensError) -> int:
-    if isinstance(exc, NotFoundError):
+    if isinstance(exc, (DocumentNotFoundError, PageNotFoundError)):
         return 404
-    if isinstance(exc, SourceMovedError):
+    if isinstance(exc, SourceGoneError):
         return 410
     if isinstance(exc, (SourceChangedError, JobBusyError)):
         return 409
@@ -259,13 +293,56 @@ def create_app(
         if k > lim.max_k:
             raise ApiError(422, f"k={k} is too large; at most {lim.max_k}")
 
+    def search_filter(body: FilterBody | None) -> SearchFilter | None:
+        if body is None or not (body.doc_paths or body.path_prefix):
+            return None
+        paths = tuple(body.doc_paths) if body.doc_paths else None
+        return SearchFilter(doc_paths=paths, path_prefix=body.path_prefix)
+
+    def run_document_search(body: DocumentSearchBody) -> DocumentSearchOut:
+        check_queries([body.query])
+        check_k(body.k)
+        check_k(body.per_document)
+        channels = tuple(body.channels) if body.channels else None
+        t0 = time.perf_counter()
+        ranked = lens.search_documents(
+            body.query,
+            k=body.k,
+            per_document=body.per_document,
+            channels=channels,
+            fusion=body.fusion,
+            weights=body.weights,
+            filter=search_filter(body.filter),
+        )
+        ms = (time.perf_counter() - t0) * 1000
+        return DocumentSearchOut(
+            query=body.query,
+            channels=list(channels or index_channels(lens.index)),
+            fusion=body.fusion,
+            milliseconds=round(ms, 2),
+            documents=[
+                DocumentOut(
+                    doc=d.doc_sha256,
+                    doc_path=d.doc_path,
+                    score=d.score,
+                    pages=[
+                        PageOut(
+                            page=h.page_number,
+                            score=h.score,
+                            channels=list(h.channels),
+                            image=f"/pages/{d.doc_sha256}/{h.page_number}/image",
+                        )
+                        for h in d.pages
+                    ],
+                )
+                for d in ranked
+            ],
+        )
+
     def run_search(body: SearchBody) -> SearchOut:
         check_queries(body.queries)
         check_k(body.k)
-        flt = None
-        if body.filter is not None and (body.filter.doc_paths or body.filter.path_prefix):
-            paths = tuple(body.filter.doc_paths) if body.filter.doc_paths else None
-            flt = SearchFilter(doc_paths=paths, path_prefix=body.filter.path_prefix)
+        flt = search_filter(body.filter)
         channels = tuple(body.channels) if body.channels else None
         t0 = time.perf_counter()
         results = lens.search(
@@ -335,23 +412,11 @@ def create_app(
         doc: Annotated[list[str] | None, Query(description="Only these document paths.")] = None,
         prefix: Annotated[str | None, Query(description="Only documents under it.")] = None,
     ) -> SearchOut:
-        parsed: dict[str, float] | None = None
-        if weights:
-            parsed = {}
-            for part in weights.split(","):
-                name, eq, value = part.partition("=")
-                try:
-                    parsed[name.strip()] = float(value)
-                except ValueError:
-                    raise ApiError(
-                        422, f"weights: {part!r} is not CHANNEL=NUMBER (e.g. bm25=2)"
-                    ) from None
-                if not eq:
-                    raise ApiError(422, f"weights: {part!r} is not CHANNEL=NUMBER (e.g. bm25=2)")
+        parsed = _weights(weights)
         body = SearchBody(
             queries=q,
             k=k,
-            channels=[c.strip() for c in channels.split(",") if c.strip()] if channels else None,
+            channels=_channels(channels),
             fusion=fusion,
             weights=parsed,
             filter=FilterBody(doc_paths=doc, path_prefix=prefix) if doc or prefix else None,
@@ -361,6 +426,35 @@ def create_app(
     @api.post("/search", tags=["search"], response_model=SearchOut)
     def search_post(body: SearchBody) -> SearchOut:
         return run_search(body)
+
+    @api.get("/search/documents", tags=["search"], response_model=DocumentSearchOut)
+    def search_documents_get(
+        q: Annotated[str, Query(description="One question.")],
+        k: Annotated[int, Query(ge=1, description="Documents to return.")] = 10,
+        per_document: Annotated[int, Query(ge=1)] = 3,
+        channels: Annotated[str | None, Query(description="e.g. dense,bm25")] = None,
+        fusion: str = "dbsf",
+        weights: Annotated[str | None, Query(description="RRF weights: bm25=2,dense=1")] = None,
+        doc: Annotated[list[str] | None, Query(description="Only these document paths.")] = None,
+        prefix: Annotated[str | None, Query(description="Only documents under it.")] = None,
+    ) -> DocumentSearchOut:
+        """Documents ranked by their best page (its score), with their best pages."""
+        return run_document_search(
+            DocumentSearchBody(
+                query=q,
+                k=k,
+                per_document=per_document,
+                channels=_channels(channels),
+                fusion=fusion,
+                weights=_weights(weights),
+                filter=FilterBody(doc_paths=doc, path_prefix=prefix) if doc or prefix else None,
+            )
+        )
+
+    @api.post("/search/documents", tags=["search"], response_model=DocumentSearchOut)
+    def search_documents_post(body: DocumentSearchBody) -> DocumentSearchOut:
+        """Documents ranked by their best page (its score), with their best pages."""
+        return run_document_search(body)
 
     # -- documents -------------------------------------------------------------------
     @api.get("/documents", tags=["documents"])
@@ -380,7 +474,7 @@ def create_app(
 
     @api.get("/documents/{doc}", tags=["documents"])
     def document(doc: str) -> dict[str, Any]:
-        record = find_document(lens, doc)
+        record = find_document(lens.index, doc)
         pages = [
             {
                 "page": int(p["page_number"]),
@@ -397,12 +491,12 @@ def create_app(
 
     @api.delete("/documents/{doc}", tags=["documents"])
     def delete_document(doc: str) -> dict[str, Any]:
-        record = find_document(lens, doc)
+        record = find_document(lens.index, doc)
         removed = lens.delete(record.doc_sha256)
         return {"deleted": record.doc_path, "doc": record.doc_sha256, "pages": removed}
 
     # -- pages -----------------------------------------------------------------------
-    @app.get(
+    @api.get(
         "/pages/{doc}/{page}/image",
         tags=["pages"],
         response_class=Response,
@@ -414,9 +508,27 @@ def create_app(
     ) -> Response:
         if not lim.min_dpi <= dpi <= lim.max_dpi:
             raise ApiError(422, f"dpi={dpi} is out of range {lim.min_dpi} to {lim.max_dpi}")
-        hit = page_hit(lens, find_document(lens, doc), page)
+        hit = page_hit(lens, doc, page)
         data = images.png(hit, dpi)
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+    @api.get("/pages/{doc}/{page}/explain", tags=["pages"])
+    def explain(
+        doc: str,
+        page: int,
+        q: Annotated[str, Query(description="The question.")],
+        channel: Annotated[
+            str | None, Query(description="dense (the index's encoder) or text.")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Which parts of the page matched which query tokens, and how well.
+
+        A visual encoder gives a heatmap per query token over the page's patch grid
+        (``kind="heatmap"``); a text encoder the page words each token matched, with
+        their boxes as fractions of the page (``kind="boxes"``).
+        """
+        check_queries([q])
+        return lens.explain(doc, page, q, channel=channel).to_dict()
 
     # -- indexing jobs ---------------------------------------------------------------
     @api.post("/index", tags=["jobs"], status_code=202)
@@ -445,6 +557,26 @@ def create_app(
 
     app.include_router(api)
     return app
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    """Parse ``bm25=2,dense=1`` (RRF weights in a query string)."""
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        name, eq, value = part.partition("=")
+        try:
+            if not eq:
+                raise ValueError(part)
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ApiError(422, f"weights: {part!r} is not CHANNEL=NUMBER (e.g. bm25=2)") from None
+    return out
+
+
+def _channels(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
 def _document(record: Any) -> dict[str, Any]:

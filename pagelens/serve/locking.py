@@ -144,6 +144,18 @@ class LockedEncoder:
         with self._lock:
             return self._encoder.encode_queries(texts)
 
+    def __getattr__(self, name: str) -> Any:
+        """Hand out the encoder's other methods (``query_tokens``, ``patch_grid``...) locked."""
+        found = getattr(self._encoder, name)
+        if not callable(found):
+            return found
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return found(*args, **kwargs)
+
+        return locked
+
 
 class ServedLens(Lens):
     """A :class:`~pagelens.lens.Lens` shared by threads: locked store, locked encoders.

@@ -3,8 +3,8 @@
 A page image is rendered again from the document's source file
 (:meth:`pagelens.lens.Lens.page_image`), after checking that the file is still
 there and still holds the bytes that were indexed (sha256): a moved file is a
-:class:`SourceMovedError`, a changed one a :class:`SourceChangedError`, never the
-wrong page. Rendered PNGs are kept in a folder, least recently used first out
+:class:`~pagelens.errors.SourceGoneError`, a changed one a
+:class:`~pagelens.errors.SourceChangedError`, never the wrong page. Rendered PNGs are kept in a folder, least recently used first out
 once the folder holds more than its byte cap.
 """
 
@@ -18,7 +18,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from pagelens.errors import PagelensError
+from pagelens.errors import PageNotFoundError, SourceChangedError, SourceGoneError
+from pagelens.explain import find_document
 from pagelens.index import DocumentRecord
 from pagelens.lens import Lens
 from pagelens.pipeline.discover import file_sha256
@@ -27,59 +28,21 @@ from pagelens.types import Hit, display_path
 
 logger = logging.getLogger(__name__)
 
-MIN_PREFIX = 8  # shortest sha256 prefix taken as a document id
-
-
-class NotFoundError(PagelensError):
-    """No such document or page in the index."""
-
-
-class SourceMovedError(PagelensError):
-    """The indexed file is no longer where the index recorded it."""
-
-
-class SourceChangedError(PagelensError):
-    """The indexed file's bytes changed since it was indexed."""
-
-
-def find_document(lens: Lens, doc: str) -> DocumentRecord:
-    """Find a committed document by its sha256 (or a unique prefix of 8+ characters).
-
-    Raises:
-        NotFoundError: naming ``doc`` (no such document, or a prefix that is too
-            short or matches several).
-
-    """
-    key = doc.strip().lower()
-    if len(key) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in key):
-        raise NotFoundError(
-            f"document id {doc!r} is not a sha256 (or a prefix of at least {MIN_PREFIX} "
-            "hex digits): GET /documents lists the ids"
-        )
-    matches = [r for r in lens.documents() if r.doc_sha256.startswith(key)]
-    if not matches:
-        raise NotFoundError(f"no document {doc!r} in index {lens.index.location}")
-    if len(matches) > 1:
-        raise NotFoundError(f"document id {doc!r} matches {len(matches)} documents: give more")
-    return matches[0]
-
-
-def document_pages(lens: Lens, record: DocumentRecord) -> list[dict[str, Any]]:
-    """The stored pages of a document, by page number (payloads as the index keeps them)."""
-    pages = lens.index.pages(PayloadFilter(doc_sha256=(record.doc_sha256,)))
-    return sorted(pages, key=lambda p: int(p["page_number"]))
-
-
-def page_hit(lens: Lens, record: DocumentRecord, page: int) -> Hit:
+def page_hit(lens: Lens, doc: str, page: int) -> Hit:
     """A :class:`~pagelens.types.Hit` for one page of a document (as a search gives).
 
+    ``doc`` is the document's sha256 (or its path as recorded).
+
     Raises:
-        NotFoundError: the document has no such page.
+        DocumentNotFoundError: no such document.
+        PageNotFoundError: the document has no such page.
 
     """
+    record = find_document(lens.index, doc)
     if not 1 <= page <= record.page_count:
-        raise NotFoundError(
-            f"{record.doc_path} has pages 1 to {record.page_count}, not page {page}"
+        raise PageNotFoundError(
+            f"page {page} is not a page of {record.doc_path!r}: it has pages "
+            f"1 to {record.page_count}"
         )
     for payload in document_pages(lens, record):
         if int(payload["page_number"]) == page:
@@ -92,7 +55,15 @@ def page_hit(lens: Lens, record: DocumentRecord, page: int) -> Hit:
                 source=source_from_payload(payload) or None,
                 text=payload.get("text"),
             )
-    raise NotFoundError(f"{record.doc_path}: page {page} is not stored (run `pagelens check`)")
+    raise PageNotFoundError(
+        f"page {page} of {record.doc_path!r} is not stored in the index (run `pagelens check`)"
+    )
+
+
+def document_pages(lens: Lens, record: DocumentRecord) -> list[dict[str, Any]]:
+    """The stored pages of a document, by page number (payloads as the index keeps them)."""
+    pages = lens.index.pages(PayloadFilter(doc_sha256=(record.doc_sha256,)))
+    return sorted(pages, key=lambda p: int(p["page_number"]))
 
 
 class PageImages:
@@ -121,16 +92,17 @@ class PageImages:
         """Check that a page's source file is where it was and holds the same bytes.
 
         Raises:
-            SourceMovedError: the file is gone from its recorded path.
+            SourceGoneError: the file is gone from its recorded path.
             SourceChangedError: its bytes differ from those indexed.
 
         """
         source = source_from_payload(hit.payload)
         shown = display_path(source) if source else hit.doc_path
         if not source or not os.path.isfile(source):
-            raise SourceMovedError(
-                f"{shown}: the file of {hit.doc_path} is no longer there (moved or deleted); "
-                "index it again where it is now"
+            raise SourceGoneError(
+                shown,
+                f"the file of {hit.doc_path} is no longer there (moved or deleted); "
+                "index it again where it is now",
             )
         st = os.stat(source)
         known = self._hashed.get(source)
@@ -139,8 +111,9 @@ class PageImages:
             self._hashed[source] = known
         if known[2] != hit.doc_sha256:
             raise SourceChangedError(
-                f"{shown}: the file changed since {hit.doc_path} was indexed (sha256 "
-                f"{known[2][:12]}, indexed {hit.doc_sha256[:12]}); index it again"
+                shown,
+                f"the file changed since {hit.doc_path} was indexed (sha256 "
+                f"{known[2][:12]}, indexed {hit.doc_sha256[:12]}); index it again",
             )
 
     def png(self, hit: Hit, dpi: int) -> bytes:

@@ -131,11 +131,12 @@ async function loadDocuments() {
   const list = $("#doc-list");
   list.replaceChildren();
   if (!state.query) { list.append(el("li", {}, "Search first: documents are ranked by their best pages.")); return; }
-  const params = new URLSearchParams({ q: state.query, k: $("#k").value });
-  for (const c of chosenChannels()) params.append("channels", c);
+  const params = new URLSearchParams({ q: state.query, k: $("#k").value,
+    channels: chosenChannels().join(",") });
   try {
     const out = await (await api(`/search/documents?${params}`)).json();
-    for (const doc of out.results[0].documents) {
+    if (!out.documents.length) list.append(el("li", {}, "No document matched."));
+    for (const doc of out.documents) {
       const pages = el("div", { class: "pages" });
       for (const p of doc.pages) {
         pages.append(el("button", { type: "button", class: "secondary",
@@ -183,38 +184,36 @@ async function openPage(doc, page, docPath) {
 function renderExplanation() {
   const ex = state.explanation;
   const note = ex.kind === "heatmap"
-    ? `Channel ${ex.channel}: each query word's best similarity over the page's ${ex.grid[0]}×${ex.grid[1]} patches.`
-    : `Channel ${ex.channel}: the page words each query word matched best.`;
-  $("#explain-note").textContent = note + " Choose a word to see its part alone.";
+    ? `Channel ${ex.channel} (${ex.model}): each query token's similarity to the page's ${ex.grid[0]}×${ex.grid[1]} patches; exact MaxSim ${ex.score.toFixed(3)}.`
+    : `Channel ${ex.channel} (${ex.model}): the page words each query token matched best (boxes from the ${ex.words_from === "ocr" ? "OCR" : "text layer"}); exact MaxSim ${ex.score.toFixed(3)}.`;
+  $("#explain-note").textContent = note + " Choose a token to see its match alone.";
   const tokens = $("#tokens");
   tokens.replaceChildren();
-  const all = el("button", { type: "button", "aria-pressed": String(state.token === null),
-    onclick: () => { state.token = null; renderExplanation(); } }, "all words");
-  tokens.append(all);
-  ex.query_tokens.forEach((token, i) => {
+  tokens.append(el("button", { type: "button", "aria-pressed": String(state.token === null),
+    onclick: () => { state.token = null; renderExplanation(); } }, "all tokens"));
+  ex.maps.forEach((m, i) => {
+    if (m.special) return;  // padding and markers the processor added, not words asked
     tokens.append(el("button", { type: "button", "aria-pressed": String(state.token === i),
-      onclick: () => { state.token = i; renderExplanation(); } }, token));
+      title: `score ${m.score.toFixed(3)}`,
+      onclick: () => { state.token = i; renderExplanation(); } }, m.token.trim() || m.token));
   });
   const matches = $("#matches");
   matches.replaceChildren();
-  for (const m of matchList(ex)) matches.append(el("li", {}, m));
+  ex.maps.forEach((m, i) => {
+    if (m.special || (state.token !== null && state.token !== i)) return;
+    let where;
+    if (ex.kind === "boxes") {
+      where = m.box === null ? `“${m.match}” (not located on the page)` : `“${ex.boxes[m.box].word}”`;
+    } else {
+      where = `patch row ${m.best[0] + 1}, column ${m.best[1] + 1}`;
+    }
+    matches.append(el("li", {}, el("strong", {}, m.token.trim() || m.token), ` → ${where} · ${m.score.toFixed(3)}`));
+  });
   drawOverlay();
 }
 
-function matchList(ex) {
-  if (ex.kind === "boxes") {
-    return ex.boxes
-      .filter((b) => state.token === null || tokenIndexes(ex, b).includes(state.token))
-      .map((b) => `“${b.word}” ← ${(b.tokens || b.query_tokens || []).join(", ")} (${Number(b.score).toFixed(3)})`);
-  }
-  return (ex.best || []).map((b, i) => `${ex.query_tokens[i]}: best patch ${JSON.stringify(b.patch ?? b.cell ?? b)} (${Number(b.score ?? 0).toFixed(3)})`)
-    .filter((_, i) => state.token === null || state.token === i);
-}
-
-function tokenIndexes(ex, box) {
-  const names = box.tokens || box.query_tokens || [];
-  if (box.token_indexes) return box.token_indexes;
-  return names.map((n) => ex.query_tokens.indexOf(n));
+function shownMaps(ex) {
+  return ex.maps.filter((m, i) => (state.token === null ? !m.special : state.token === i));
 }
 
 function drawOverlay() {
@@ -226,10 +225,10 @@ function drawOverlay() {
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
   let drawn = 0;
-  if (ex.kind === "heatmap") {
+  const maps = shownMaps(ex);
+  if (ex.kind === "heatmap" && maps.length) {
     const [rows, cols] = ex.grid;
-    const maps = state.token === null ? ex.maps : [ex.maps[state.token]];
-    const cell = (r, c) => Math.max(...maps.map((m) => m[r][c]));
+    const cell = (r, c) => Math.max(...maps.map((m) => m.similarity[r][c]));
     let lo = Infinity, hi = -Infinity;
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
       const v = cell(r, c); lo = Math.min(lo, v); hi = Math.max(hi, v);
@@ -242,18 +241,19 @@ function drawOverlay() {
       ctx.fillRect(c * w, r * h, w, h);
       drawn++;
     }
-  } else {
-    ctx.lineWidth = 3;
-    for (const b of ex.boxes) {
-      if (state.token !== null && !tokenIndexes(ex, b).includes(state.token)) continue;
+  } else if (ex.kind === "boxes") {
+    const wanted = new Set(maps.map((m) => m.box).filter((b) => b !== null));
+    ctx.lineWidth = Math.max(2, canvas.width / 400);
+    ex.boxes.forEach((b, i) => {
+      if (!wanted.has(i)) return;
       const x = b.x0 * canvas.width, y = b.y0 * canvas.height;
       const w = (b.x1 - b.x0) * canvas.width, h = (b.y1 - b.y0) * canvas.height;
       ctx.fillStyle = "rgba(255, 200, 0, 0.40)";
       ctx.fillRect(x, y, w, h);
       ctx.strokeStyle = "rgba(180, 70, 0, 0.95)";
-      ctx.strokeRect(x, y, w, h);
+      ctx.strokeRect(x - 2, y - 2, w + 4, h + 4);
       drawn++;
-    }
+    });
   }
   canvas.dataset.drawn = String(drawn);
   $("#page-caption").textContent = `${drawn} ${ex.kind === "heatmap" ? "patches" : "words"} highlighted.`;
