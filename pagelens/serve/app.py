@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,6 +34,7 @@ from pagelens.errors import (
     SourceGoneError,
     StoreError,
 )
+from pagelens.pipeline.text import TextSettings
 from pagelens.search import CHANNELS, FUSIONS, SearchFilter, index_channels
 from pagelens.serve.jobs import JobBusyError, JobManager
 from pagelens.serve.locking import ServedLens
@@ -102,6 +103,9 @@ class DocumentSearchBody(BaseModel):
 class IndexBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paths: list[str] = Field(..., description="Files or folders on the server's disk.")
+    ocr: Literal["auto", "never", "always"] = Field(
+        "auto", description="Where the index keeps page text: OCR pages without a text layer."
+    )
 
 
 class HitOut(BaseModel):
@@ -535,7 +539,7 @@ def create_app(
     def start_job(body: IndexBody) -> dict[str, Any]:
         if len(body.paths) > lim.max_paths:
             raise ApiError(422, f"{len(body.paths)} paths; at most {lim.max_paths} per job")
-        return jobs.start(body.paths).to_dict()
+        return jobs.start(body.paths, text=TextSettings(ocr=body.ocr)).to_dict()
 
     @api.get("/jobs", tags=["jobs"])
     def list_jobs() -> dict[str, Any]:

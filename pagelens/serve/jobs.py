@@ -24,6 +24,7 @@ from pagelens.errors import PagelensError
 from pagelens.lens import Lens
 from pagelens.pipeline.discover import Discovery, discover
 from pagelens.pipeline.job import NothingToIndexError, index_paths
+from pagelens.pipeline.text import TextSettings
 from pagelens.types import MultiVector, Page
 
 logger = logging.getLogger(__name__)
@@ -125,8 +126,10 @@ class JobManager:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def start(self, paths: Sequence[str]) -> Job:
+    def start(self, paths: Sequence[str], *, text: TextSettings | None = None) -> Job:
         """Start indexing ``paths`` (files or folders on this machine) in the background.
+
+        ``text`` says how page text is read (OCR...) where the index keeps it.
 
         Raises:
             PagelensError: a path does not exist (naming it), or no path was given.
@@ -150,7 +153,7 @@ class JobManager:
             for old in list(self._jobs)[: -self._keep]:
                 del self._jobs[old]
             self._thread = threading.Thread(
-                target=self._run, args=(job,), name=f"pagelens-job-{job.id}", daemon=True
+                target=self._run, args=(job, text), name=f"pagelens-job-{job.id}", daemon=True
             )
             self._thread.start()
         return job
@@ -181,7 +184,7 @@ class JobManager:
         self.wait(timeout)
 
     # -- the job's thread ------------------------------------------------------------
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, text: TextSettings | None) -> None:
         job.state, job.started = RUNNING, time.time()
         try:
             found = discover(list(job.paths))
@@ -200,6 +203,7 @@ class JobManager:
                         self._lens.index,
                         encoder,
                         Discovery((doc,), ()),
+                        text=text,
                         text_encoder=text_encoder,
                         progress=False,
                     )

@@ -132,16 +132,24 @@ class PageImages:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
-            self._evict()
+            self._evict(keep=path)
         return data
 
-    def _evict(self) -> None:
-        """Remove the least recently used images until the folder is under its cap."""
-        files = [(p.stat().st_mtime_ns, p.stat().st_size, p) for p in self.folder.glob("*.png")]
+    def _evict(self, keep: Path) -> None:
+        """Remove the least recently used images until the folder is under its cap.
+
+        ``keep`` (the image just made) stays, even when it alone is over the cap.
+        """
+        files = []
+        for p in self.folder.glob("*.png"):
+            st = p.stat()
+            files.append((st.st_mtime_ns, st.st_size, p))
         total = sum(size for _, size, _ in files)
         for _, size, p in sorted(files):
             if total <= self.max_bytes:
                 break
+            if p == keep:
+                continue
             p.unlink(missing_ok=True)
             total -= size
             logger.debug("page image cache: dropped %s", p.name)
