@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,7 +199,9 @@ def test_a_query_that_is_not_valid_unicode_is_named(served):
 
 def test_malformed_json_is_a_422(served):
     client, *_ = served
-    sent = client.post("/search", content=b"{not json", headers={"content-type": "application/json"})
+    sent = client.post(
+        "/search", content=b"{not json", headers={"content-type": "application/json"}
+    )
     _is_json_error(sent, 422)
 
 
@@ -396,7 +397,9 @@ def test_searches_are_answered_while_a_job_runs_and_a_cancelled_job_leaves_no_ha
     more = tmp_path / "more"
     more.mkdir()
     for i in range(8):
-        (more / f"m{i}.pdf").write_bytes(pf.pdf_bytes([f"Zeta report {i} page {j}" for j in range(4)]))
+        (more / f"m{i}.pdf").write_bytes(
+            pf.pdf_bytes([f"Zeta report {i} page {j}" for j in range(4)])
+        )
     job = client.post("/index", json={"paths": [str(more)], "ocr": "never"}).json()
     busy = client.post("/index", json={"paths": [str(more)]})
     assert "one indexing job runs at a time" in _is_json_error(busy, 409)
@@ -416,7 +419,9 @@ def test_searches_are_answered_while_a_job_runs_and_a_cancelled_job_leaves_no_ha
     index = app.state.lens.index
     assert index.count_pages() == sum(d.page_count for d in index.documents())
     assert index.pending_documents() == {}
-    committed = {d["doc_path"] for d in client.get("/documents", params={"limit": 500}).json()["documents"]}
+    committed = {
+        d["doc_path"] for d in client.get("/documents", params={"limit": 500}).json()["documents"]
+    }
     assert set(done["indexed"]) <= committed
 
 

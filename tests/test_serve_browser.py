@@ -159,9 +159,7 @@ def test_search_see_thumbnails_open_a_page_see_the_overlay(server, browser, tmp_
     browser.execute_script("arguments[0].focus()", thumbs[0])
     browser.switch_to.active_element.send_keys(Keys.ENTER)
     wait.until(ec.visibility_of_element_located((By.ID, "page-view")))
-    wait.until(
-        lambda d: int(d.find_element(By.ID, "overlay").get_attribute("data-drawn") or 0) > 0
-    )
+    wait.until(lambda d: int(d.find_element(By.ID, "overlay").get_attribute("data-drawn") or 0) > 0)
     overlay = browser.find_element(By.ID, "overlay")
     assert int(overlay.get_attribute("data-drawn")) == 3  # revenue, by, region
     matches = browser.find_element(By.ID, "matches").text

@@ -34,11 +34,11 @@ from pagelens.errors import (
     SourceGoneError,
     StoreError,
 )
+from pagelens.explain import find_document
 from pagelens.pipeline.text import TextSettings
 from pagelens.search import CHANNELS, FUSIONS, SearchFilter, index_channels
 from pagelens.serve.jobs import JobBusyError, JobManager
 from pagelens.serve.locking import ServedLens
-from pagelens.explain import find_document
 from pagelens.serve.pages import PageImages, document_pages, page_hit
 from pagelens.types import Hit
 
@@ -154,7 +154,7 @@ class SearchOut(BaseModel):
 
 
 def snippet(text: str | None, query: str, limit: int = SNIPPET_CHARS) -> str | None:
-    """A short piece of a page's text, around the first word of the query it holds."""
+    """Cut a short piece of a page's text, around the first word of the query it holds."""
     if not text:
         return None
     flat = " ".join(text.split())
@@ -224,6 +224,7 @@ def create_app(
     lim = limits or Limits()
     jobs = JobManager(lens)
     images = PageImages(lens, cache_dir, max_bytes=cache_bytes)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -283,9 +284,7 @@ def create_app(
 
     def check_queries(queries: list[str]) -> None:
         if len(queries) > lim.max_queries:
-            raise ApiError(
-                422, f"{len(queries)} queries in one request; at most {lim.max_queries}"
-            )
+            raise ApiError(422, f"{len(queries)} queries in one request; at most {lim.max_queries}")
         for i, q in enumerate(queries, 1):
             if len(q) > lim.max_query_chars:
                 raise ApiError(
@@ -507,9 +506,7 @@ def create_app(
         responses={200: {"content": {"image/png": {}}}},
         summary="The page, rendered again from its checked source file (PNG).",
     )
-    def page_image(
-        doc: str, page: int, dpi: Annotated[int, Query(ge=1)] = 100
-    ) -> Response:
+    def page_image(doc: str, page: int, dpi: Annotated[int, Query(ge=1)] = 100) -> Response:
         if not lim.min_dpi <= dpi <= lim.max_dpi:
             raise ApiError(422, f"dpi={dpi} is out of range {lim.min_dpi} to {lim.max_dpi}")
         hit = page_hit(lens, doc, page)

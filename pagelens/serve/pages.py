@@ -4,8 +4,9 @@ A page image is rendered again from the document's source file
 (:meth:`pagelens.lens.Lens.page_image`), after checking that the file is still
 there and still holds the bytes that were indexed (sha256): a moved file is a
 :class:`~pagelens.errors.SourceGoneError`, a changed one a
-:class:`~pagelens.errors.SourceChangedError`, never the wrong page. Rendered PNGs are kept in a folder, least recently used first out
-once the folder holds more than its byte cap.
+:class:`~pagelens.errors.SourceChangedError`, never the wrong page. Rendered PNGs
+are kept in a folder, least recently used first out once the folder holds more
+than its byte cap.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pagelens.types import Hit, display_path
 
 logger = logging.getLogger(__name__)
 
+
 def page_hit(lens: Lens, doc: str, page: int) -> Hit:
-    """A :class:`~pagelens.types.Hit` for one page of a document (as a search gives).
+    """Make a :class:`~pagelens.types.Hit` for one page of a document (as a search gives).
 
     ``doc`` is the document's sha256 (or its path as recorded).
 
@@ -61,7 +63,7 @@ def page_hit(lens: Lens, doc: str, page: int) -> Hit:
 
 
 def document_pages(lens: Lens, record: DocumentRecord) -> list[dict[str, Any]]:
-    """The stored pages of a document, by page number (payloads as the index keeps them)."""
+    """Return a document's stored pages by page number (payloads as the index keeps them)."""
     pages = lens.index.pages(PayloadFilter(doc_sha256=(record.doc_sha256,)))
     return sorted(pages, key=lambda p: int(p["page_number"]))
 
