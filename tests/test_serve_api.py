@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -492,3 +493,43 @@ def test_the_served_folder_is_held_by_the_server(tmp_path):
     with TestClient(app):
         with pytest.raises(PagelensError, match="lock|held|another process"):
             pagelens.open(tmp_path / "idx", lock_now=True)
+
+
+@pytest.mark.slow
+def test_the_serve_command_answers_on_loopback_and_stops_on_sigterm(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pagelens.cli", "serve", "--index", str(tmp_path / "idx")]
+        + ["--port", str(port), "--model", "minilm", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "pagelens serve did not answer in 60 s"
+                time.sleep(0.2)
+        assert health.json() == {"status": "ok"}
+        info = httpx.get(f"http://127.0.0.1:{port}/info", timeout=10).json()
+        assert info["model"] == "minilm" and info["documents"] == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
