@@ -117,3 +117,16 @@ def test_cli_search_documents(three_docs, monkeypatch):
     assert out.exit_code == 0, out.output
     (row,) = json.loads(out.output)
     assert row["query"] == "revenue" and [d["doc_path"] for d in row["documents"]] == ["alpha.pdf"]
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import pagelens.aggregate
+    import pagelens.explain
+
+    for module in (pagelens.aggregate, pagelens.explain):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+    assert pagelens.DocumentHit is pagelens.aggregate.DocumentHit
+    assert issubclass(pagelens.SourceGoneError, pagelens.InputError)
