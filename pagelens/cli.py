@@ -397,8 +397,14 @@ def search_cmd(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
+    documents: Annotated[
+        bool,
+        typer.Option(
+            "--documents", help="Rank documents by their best page (-k documents, 3 pages each)."
+        ),
+    ] = False,
 ) -> None:
-    """Search the index with questions; print the best pages."""
+    """Search the index with questions; print the best pages (or documents)."""
     from pagelens.lens import Lens
     from pagelens.search import SearchFilter, SearchOptions, check_queries, index_channels
 
@@ -416,6 +422,10 @@ def search_cmd(
         )
         with _open(index, url, api_key, collection, wait=wait) as idx:
             lens = Lens(idx, model=model, text_model=text_model, device=device)
+            if documents:
+                ranked = [lens.search_documents(q, k=k, options=options) for q in queries]
+                _print_documents(queries, ranked, as_json)
+                return
             results = lens.search(queries, options)
             chosen = list(options.channels or index_channels(idx))
     if as_json:
@@ -431,6 +441,22 @@ def search_cmd(
             )
             if h.text:
                 typer.echo(f"      {shown(snippet(h.text))}")
+
+
+def _print_documents(queries: list[str], ranked: list[list[Any]], as_json: bool) -> None:
+    """Print documents ranked by their best pages (``search --documents``)."""
+    if as_json:
+        rows = [
+            {"query": q, "documents": [d.to_dict() for d in docs]}
+            for q, docs in zip(queries, ranked, strict=True)
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for q, docs in zip(queries, ranked, strict=True):
+        typer.echo(shown(q))
+        for rank, d in enumerate(docs, 1):
+            pages = ", ".join(f"{h.page_number} ({h.score:.3f})" for h in d.pages)
+            typer.echo(f"  {rank:>2}. {d.score:8.3f}  {shown(d.doc_path)}  pages {pages}")
 
 
 def _hits_json(

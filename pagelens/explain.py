@@ -99,8 +99,10 @@ class Explanation:
     similarity per patch) or ``"boxes"`` (text encoders: ``boxes`` are the matched
     words; ``words_from`` says whether their boxes came from the text layer,
     ``"layer"``, or from OCR, ``"ocr"``). ``score`` is the sum of the maps' scores:
-    the page's exact, unpooled MaxSim score. A page without text, under a text
-    encoder, has no maps and no boxes (and ``score`` 0).
+    exact MaxSim over the unpooled vectors shown (for a visual encoder, the image
+    patches only: an index built with ``page_vectors="all"`` also scores the
+    prompt tokens, so a search's score differs). A page without text, under a
+    text encoder, has no maps and no boxes (and ``score`` 0).
     """
 
     doc: str  # the document's path as the index records it
@@ -118,7 +120,7 @@ class Explanation:
     words_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the explanation as plain data for JSON (tuples become lists)."""
+        """Return the explanation as plain data (``json.dumps`` takes it as it is)."""
         return asdict(self)
 
 

@@ -381,7 +381,8 @@ class ColPaliEngineEncoder:
         (vectors,) = self._forward(inputs, image_tokens_only=True)  # (n, dim), sequence order
         ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].tolist()
         order = self._grid_order(image.size, inputs, ids, len(vectors))  # (rows, cols)
-        return np.ascontiguousarray(vectors[order.reshape(-1)]), order.shape  # type: ignore[return-value]
+        rows, cols = order.shape
+        return np.ascontiguousarray(vectors[order.reshape(-1)]), (int(rows), int(cols))
 
     def query_tokens(self, texts: Sequence[str]) -> list[list[tuple[str, bool]]]:
         """Name each vector :meth:`encode_queries` gives: ``(token, special)`` per row.
