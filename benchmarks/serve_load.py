@@ -122,12 +122,18 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
     job = client.post("/index", json={"paths": [str(p) for p in args.rest], "ocr": args.ocr})
     job.raise_for_status()
     job_id = job.json()["id"]
-    job_state = {"running": True, "polls": []}
+    job_state: dict[str, Any] = {"running": True, "polls": [], "poll_errors": []}
 
     def poll() -> None:
+        # a failed poll is counted, not fatal: the job's state is read again a second later
         with httpx.Client(base_url=base, timeout=120.0) as c:
             while True:
-                state = c.get(f"/jobs/{job_id}").json()
+                try:
+                    state = c.get(f"/jobs/{job_id}").json()
+                except httpx.TransportError as exc:
+                    job_state["poll_errors"].append(f"{type(exc).__name__}: {exc}")
+                    time.sleep(1.0)
+                    continue
                 job_state["last"] = state
                 job_state["polls"].append(
                     (time.time(), state["files_done"], state["pages"], len(state["indexed"]))
@@ -139,23 +145,24 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
-    records: list[tuple[float, float, int, bool]] = []  # (start, ms, status, job running)
+    records: list[tuple[float, float, int]] = []  # (start time, ms, status)
+    failures: list[str] = []
     lock = threading.Lock()
 
     def searcher(n: int) -> None:
         with httpx.Client(base_url=base, timeout=120.0) as c:
             for i in range(args.searches):
                 q = questions[(n * args.searches + i) % len(questions)]
-                during = job_state["running"]
                 start = time.time()
                 t = time.perf_counter()
                 try:
                     status = c.get("/search", params={"q": q, "k": args.k}).status_code
-                except httpx.TransportError:
+                except httpx.TransportError as exc:
                     status = -1
+                    failures.append(f"{type(exc).__name__}: {exc}")
                 ms = (time.perf_counter() - t) * 1000
                 with lock:
-                    records.append((start, ms, status, during))
+                    records.append((start, ms, status))
 
     started = time.perf_counter()
     threads = [threading.Thread(target=searcher, args=(n,)) for n in range(args.clients)]
@@ -164,9 +171,10 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
     for t in threads:
         t.join()
     load_s = time.perf_counter() - started
-    job_left_at_end_of_load = job_state["running"]
+    load_ended = time.time()
     poller.join(args.job_timeout)
-    final_job = job_state.get("last", {})
+    final_job = client.get(f"/jobs/{job_id}").json()  # read again: the poller may lag
+    finished = final_job.get("finished") or float("inf")
 
     documents = client.get("/documents", params={"limit": 500}).json()["documents"]
     searchable = 0
@@ -183,10 +191,11 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
             not_searchable.append((d["doc_path"], r.status_code))
     # PDFs found by the job that were not in the index already (``unchanged`` counts those)
     expected_new = final_job.get("files_total", 0) - final_job.get("unchanged", 0)
-    all_ms = [ms for _, ms, _, _ in records]
-    during_ms = [ms for _, ms, _, running in records if running]
-    after_ms = [ms for _, ms, _, running in records if not running]
-    errors = [s for _, _, s, _ in records if s != 200]
+    all_ms = [ms for _, ms, _ in records]
+    # a search counts as "while the job ran" if it started before the job finished
+    during_ms = [ms for start, ms, _ in records if start < finished]
+    after_ms = [ms for start, ms, _ in records if start >= finished]
+    errors = [s for _, _, s in records if s != 200]
     results = {
         "clients": args.clients,
         "searches_per_client": args.searches,
@@ -198,9 +207,10 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
         "searches_after_job": _stats(after_ms),
         "errors": len(errors),
         "error_statuses": sorted(set(errors)),
+        "connection_failures": failures[:20],
         "load_seconds": round(load_s, 1),
         "searches_per_second": round(len(records) / load_s, 2),
-        "job_still_running_when_load_ended": job_left_at_end_of_load,
+        "job_still_running_when_load_ended": finished > load_ended,
         "job": {
             k: final_job.get(k)
             for k in (
@@ -220,6 +230,7 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
         "documents_expected": before["documents"] + expected_new,
         "documents_searchable": searchable,
         "not_searchable": not_searchable,
+        "job_poll_errors": job_state["poll_errors"],
         "job_progress": job_state["polls"],
     }
     s = results
