@@ -13,8 +13,10 @@ Importing the package loads no model and opens no file (torch, transformers and
 Qdrant load on first use). The functional layer stays public for advanced use:
 ``pagelens.index`` (open an index), ``pagelens.pipeline.job`` (index PDFs),
 ``pagelens.search`` (ask questions), ``pagelens.encoders`` (load a model),
-``pagelens.explain`` (what on a page matched), ``pagelens.aggregate`` (documents
-ranked by their best pages) and ``pagelens.eval`` (measure).
+``pagelens.explain`` (what on a page matched: its function ``explain`` is not
+re-exported, so as not to shadow the module; ``Lens.explain`` calls it),
+``pagelens.aggregate`` (documents ranked by their best pages) and ``pagelens.eval``
+(measure).
 """
 
 from pagelens.aggregate import DocumentHit, rank_documents
@@ -31,8 +33,6 @@ from pagelens.errors import (
     SourceGoneError,
     StoreError,
 )
-# explain() itself stays at pagelens.explain.explain (and Lens.explain): exported here,
-# it would shadow the module of the same name.
 from pagelens.explain import Explanation, TokenMap, WordBox
 from pagelens.index import IndexSettings
 from pagelens.lens import Lens, open

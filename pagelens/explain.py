@@ -285,7 +285,7 @@ def _explain_visual(
     from pagelens.pipeline.render import RenderSettings
 
     patch_grid = _need(encoder, "patch_grid")
-    image = page_image(hit, dpi=dpi or RenderSettings().dpi)  # checks the source's sha256
+    image = page_image(hit, dpi=RenderSettings().dpi if dpi is None else dpi)  # checks sha256
     grid, shape = patch_grid(_page(hit, image=image))  # (rows * cols, dim), (rows, cols)
     vectors, tokens = _query(encoder, query)
     maps = similarity_maps(vectors, grid, shape)  # (m, rows, cols)

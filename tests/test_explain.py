@@ -150,6 +150,8 @@ def test_unknown_document_and_bad_pages(indexed):
             explain(lens, "a.pdf", 1, QUERY, channel="text")
         with pytest.raises(PagelensError, match="channel must be"):
             explain(lens, "a.pdf", 1, QUERY, channel="bm25")
+        with pytest.raises(PagelensError, match="dpi must be a whole number >= 1, got 0"):
+            explain(lens, "a.pdf", 1, QUERY, dpi=0)
 
 
 def test_a_moved_or_changed_source_is_refused(indexed):

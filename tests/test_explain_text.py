@@ -95,6 +95,24 @@ def test_each_query_token_names_the_word_maxsim_picked(minilm_index):
     assert cat.y0 < 300 / H < cat.y1
 
 
+def test_a_moved_or_changed_file_gets_no_boxes(minilm_index):
+    from pagelens.errors import SourceChangedError, SourceGoneError
+
+    src = minilm_index / "pdfs" / "report.pdf"
+    original = src.read_bytes()
+    with pagelens.open(minilm_index / "idx") as lens:
+        try:
+            src.rename(src.with_name("elsewhere.pdf"))
+            with pytest.raises(SourceGoneError, match="report.pdf: file no longer exists"):
+                explain(lens, "report.pdf", 1, "revenue")
+            src.write_bytes(original.replace(b"revenue", b"expense"))
+            with pytest.raises(SourceChangedError, match="report.pdf: file changed"):
+                explain(lens, "report.pdf", 1, "revenue")
+        finally:
+            src.write_bytes(original)
+            src.with_name("elsewhere.pdf").unlink(missing_ok=True)
+
+
 def test_an_ocr_page_takes_its_boxes_from_tesseract(tmp_path):
     from PIL import Image, ImageDraw, ImageFont
 
