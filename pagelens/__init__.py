@@ -12,19 +12,28 @@ Start with one import::
 Importing the package loads no model and opens no file (torch, transformers and
 Qdrant load on first use). The functional layer stays public for advanced use:
 ``pagelens.index`` (open an index), ``pagelens.pipeline.job`` (index PDFs),
-``pagelens.search`` (ask questions), ``pagelens.encoders`` (load a model) and
-``pagelens.eval`` (measure).
+``pagelens.search`` (ask questions), ``pagelens.encoders`` (load a model),
+``pagelens.explain`` (what on a page matched: its function ``explain`` is not
+re-exported, so as not to shadow the module; ``Lens.explain`` calls it),
+``pagelens.aggregate`` (documents ranked by their best pages) and ``pagelens.eval``
+(measure).
 """
 
+from pagelens.aggregate import DocumentHit, rank_documents
 from pagelens.encoders import load_encoder
 from pagelens.errors import (
+    DocumentNotFoundError,
     EncoderError,
     IndexMismatchError,
     InputError,
     MissingExtraError,
     PagelensError,
+    PageNotFoundError,
+    SourceChangedError,
+    SourceGoneError,
     StoreError,
 )
+from pagelens.explain import Explanation, TokenMap, WordBox
 from pagelens.index import IndexSettings
 from pagelens.lens import Lens, open
 from pagelens.search import NoMatchError, SearchFilter, SearchOptions
@@ -40,7 +49,10 @@ def __getattr__(name: str) -> str:
 
 
 __all__ = [
+    "DocumentHit",
+    "DocumentNotFoundError",
     "EncoderError",
+    "Explanation",
     "Hit",
     "IndexMismatchError",
     "IndexSettings",
@@ -50,10 +62,16 @@ __all__ = [
     "MultiVector",
     "NoMatchError",
     "Page",
+    "PageNotFoundError",
     "PagelensError",
     "SearchFilter",
     "SearchOptions",
+    "SourceChangedError",
+    "SourceGoneError",
     "StoreError",
+    "TokenMap",
+    "WordBox",
     "load_encoder",
     "open",
+    "rank_documents",
 ]

@@ -498,8 +498,14 @@ def search_cmd(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
+    documents: Annotated[
+        bool,
+        typer.Option(
+            "--documents", help="Rank documents by their best page (-k documents, 3 pages each)."
+        ),
+    ] = False,
 ) -> None:
-    """Search the index with questions; print the best pages."""
+    """Search the index with questions; print the best pages (or documents)."""
     from pagelens.lens import Lens
     from pagelens.search import SearchFilter, SearchOptions, check_queries, index_channels
 
@@ -517,6 +523,10 @@ def search_cmd(
         )
         with _open(index, url, api_key, collection, wait=wait) as idx:
             lens = Lens(idx, model=model, text_model=text_model, device=device)
+            if documents:
+                ranked = [lens.search_documents(q, k=k, options=options) for q in queries]
+                _print_documents(queries, ranked, as_json)
+                return
             results = lens.search(queries, options)
             chosen = list(options.channels or index_channels(idx))
     if as_json:
@@ -532,6 +542,22 @@ def search_cmd(
             )
             if h.text:
                 typer.echo(f"      {shown(snippet(h.text))}")
+
+
+def _print_documents(queries: list[str], ranked: list[list[Any]], as_json: bool) -> None:
+    """Print documents ranked by their best pages (``search --documents``)."""
+    if as_json:
+        rows = [
+            {"query": q, "documents": [d.to_dict() for d in docs]}
+            for q, docs in zip(queries, ranked, strict=True)
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for q, docs in zip(queries, ranked, strict=True):
+        typer.echo(shown(q))
+        for rank, d in enumerate(docs, 1):
+            pages = ", ".join(f"{h.page_number} ({h.score:.3f})" for h in d.pages)
+            typer.echo(f"  {rank:>2}. {d.score:8.3f}  {shown(d.doc_path)}  pages {pages}")
 
 
 def _hits_json(
@@ -732,6 +758,69 @@ def models_cmd(as_json: JsonOpt = False) -> None:
                 f"{first[0]:<15} {first[1]:<22} {m.hub_id:<34} {m.parameters:<7} "
                 f"{m.vectors_per_page}"
             )
+
+
+@app.command("serve")
+def serve_cmd(
+    index: IndexOpt = None,
+    url: UrlOpt = None,
+    qdrant_api_key: Annotated[
+        str | None,
+        typer.Option("--qdrant-api-key", envvar="QDRANT_API_KEY", help="Qdrant API key."),
+    ] = None,
+    collection: CollectionOpt = "pagelens",
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (loopback by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="PAGELENS_API_KEY",
+            help="Key every API call must send (X-API-Key); needed off loopback.",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    text_model: TextModelOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 4,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", help="Folder of rendered page images (default: temporary)."),
+    ] = None,
+    cache_mb: Annotated[
+        int, typer.Option("--cache-mb", min=1, help="Size cap of that folder, in MiB.")
+    ] = 256,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Serve an index over HTTP: a search API, page images, similarity maps, jobs, a web page."""
+    _logging(verbose, quiet)
+    from pagelens.serve import serve
+
+    with _reporting("stopped"):
+        if index is not None and url is not None:
+            raise PagelensError(
+                f"{_named('--index', index, 'PAGELENS_INDEX')} and "
+                f"{_named('--url', url, 'QDRANT_URL')} exclude each other: give one"
+            )
+        serve(
+            None if url else (index or Path(DEFAULT_INDEX)),
+            url=url,
+            qdrant_api_key=qdrant_api_key,
+            collection=collection,
+            host=host,
+            port=port,
+            api_key=api_key,
+            model=model,
+            text_model=text_model,
+            device=device,
+            batch_size=batch_size,
+            cache_dir=cache_dir,
+            cache_bytes=cache_mb * 2**20,
+            log_level="warning" if quiet else "info",
+        )
 
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure retrieval quality (ViDoRe-style).")

@@ -51,3 +51,19 @@ def check_whole(name: str, value: object, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise PagelensError(f"{name} must be a whole number >= {low}, got {value!r}")
     return value
+
+
+class DocumentNotFoundError(PagelensError):
+    """The index holds no document by that name (recorded path or sha256)."""
+
+
+class PageNotFoundError(PagelensError):
+    """A page number that is not a page of the document (not a whole number in 1..pages)."""
+
+
+class SourceGoneError(InputError):
+    """The file a document was indexed from is no longer there (moved or deleted)."""
+
+
+class SourceChangedError(InputError):
+    """The file a document was indexed from now holds other bytes (sha256 differs)."""

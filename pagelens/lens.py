@@ -21,6 +21,8 @@ from pagelens.types import Hit
 if TYPE_CHECKING:
     from PIL import Image
 
+    from pagelens.aggregate import DocumentHit
+    from pagelens.explain import Explanation
     from pagelens.pipeline.job import IndexReport
     from pagelens.pipeline.render import RenderSettings
     from pagelens.pipeline.text import TextCache, TextSettings
@@ -199,6 +201,42 @@ class Lens:
         return search(
             self.index, encoder, queries, opts, text_encoder=text_encoder, channels=channels
         )
+
+    def search_documents(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        pages: int | None = None,
+        per_document: int = 3,
+        options: SearchOptions | None = None,
+        **overrides: Any,
+    ) -> list[DocumentHit]:
+        """Rank documents by their best page for one question (page-to-document, max).
+
+        Searches ``pages`` pages (default ``max(100, 10 * k)``; first-stage candidates
+        are raised to at least that many) and ranks their documents with
+        :func:`pagelens.aggregate.rank_documents`; ``overrides`` are fields of
+        :class:`~pagelens.search.SearchOptions` other than ``k``.
+        """
+        from pagelens.aggregate import rank_documents
+        from pagelens.errors import check_whole
+
+        check_whole("k", k, 1)
+        pages = max(100, 10 * k) if pages is None else check_whole("pages", pages, 1)
+        opts = merge_options(options, {**overrides, "k": pages})
+        if opts.candidates is not None and opts.candidates < pages:
+            opts = merge_options(opts, {"candidates": pages})
+        (hits,) = self.search([query], opts)
+        return rank_documents(hits, per_document=per_document)[:k]
+
+    def explain(
+        self, doc: str, page: int, query: str, *, channel: str | None = None, dpi: int | None = None
+    ) -> Explanation:
+        """Show which parts of a page matched which query tokens: see :mod:`pagelens.explain`."""
+        from pagelens.explain import explain
+
+        return explain(self, doc, page, query, channel=channel, dpi=dpi)
 
     def documents(self) -> list[DocumentRecord]:
         """List the documents indexed, with their page counts and recorded paths."""

@@ -16,6 +16,9 @@ apt_install() {
 need_apt=()
 command -v pdftoppm >/dev/null 2>&1 || need_apt+=(poppler-utils)
 command -v tesseract >/dev/null 2>&1 || need_apt+=(tesseract-ocr tesseract-ocr-eng)
+# the browser test of `pagelens serve` drives Debian's chromium through its driver
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 [ ${#need_apt[@]} -eq 0 ] || apt_install "${need_apt[@]}"
 
 PYTHON="${PYTHON:-python3}"

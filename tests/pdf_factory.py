@@ -176,3 +176,40 @@ def fake_poppler(
         exe.write_text(f"#!/bin/sh\n{body}\n", encoding="ascii")
         exe.chmod(0o755)
     return folder
+
+
+def placed_text_pdf(
+    path: Path, lines: Sequence[tuple[str, float, float]], *, size: tuple[float, float] = LETTER
+) -> Path:
+    """One page with each ``(text, x, y)`` line of ASCII written at ``(x, y)`` points.
+
+    ``x`` is from the left edge and ``y`` from the top edge to the line's baseline
+    (Helvetica, 24 pt), so a test knows where each word lies on the page.
+    """
+    w, h = size
+    ops = []
+    for text, x, y in lines:
+        safe = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        ops.append(f"BT /F1 24 Tf {x:.2f} {h - y:.2f} Td ({safe}) Tj ET")
+    stream = "\n".join(ops).encode("ascii")
+    objects = {
+        1: b"<< /Type /Catalog /Pages 2 0 R >>",
+        2: b"<< /Type /Pages /Kids [4 0 R] /Count 1 >>",
+        3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        4: (
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w:.2f} {h:.2f}] "
+            "/Resources << /Font << /F1 3 0 R >> >> /Contents 5 0 R >>"
+        ).encode("ascii"),
+        5: b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    }
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets = {}
+    for num in sorted(objects):
+        offsets[num] = len(out)
+        out += b"%d 0 obj\n" % num + objects[num] + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 6\n0000000000 65535 f \n"
+    out += b"".join(b"%010d 00000 n \n" % offsets[num] for num in range(1, 6))
+    out += b"trailer\n<< /Size 6 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+    path.write_bytes(bytes(out))
+    return path

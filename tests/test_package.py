@@ -41,6 +41,9 @@ def test_wheel_contains_every_module(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = {str(p.relative_to(ROOT)) for p in (ROOT / "pagelens").rglob("*.py")}
     assert sources <= names
+    # the web page of `pagelens serve` ships as package data
+    static = {str(p.relative_to(ROOT)) for p in (ROOT / "pagelens/serve/static").iterdir()}
+    assert static and static <= names
 
 
 TIER_SKIPS = """

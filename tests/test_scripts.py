@@ -128,9 +128,9 @@ def setup_checkout(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
         f'exec "{sys.executable}" "$@"\n',
     )
     (bin_dir / "activate").write_text(f'PATH="{bin_dir}:$PATH"\n')
-    # poppler and tesseract "installed": no apt-get
+    # poppler, tesseract and chromium "installed": no apt-get
     tools = tmp_path / "tools"
-    for name in ("pdftoppm", "tesseract"):
+    for name in ("pdftoppm", "tesseract", "chromium", "chromedriver"):
         _executable(tools / name, "#!/bin/sh\n")
     env = {"PATH": f"{tools}:{os.environ['PATH']}", "PYTHONPATH": str(repo)}
     return repo / "scripts" / "setup.sh", log, env
@@ -176,7 +176,7 @@ def test_setup_installs_python3_venv_where_ensurepip_is_missing(tmp_path: Path):
     tools = tmp_path / "tools"
     log = tmp_path / "apt.log"
     marker = tmp_path / "venv-installed"
-    for name in ("pdftoppm", "tesseract"):
+    for name in ("pdftoppm", "tesseract", "chromium", "chromedriver"):
         _executable(tools / name, "#!/bin/sh\n")
     _executable(tools / "sudo", '#!/bin/sh\nexec "$@"\n')
     _executable(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -361,6 +362,109 @@ class ColPaliEngineEncoder:
             out.extend(self._forward(inputs, image_tokens_only=False))
         return out
 
+    # -- interpretability: what a similarity map needs -----------------------------
+
+    def patch_grid(self, page: Page) -> tuple[MultiVector, tuple[int, int]]:
+        """Encode one page unpooled and lay its image-patch vectors out on their grid.
+
+        Returns ``(vectors, (rows, cols))``: ``vectors`` is float32 ``(rows * cols,
+        dim)``, unit rows, in row-major grid order (row 0 is the top of the page), the
+        same vectors :meth:`encode_pages` keeps with ``page_vectors="image"``. The grid
+        spans the whole image the processor saw: the page (padded at its bottom or
+        right only beyond the family's aspect-ratio limit, see ``_pad_to_aspect``).
+        Tiled families (ColIdefics3, ColModernVBert) give their tiles side by side;
+        the extra downscaled global view is left out.
+
+        Raises:
+            EncoderError: a single-vector (Bi*) model, a page without image, or a
+                token layout that does not fill a grid.
+
+        """
+        if self._family.single:
+            raise EncoderError(
+                f"{self._family.name} pools each page into one vector: it has no patch grid"
+            )
+        if page.image is None:
+            raise EncoderError(f"page {page.doc_path}#{page.page_number} has no image")
+        image = _pad_to_aspect(page.image, self._family.max_aspect_ratio)
+        inputs = self._processor.process_images([image])
+        (vectors,) = self._forward(inputs, image_tokens_only=True)  # (n, dim), sequence order
+        ids = inputs["input_ids"][0][inputs["attention_mask"][0].bool()].tolist()
+        order = self._grid_order(image.size, inputs, ids, len(vectors))  # (rows, cols)
+        rows, cols = order.shape
+        return np.ascontiguousarray(vectors[order.reshape(-1)]), (int(rows), int(cols))
+
+    def query_tokens(self, texts: Sequence[str]) -> list[list[tuple[str, bool]]]:
+        """Name each vector :meth:`encode_queries` gives: ``(token, special)`` per row.
+
+        ``special`` marks tokens the processor added (padding used as query
+        augmentation, begin-of-sequence, chat markers), not words of the question.
+        """
+        tokenizer = self._processor.tokenizer
+        special = set(tokenizer.all_special_ids)
+        out: list[list[tuple[str, bool]]] = []
+        for batch in _batches(texts, self.batch_size):
+            inputs = self._processor.process_queries(list(batch))
+            for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"], strict=True):
+                kept = ids[mask.bool()].tolist()  # the rows _forward keeps
+                names = tokenizer.convert_ids_to_tokens(kept)
+                out.append(
+                    [
+                        (_readable(tokenizer, i, n), i in special)
+                        for i, n in zip(kept, names, strict=True)
+                    ]
+                )
+        return out
+
+    def _grid_order(self, size: tuple[int, int], inputs: Any, ids: list[int], n: int) -> np.ndarray:
+        """Index of each grid cell's vector among the ``n`` image tokens, ``(rows, cols)``."""
+        family, processor = self._family.name, self._processor
+        if "image_grid_thw" in inputs:  # Qwen: smart_resize'd, spatially merged patches
+            merge = processor.image_processor.merge_size
+            cols, rows = processor.get_n_patches(size, spatial_merge_size=merge)
+        elif family == "colpali":  # PaliGemma: a fixed square, one token per patch
+            patch = self._model.config.vision_config.patch_size
+            cols, rows = processor.get_n_patches(size, patch_size=patch)
+        elif any(_TILE.fullmatch(t or "") for t in processor.tokenizer.convert_ids_to_tokens(ids)):
+            return self._tile_order(ids, n)
+        else:  # one fixed-size view (Gemma3's pooled square)
+            rows = cols = math.isqrt(n)
+        if rows * cols != n:
+            raise EncoderError(
+                f"{family}: {n} image tokens do not fill a {rows} x {cols} patch grid"
+            )
+        return np.arange(n).reshape(rows, cols)
+
+    def _tile_order(self, ids: list[int], n: int) -> np.ndarray:
+        """Idefics3-style tiles (``<row_i_col_j>`` then its square of tokens): one grid."""
+        names = self._processor.tokenizer.convert_ids_to_tokens(ids)
+        tiles: dict[tuple[int, int], list[int]] = {}
+        tile: tuple[int, int] | None = None
+        k = 0  # index among the image tokens
+        for token_id, name in zip(ids, names, strict=True):
+            found = _TILE.fullmatch(name or "")
+            if found:
+                tile = (int(found[1]), int(found[2]))
+            elif name == "<global-img>":
+                tile = None  # the downscaled whole page: not part of the grid
+            elif token_id == self.image_token_id:
+                if tile is not None:
+                    tiles.setdefault(tile, []).append(k)
+                k += 1
+        side = math.isqrt(len(next(iter(tiles.values()))))
+        rows, cols = max(r for r, _ in tiles), max(c for _, c in tiles)
+        if (
+            k != n
+            or any(len(v) != side * side for v in tiles.values())
+            or len(tiles) != rows * cols
+        ):
+            raise EncoderError(f"{self._family.name}: image tokens do not form whole tiles")
+        order = np.empty((rows * side, cols * side), dtype=np.int64)
+        for (r, c), cells in tiles.items():
+            block = np.asarray(cells).reshape(side, side)
+            order[(r - 1) * side : r * side, (c - 1) * side : c * side] = block
+        return order
+
     def _forward(self, inputs: Any, *, image_tokens_only: bool) -> list[MultiVector]:
         import torch
 
@@ -419,6 +523,39 @@ def _release_cached_memory(exc: BaseException) -> None:
 
     if isinstance(exc, torch.OutOfMemoryError) and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+_TILE = re.compile(r"<row_(\d+)_col_(\d+)>")
+
+
+def _readable(tokenizer: Any, token_id: int, name: str | None) -> str:
+    """Return a token as text a person reads (``"Ġrevenue"`` -> ``" revenue"``)."""
+    text = tokenizer.decode([token_id])
+    return text if text else (name or "")
+
+
+def similarity_maps(query: MultiVector, grid: MultiVector, shape: tuple[int, int]) -> np.ndarray:
+    """Each query vector's similarity to each patch: float32 ``(m, rows, cols)``.
+
+    ``query`` is ``(m, dim)``; ``grid`` the ``(rows * cols, dim)`` row-major vectors of
+    :meth:`ColPaliEngineEncoder.patch_grid`. Computed by colpali-engine's own
+    ``get_similarity_maps_from_embeddings`` (it lays patches out ``(cols, rows)``).
+    """
+    import torch
+
+    try:  # the package's __init__ also imports its plotting helpers (matplotlib, seaborn)
+        from colpali_engine.interpretability import get_similarity_maps_from_embeddings
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "colpali_engine.interpretability", "explain") from exc
+
+    rows, cols = shape
+    (maps,) = get_similarity_maps_from_embeddings(
+        image_embeddings=torch.from_numpy(grid)[None],  # (1, rows * cols, dim)
+        query_embeddings=torch.from_numpy(query)[None],  # (1, m, dim)
+        n_patches=(cols, rows),
+        image_mask=torch.ones((1, rows * cols), dtype=torch.bool),
+    )  # (m, cols, rows)
+    return np.ascontiguousarray(maps.permute(0, 2, 1).numpy(), dtype=np.float32)
 
 
 def _dim(net: Any, family: ColPaliFamily) -> int:

@@ -163,6 +163,51 @@ class MiniLMTokenEncoder:
         vectors = self._encode_chunks(ids)
         return [self._mean([v]) for v in vectors] if self.single else vectors
 
+    # -- interpretability: which text each vector stands for ------------------------
+
+    def query_tokens(self, texts: Sequence[str]) -> list[list[tuple[str, bool]]]:
+        """Name each vector :meth:`encode_queries` gives: ``(wordpiece, False)`` per row.
+
+        The flag is the colpali adapter's ``special`` mark; this encoder keeps no
+        added token, so it is always ``False``.
+        """
+        self._single_has_no_tokens()
+        step = self._max_length - 2
+        names = [
+            self._tokenizer.convert_ids_to_tokens(ids[:step]) for ids in self._tokenize(list(texts))
+        ]
+        return [[(name, False) for name in row] for row in names]
+
+    def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Character span ``(start, end)`` in its text of each vector of :meth:`encode_pages`.
+
+        One list per text, row for row with the ``(n_tokens, dim)`` array that
+        :meth:`encode_pages` gives for a page holding that text.
+
+        Raises:
+            EncoderError: a single-vector encoder, or a tokenizer without offsets.
+
+        """
+        self._single_has_no_tokens()
+        if not texts:
+            return []
+        if not getattr(self._tokenizer, "is_fast", False):
+            raise EncoderError("token spans need a fast (Rust) tokenizer, which gives offsets")
+        enc = self._tokenizer(
+            list(texts),
+            add_special_tokens=False,
+            truncation=False,
+            verbose=False,
+            return_offsets_mapping=True,
+        )
+        return [[(int(a), int(b)) for a, b in row] for row in enc["offset_mapping"]]
+
+    def _single_has_no_tokens(self) -> None:
+        if self.single:
+            raise EncoderError(
+                f"{self._spec.model_id} gives one mean-pooled vector per text: no token vectors"
+            )
+
     # -- internals -------------------------------------------------------------------
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:

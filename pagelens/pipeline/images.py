@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pagelens.errors import InputError
+from pagelens.errors import InputError, SourceChangedError, SourceGoneError
 from pagelens.pipeline.discover import file_sha256
 from pagelens.pipeline.render import RenderSettings, probe, render_pages
 from pagelens.storage.base import source_from_payload
@@ -26,18 +26,12 @@ def page_image(hit: Hit, *, dpi: int = 100, password: str | None = None) -> Imag
     """Render the page a hit points to.
 
     Raises:
-        InputError: the source file is gone, changed since indexing, or unreadable.
+        SourceGoneError: the source file is no longer there (an :class:`InputError`).
+        SourceChangedError: its bytes changed since indexing (an :class:`InputError`).
+        InputError: the index records no source, or the page cannot be rendered.
 
     """
-    source = source_from_payload(hit.payload)
-    if not source:
-        raise InputError(hit.doc_path, "the index records no source file for this page")
-    path = Path(source)
-    shown = display_path(source)
-    if not path.is_file():
-        raise InputError(shown, "file no longer exists (moved? re-run `pagelens index`)")
-    if file_sha256(path) != hit.doc_sha256:
-        raise InputError(shown, "file changed since it was indexed (re-run `pagelens index`)")
+    path = source_file(hit)
     doc = Document(
         source=str(path), path=hit.doc_path, sha256=hit.doc_sha256, size_bytes=path.stat().st_size
     )
@@ -49,5 +43,30 @@ def page_image(hit: Hit, *, dpi: int = 100, password: str | None = None) -> Imag
     finally:
         pages.close()  # stop rendering the pages after it
     if page.image is None:
-        raise InputError(shown, f"page {hit.page_number}: {page.error or 'no image'}")
+        raise InputError(
+            display_path(str(path)), f"page {hit.page_number}: {page.error or 'no image'}"
+        )
     return page.image
+
+
+def source_file(hit: Hit) -> Path:
+    """Return the file a hit's page came from, checked to hold the bytes that were indexed.
+
+    Raises:
+        SourceGoneError: the file is no longer there (an :class:`InputError`).
+        SourceChangedError: its sha256 is not the one indexed (an :class:`InputError`).
+        InputError: the index records no source file for the page.
+
+    """
+    source = source_from_payload(hit.payload)
+    if not source:
+        raise InputError(hit.doc_path, "the index records no source file for this page")
+    path = Path(source)
+    shown = display_path(source)
+    if not path.is_file():
+        raise SourceGoneError(shown, "file no longer exists (moved? re-run `pagelens index`)")
+    if file_sha256(path) != hit.doc_sha256:
+        raise SourceChangedError(
+            shown, "file changed since it was indexed (re-run `pagelens index`)"
+        )
+    return path
