@@ -371,6 +371,11 @@ def _run(index: Index, opts: SearchOptions, rows: Sequence[_Row]) -> list[list[H
     if not rows:
         return []
     where = _where(index, opts.filter)
+    # a document becomes searchable when it commits: the pages of one being written
+    # now (or left half-written by an interrupted run) are not answers yet
+    pending = tuple(index.pending_documents())
+    if pending:
+        where = replace(where or PayloadFilter(), exclude_doc_sha256=pending)
     stage = _first_stage(index, opts)
     several = len(opts.channels or ()) > 1
     single = index.manifest is not None and index.manifest.encoder.single

@@ -189,3 +189,29 @@ def test_an_unknown_format_is_refused_with_how_to_rebuild(tmp_path):
         index.store.upsert([PointRecord(MANIFEST_POINT_ID, payload)])
     with pytest.raises(IndexMismatchError, match=r"format 3 is not supported.*rebuild"):
         Index.open(folder)
+
+
+def test_a_document_is_searchable_once_it_commits(kind, tmp_path):
+    """Pages of a document still being written (pending mark) are not answers yet."""
+    pages = _pages(seed=7)[:20]
+    settings = IndexSettings(pool_factor=1, candidate_factor=4)
+    index = _open(kind, tmp_path / "idx")
+    index.prepare(SPEC, settings)
+    _fill(index, pages[:10], settings)  # doc0, committed
+    late = Document("/data/doc1.pdf", "doc1.pdf", "sha1", 1)
+    index.begin_document(late)
+    stored = []
+    for i, v in enumerate(pages[10:]):
+        rerank, cand = ward_pool(v, [1, 4])
+        page = Page("sha1", "doc1.pdf", i + 1, 10)
+        stored.append(StoredPage(page, dense=PageVectors(rerank, cand, v.shape[0])))
+    index.add_pages(stored)
+    query = [_unit(pages[12][:8])]  # a question about a page of the pending document
+    for candidates in (None, 200):
+        (hits,) = search_vectors(index, query, k=20, candidates=candidates)
+        assert {h.doc_path for h in hits} == {"doc0.pdf"}
+    index.commit(late, 10)
+    index.end_document("sha1")
+    (hits,) = search_vectors(index, query, k=1)
+    assert (hits[0].doc_path, hits[0].page_number) == ("doc1.pdf", 3)
+    index.close()

@@ -220,6 +220,8 @@ class PayloadFilter:
     doc_paths: tuple[str, ...] | None = None
     doc_sha256: tuple[str, ...] | None = None
     path_prefix: str | None = None
+    # documents left out (search leaves out those not committed yet)
+    exclude_doc_sha256: tuple[str, ...] | None = None
 
 
 def path_prefixes(doc_path: str) -> list[str]:

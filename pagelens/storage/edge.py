@@ -74,7 +74,13 @@ def build_filter(m: Any, where: PayloadFilter | None) -> Any:
     if where.path_prefix is not None:
         prefix = where.path_prefix.strip("/")
         must.append(m.FieldCondition(key="path_prefixes", match=m.MatchValue(value=prefix)))
-    return m.Filter(must=must) if must else None
+    must_not = []
+    if where.exclude_doc_sha256:
+        excluded = list(where.exclude_doc_sha256)
+        must_not.append(m.FieldCondition(key="doc_sha256", match=m.MatchAny(any=excluded)))
+    if not must and not must_not:
+        return None
+    return m.Filter(must=must or None, must_not=must_not or None)
 
 
 def _as_lists(vectors: MultiVector) -> list[list[float]]:
