@@ -45,7 +45,10 @@ from tests.tiny_models import build_tiny_checkpoint  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RENDER = RenderSettings(dpi=30, batch_pages=2)
 SETTINGS = IndexSettings(text=True)  # page text and BM25 too: every stage runs
-FP16 = 2e-3  # vectors are stored at fp16: about 1e-3 relative
+# rerank vectors are stored in 8 bits (TurboQuant) by the embedded engine and as given
+# by qdrant-client's local mode; candidate vectors at fp16. Across those two backends a
+# unit vector's component differs by up to about 3e-3 (measured), within one by none.
+STORED = 1e-2
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +161,7 @@ def _assert_same_index(folder, reference_folder, *, client=False):
         assert sorted(other_vectors) == sorted(vectors), pid
         for name, v in vectors.items():
             assert other_vectors[name].shape == v.shape, (pid, name)
-            np.testing.assert_allclose(other_vectors[name], v, atol=FP16, err_msg=f"{pid} {name}")
+            np.testing.assert_allclose(other_vectors[name], v, atol=STORED, err_msg=f"{pid} {name}")
 
 
 def _assert_same_report(report, want):
