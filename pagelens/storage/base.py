@@ -3,12 +3,14 @@
 Every backend keeps one collection with two named multi-vectors per dense
 channel, compared with MaxSim over dot products of L2-normalised vectors:
 
-- ``pages``: the page vectors at the index's pool factor, used for the exact
-  rerank. No HNSW graph is built on them (``m=0``): a graph over hundreds of
-  vectors per point costs minutes per thousand pages and the rerank only ever
-  scores a few hundred candidates.
-- ``pooled``: a small Ward-pooled view of the page (tens of vectors, float32) with
-  an HNSW graph, from which the first stage draws candidates.
+- ``pages``: the page vectors at the index's pool factor, used for the rerank. No
+  HNSW graph is built on them (``m=0``): a graph over hundreds of vectors per
+  point costs minutes per thousand pages and the rerank only ever scores a few
+  hundred candidates. In the compact layout (:attr:`CollectionSpec.compact`) they
+  are 8-bit TurboQuant vectors memory-mapped from disk.
+- ``pooled``: a small Ward-pooled view of the page (tens of vectors), from which
+  the first stage draws candidates by an exact scan: fp16 without a graph in the
+  compact layout; float32 with an HNSW graph in indexes of manifest format 1.
 - ``text_pages`` and ``text_pooled``: the same pair for an index's second,
   text encoder (the ``text`` channel), present only in indexes built with one;
   its dimension is that encoder's.
