@@ -43,6 +43,7 @@ from pagelens.types import Document, Page  # noqa: E402
 
 DIM = 128
 REAL: Path | None = None  # set from --real
+QUARTERS: list[dict[str, float]] = []  # memory at each quarter of the current build
 NOISE = 0.1
 
 
@@ -150,6 +151,8 @@ def build(
             index.add_pages(batch)
             t_store += time.perf_counter() - t0
             batch = []
+        if (i + 1) % max(1, n_pages // 4) == 0:  # every quarter of the run
+            QUARTERS.append({"pages": i + 1, **_memory()})
     index.add_pages(batch)
     t0 = time.perf_counter()
     for d in range(n_pages // 20):  # commit records, as an indexing run writes them
@@ -191,7 +194,9 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         stored = math.ceil(args.raw_vectors / args.pool_factor)
         cand_factor = max(1, round(args.candidate_factor / args.pool_factor))
         t0 = time.perf_counter()
+        QUARTERS.clear()
         corpus, t_pool, t_store, t_opt = build(index, n_pages, stored, cand_factor, args.seed)
+        quarters = list(QUARTERS)  # RssAnon/RssFile while indexing
         t_build = time.perf_counter() - t0
         rng = np.random.default_rng(args.seed + 1)
         if isinstance(corpus, RealCorpus):  # the real questions, in a random order
@@ -264,6 +269,7 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         "exact_p99_ms": 1000 * float(np.percentile(t_exact, 99)),
         "exact_cpu_p50_ms": 1000 * float(np.percentile(c_exact, 50)),
         "exact_target_in_top10": hit_rate,
+        "memory_while_indexing": quarters,
         "vector_bytes_per_page": info.bytes_per_page,
         "disk_bytes_per_page": info.disk_bytes_per_page,
         **memory,
@@ -309,7 +315,14 @@ def main() -> None:
             f"{r['layout']}: {r['vector_bytes_per_page'] / 1024:.1f} KiB/page of vector values, "
             f"{(r['disk_bytes_per_page'] or 0) / 1024:.1f} KiB/page on disk; "
             f"RSS {r.get('VmRSS_mib', 0):.0f} MiB (anon {r.get('RssAnon_mib', 0):.0f}, "
-            f"file {r.get('RssFile_mib', 0):.0f})"
+            f"file {r.get('RssFile_mib', 0):.0f}) while searching"
+        )
+        print(
+            "while indexing, RssAnon / RssFile MiB at each quarter: "
+            + ", ".join(
+                f"{q['pages']}: {q.get('RssAnon_mib', 0):.0f} / {q.get('RssFile_mib', 0):.0f}"
+                for q in r["memory_while_indexing"]
+            )
         )
         print(
             f"{'candidates':>10} {'first stage':>11} {'p50 ms':>8} {'p99 ms':>8} {'CPU p50':>8} "
