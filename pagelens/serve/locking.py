@@ -97,7 +97,7 @@ class LockedStore:
         candidates: int | None,
         where: PayloadFilter | None = None,
         channel: str = DENSE,
-        first_stage: str = "hnsw",
+        first_stage: str = "exact",
     ) -> list[list[ScoredRecord]]:
         with self._lock:
             return self._store.query(
