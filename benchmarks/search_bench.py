@@ -44,6 +44,7 @@ from pagelens.types import Document, Page  # noqa: E402
 DIM = 128
 REAL: Path | None = None  # set from --real
 QUARTERS: list[dict[str, float]] = []  # memory at each quarter of the current build
+FOLDER: Path | None = None  # where the current build's index lives
 NOISE = 0.1
 
 
@@ -87,13 +88,28 @@ class Corpus:
         return _unit(np.concatenate([t, g]))
 
 
-def _memory() -> dict[str, float]:
-    """This process's resident memory, anonymous and file-backed apart (MiB, /proc)."""
+def _memory(folder: Path | None = None) -> dict[str, float]:
+    """This process's resident memory, anonymous and file-backed apart (MiB, /proc).
+
+    With ``folder``, the file-backed part is split by /proc/self/smaps into the
+    index's own files (under ``folder``) and everything else file-backed (the
+    Python, numpy and engine libraries).
+    """
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
+    if folder is not None:
+        inside, where = 0, str(folder.resolve())
+        path = ""
+        for line in Path("/proc/self/smaps").read_text().splitlines():
+            head = line.split()
+            if head and "-" in head[0] and ":" not in head[0]:  # a mapping's first line
+                path = head[5] if len(head) > 5 else ""
+            elif head and head[0] == "Rss:" and path.startswith(where):
+                inside += int(head[1])
+        fields["IndexFiles"] = inside / 1024
     return {f"{k}_mib": v for k, v in fields.items()}
 
 
@@ -152,7 +168,7 @@ def build(
             t_store += time.perf_counter() - t0
             batch = []
         if (i + 1) % max(1, n_pages // 4) == 0:  # every quarter of the run
-            QUARTERS.append({"pages": i + 1, **_memory()})
+            QUARTERS.append({"pages": i + 1, **_memory(FOLDER)})
     index.add_pages(batch)
     t0 = time.perf_counter()
     for d in range(n_pages // 20):  # commit records, as an indexing run writes them
@@ -183,9 +199,62 @@ def _timed(fn):  # wall and CPU seconds of this process (the engine's threads in
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
+def probe(folder: Path, candidates: int) -> dict:
+    """Serve the kept queries from a fresh process: its memory and latency (run as a child).
+
+    The process opens the index as ``pagelens serve`` or a script would, runs the
+    default two-stage search for every query twice (the second round is the one
+    timed: a warm server), and reports its own /proc figures. RssFile then counts
+    only the index files that serving touches, not what building it mapped.
+    """
+    before = _memory(folder)
+    t0 = time.perf_counter()
+    index = Index.open(folder / "idx")
+    opened = _memory(folder)
+    open_s = time.perf_counter() - t0
+    with np.load(folder / "queries.npz") as data:
+        queries = [data[k] for k in sorted(data.files, key=int)]
+    for q in queries:  # first round: pages come in from disk as queries need them
+        search_vectors(index, [q], k=10, candidates=candidates)
+    wall, cpu = [], []
+    for q in queries:
+        _, w, c = _timed(lambda q=q: search_vectors(index, [q], k=10, candidates=candidates))
+        wall.append(w)
+        cpu.append(c)
+    after = _memory(folder)
+    index.close()
+    return {
+        "before_open": before,
+        "after_open": opened,
+        "open_s": open_s,
+        "after_searches": after,
+        "p50_ms": 1000 * float(np.percentile(wall, 50)),
+        "p99_ms": 1000 * float(np.percentile(wall, 99)),
+        "cpu_p50_ms": 1000 * float(np.percentile(cpu, 50)),
+    }
+
+
+def _fresh_probe(folder: Path, candidates: int) -> dict:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, __file__, "--probe", str(folder), "--candidates", str(candidates)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        index = Index.open(Path(tmp) / "idx")
+        folder = Path(tmp)
+        if args.keep is not None:  # keep the index and queries, for --probe later
+            folder = args.keep / f"{n_pages}-{layout}"
+            folder.mkdir(parents=True, exist_ok=False)
+        global FOLDER
+        FOLDER = folder
+        index = Index.open(folder / "idx")
         settings = IndexSettings(
             pool_factor=args.pool_factor, candidate_factor=args.candidate_factor
         )
@@ -204,9 +273,13 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         else:  # a question about a random page
             targets = rng.integers(0, n_pages, args.queries)
         queries = [corpus.query(int(t)) for t in targets]
+        np.savez(folder / "queries.npz", **{str(i): q for i, q in enumerate(queries)})
+        index.close()  # a fresh process serves it first: what a server started later holds
+        fresh = _fresh_probe(folder, args.candidates[0])
+        index = Index.open(folder / "idx")
         for q in queries:  # serving: the default two-stage search only, then its memory
             search_vectors(index, [q], k=10, candidates=args.candidates[0])
-        serving = _memory()  # before the exact oracle maps every rerank vector in
+        serving = _memory(folder)  # before the exact oracle maps every rerank vector in
         exact = []
         t_exact = []
         c_exact = []
@@ -272,6 +345,7 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         "exact_target_in_top10": hit_rate,
         "memory_while_indexing": quarters,
         "memory_serving_two_stage": serving,
+        "fresh_serving_process": fresh,
         "vector_bytes_per_page": info.bytes_per_page,
         "disk_bytes_per_page": info.disk_bytes_per_page,
         **memory,
@@ -300,7 +374,12 @@ def main() -> None:
     p.add_argument("--real", type=Path, default=None, help="resample real vectors (.npz)")
     p.add_argument("--dim", type=int, default=128, help="with --real: 128 (projected) or 384")
     p.add_argument("--noise", type=float, default=0.1, help="with --real: noise per vector")
+    p.add_argument("--keep", type=Path, default=None, help="keep each index under this folder")
+    p.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)  # the child
     args = p.parse_args()
+    if args.probe is not None:  # a fresh serving process over a kept index
+        print(json.dumps(probe(args.probe, args.candidates[0])))
+        return
     global DIM, REAL, NOISE
     DIM, REAL, NOISE = args.dim, args.real, args.noise
     results = []
@@ -319,15 +398,27 @@ def main() -> None:
             f"RSS {r.get('VmRSS_mib', 0):.0f} MiB (anon {r.get('RssAnon_mib', 0):.0f}, "
             f"file {r.get('RssFile_mib', 0):.0f}) while searching"
         )
+        fr = r["fresh_serving_process"]
+        fa = fr["after_searches"]
+        print(
+            f"fresh serving process, after {args.queries} queries twice: "
+            f"VmRSS {fa.get('VmRSS_mib', 0):.0f} MiB (RssAnon {fa.get('RssAnon_mib', 0):.0f}, "
+            f"RssFile {fa.get('RssFile_mib', 0):.0f}, of it index files "
+            f"{fa.get('IndexFiles_mib', 0):.0f}), peak VmHWM {fa.get('VmHWM_mib', 0):.0f} MiB; "
+            f"open {fr['open_s']:.1f} s; two-stage p50 {fr['p50_ms']:.1f} ms, "
+            f"p99 {fr['p99_ms']:.1f} ms (CPU p50 {fr['cpu_p50_ms']:.1f} ms)"
+        )
         srv = r["memory_serving_two_stage"]
         print(
             f"serving two-stage searches: RssAnon {srv.get('RssAnon_mib', 0):.0f} MiB, "
-            f"RssFile {srv.get('RssFile_mib', 0):.0f} MiB (after every query once)"
+            f"RssFile {srv.get('RssFile_mib', 0):.0f} MiB (index files {srv.get('IndexFiles_mib', 0):.0f}; "
+            "after every query once, in the building process)"
         )
         print(
-            "while indexing, RssAnon / RssFile MiB at each quarter: "
+            "while indexing, RssAnon / RssFile (of it index files) MiB at each quarter: "
             + ", ".join(
                 f"{q['pages']}: {q.get('RssAnon_mib', 0):.0f} / {q.get('RssFile_mib', 0):.0f}"
+                f" ({q.get('IndexFiles_mib', 0):.0f})"
                 for q in r["memory_while_indexing"]
             )
         )

@@ -47,10 +47,12 @@ from pagelens.version import package_version
 
 logger = logging.getLogger(__name__)
 
-# 2: the compact layout (CollectionSpec.compact); indexes of format 1 (fp16 or fp32
-# rerank vectors, float32 candidate vectors with an HNSW graph) are read as they are
-MANIFEST_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# 2: the compact layout (CollectionSpec.compact); 3: its candidate vectors in 8 bits
+# too (CollectionSpec.turbo_candidates). Indexes of format 1 (fp16 or fp32 rerank
+# vectors, float32 candidate vectors with an HNSW graph) and 2 (fp16 candidates) are
+# read as they are.
+MANIFEST_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Manifest:
             text_dim=self.text_encoder.dim if self.text_encoder else None,
             single=self.encoder.single,
             compact=self.format >= 2,
+            turbo_candidates=self.format >= 3,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -630,17 +633,18 @@ class Index:
         text_vectors = sum(d.text_vectors for d in docs)
         text_pooled = sum(d.text_pooled_vectors for d in docs)
         # bytes per value of (rerank, candidate) vectors: the compact layout stores
-        # 8-bit rerank and fp16 candidate vectors; format 1 (and a single-vector
-        # channel) fp16 or fp32, with fp32 candidates
-        sizes = text_sizes = (1, 2)
+        # 8-bit rerank and candidate vectors (fp16 candidates in format 2); format 1
+        # (and a single-vector channel) fp16 or fp32, with fp32 candidates
+        sizes = text_sizes = (1, 1)
         dim = text_dim = 0
         if self._manifest is not None:
             spec = self._manifest.collection_spec()
             legacy = ((2 if spec.fp16 else 4), 4)
             if not spec.compact:
                 sizes = text_sizes = legacy
-            elif spec.single:
-                sizes = legacy
+            else:
+                text_sizes = (1, 1) if spec.turbo_candidates else (1, 2)
+                sizes = legacy if spec.single else text_sizes
             dim = self._manifest.encoder.dim
             if self._manifest.text_encoder is not None:
                 text_dim = self._manifest.text_encoder.dim

@@ -1,15 +1,17 @@
-"""The compact stored layout (manifest format 2) against float twins and the oracle.
+"""The compact stored layout (manifest format 3) against float twins and the oracle.
 
 New indexes store rerank vectors in Qdrant's 8-bit TurboQuant storage, on disk,
-and float16 candidate vectors without a graph, scanned exactly. These tests pin
+and 8-bit candidate vectors without a graph, scanned exactly (format 2 stored them
+as float16). These tests pin
 what that costs and what it keeps, on every backend:
 
 - exact search (``candidates=None``) on the compact layout against a numpy MaxSim
   oracle over the float vectors, and against the same pages in a float index
   (format 1): the tolerance is stated where it is asserted;
 - two-stage search equals exact search when the candidates cover the corpus;
-- an index of format 1 (today's release) is read and searched as it was, its
-  graph first stage included; an unknown format is refused with how to rebuild.
+- indexes of format 1 and 2 (earlier releases) are read and searched as they
+  were, format 1's graph first stage included; an unknown format is refused with
+  how to rebuild.
 """
 
 from __future__ import annotations
@@ -68,9 +70,9 @@ def _open(kind: str, folder: Path) -> Index:
     return Index.open(folder) if kind == "edge" else Index.open(location=":memory:")
 
 
-def _legacy(index: Index, settings: IndexSettings) -> None:
-    """Make ``index`` an index of manifest format 1, as the previous release made it."""
-    manifest = Manifest(SPEC, settings, "0.1.0", "2026-11-30T00:00:00+00:00", format=1)
+def _legacy(index: Index, settings: IndexSettings, fmt: int = 1) -> None:
+    """Make ``index`` an index of an older manifest format, as an earlier release did."""
+    manifest = Manifest(SPEC, settings, "0.1.0", "2026-11-30T00:00:00+00:00", format=fmt)
     index.store.create(manifest.collection_spec())
     index.restore_manifest(manifest)
 
@@ -103,7 +105,8 @@ def test_compact_exact_search_matches_the_oracle_and_the_float_twin(kind, tmp_pa
     settings = IndexSettings(pool_factor=1, candidate_factor=4)
     compact = _open(kind, tmp_path / "compact")
     compact.prepare(SPEC, settings)
-    assert compact.manifest.format == 2 and compact.manifest.collection_spec().compact
+    spec = compact.manifest.collection_spec()
+    assert compact.manifest.format == 3 and spec.compact and spec.turbo_candidates
     _fill(compact, pages, settings)
     twin = _open(kind, tmp_path / "float")
     _legacy(twin, IndexSettings(pool_factor=1, candidate_factor=4, fp16=False))
@@ -172,6 +175,45 @@ def test_an_index_of_format_1_is_read_and_searched_as_it_was(tmp_path):
         )
 
 
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_a_compact_index_of_either_format_answers_as_the_oracle_does(kind, fmt, tmp_path):
+    """Format 2 (fp16 candidates) still reads; 8-bit candidates (3) pick what floats do."""
+    pages = _pages(seed=9)
+    queries = _queries(pages)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4)
+    folder = tmp_path / f"format{fmt}"
+    index = _open(kind, folder)
+    _legacy(index, settings, fmt)
+    _fill(index, pages, settings)
+    if kind == "edge":  # opened afresh: the manifest is read back
+        index.close()
+        index = Index.open(folder)
+    spec = index.manifest.collection_spec()
+    assert index.manifest.format == fmt and spec.compact
+    assert spec.turbo_candidates == (fmt == 3) and not index.has_candidate_graph
+    ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
+    # what the first stage scans: each page's candidate vectors, in float here
+    cands = [ward_pool(v, [settings.candidate_factor])[0] for v in pages]
+    found = []
+    # k = candidates: every candidate comes back, so the answer is the first stage's pick
+    hits = search_vectors(index, queries, k=20, candidates=20)
+    for q, row in zip(queries, hits, strict=True):
+        first = dict(zip(ids, _oracle(q, cands), strict=True))
+        want = sorted(first, key=lambda p: -first[p])[:20]
+        got = {h.page_id for h in row}
+        found.append(len(set(want) & got) / 20)
+        cut = first[want[-1]]
+        for page_id in got ^ set(want):  # a swap only near the 20th candidate's score
+            assert abs(first[page_id] - cut) <= 2 * SCORE_ATOL
+    assert np.mean(found) >= 0.9  # the first stage's tolerance, as the rerank's above
+    info = index.info()
+    candidate_bytes = 1 if fmt == 3 else 2
+    assert info.bytes_per_page == pytest.approx(
+        (info.vectors_per_page + info.pooled_vectors_per_page * candidate_bytes) * DIM
+    )
+    index.close()
+
+
 def test_a_new_index_has_no_graph_to_walk(tmp_path):
     with Index.open(tmp_path / "new") as index:
         index.prepare(SPEC, IndexSettings())
@@ -185,9 +227,9 @@ def test_an_unknown_format_is_refused_with_how_to_rebuild(tmp_path):
     folder = tmp_path / "future"
     with Index.open(folder) as index:
         index.prepare(SPEC, IndexSettings())
-        payload = {**index.manifest.to_payload(), "format": 3}
+        payload = {**index.manifest.to_payload(), "format": 99}
         index.store.upsert([PointRecord(MANIFEST_POINT_ID, payload)])
-    with pytest.raises(IndexMismatchError, match=r"format 3 is not supported.*rebuild"):
+    with pytest.raises(IndexMismatchError, match=r"format 99 is not supported.*rebuild"):
         Index.open(folder)
 
 

@@ -9,8 +9,9 @@ channel, compared with MaxSim over dot products of L2-normalised vectors:
   hundred candidates. In the compact layout (:attr:`CollectionSpec.compact`) they
   are 8-bit TurboQuant vectors memory-mapped from disk.
 - ``pooled``: a small Ward-pooled view of the page (tens of vectors), from which
-  the first stage draws candidates by an exact scan: fp16 without a graph in the
-  compact layout; float32 with an HNSW graph in indexes of manifest format 1.
+  the first stage draws candidates by an exact scan: 8-bit TurboQuant without a
+  graph in the compact layout (fp16 in indexes of manifest format 2); float32 with
+  an HNSW graph in indexes of manifest format 1.
 - ``text_pages`` and ``text_pooled``: the same pair for an index's second,
   text encoder (the ``text`` channel), present only in indexes built with one;
   its dimension is that encoder's.
@@ -120,6 +121,10 @@ class CollectionSpec:
     # 424 s per 10k pages to build, doubled the footprint while building, and kept only
     # 0.83 of the exact top-10 (issue 11); a scan loses nothing.
     compact: bool = False
+    # candidate vectors of the compact layout in Turbo8 too (manifest format 3 on), not
+    # float16: half the bytes of what the first stage holds in RAM and scans, for 0.998
+    # of the float16 scan's top-200 and the same scan time (benchmarks/README.md)
+    turbo_candidates: bool = False
 
 
 def dense_layout(spec: CollectionSpec) -> list[tuple[str, str, int]]:

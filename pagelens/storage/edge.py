@@ -285,10 +285,9 @@ class EdgeStore:
         rerank_dtype, candidate_dtype = dtype, m.VectorStorageDatatype.Float32
         graph_m, on_disk = spec.hnsw_m, None
         if spec.compact:  # see CollectionSpec.compact
-            rerank_dtype, candidate_dtype = (
-                m.VectorStorageDatatype.Turbo8,
-                m.VectorStorageDatatype.Float16,
-            )
+            rerank_dtype = candidate_dtype = m.VectorStorageDatatype.Turbo8
+            if not spec.turbo_candidates:  # manifest format 2
+                candidate_dtype = m.VectorStorageDatatype.Float16
             graph_m, on_disk = 0, True
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim)
         vectors = {}

@@ -111,7 +111,9 @@ class ServerStore:
         rerank_dtype, candidate_dtype = dtype, m.Datatype.FLOAT32
         graph_m, on_disk = spec.hnsw_m, None
         if spec.compact:  # see CollectionSpec.compact
-            rerank_dtype, candidate_dtype = m.Datatype.TURBO8, m.Datatype.FLOAT16
+            rerank_dtype = candidate_dtype = m.Datatype.TURBO8
+            if not spec.turbo_candidates:  # manifest format 2
+                candidate_dtype = m.Datatype.FLOAT16
             graph_m, on_disk = 0, True
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
         vectors = {}
