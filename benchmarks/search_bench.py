@@ -141,8 +141,193 @@ class RealCorpus:
         return self.queries[page % len(self.queries)]
 
 
+class ScanAnchor:
+    """The floor for an exact first stage: numpy/BLAS MaxSim over a memory-mapped matrix.
+
+    Every page's candidate vectors (as pooled, in float32 so that no conversion
+    stands between the disk and BLAS) go into one matrix on disk, a fixed number per page (a page
+    with fewer repeats its last vector, which leaves MaxSim unchanged). A query is
+    scored against all of them in chunks of pages (one BLAS matrix product each),
+    then max over each page's vectors and sum over the query tokens; the top
+    ``candidates`` pages are its first stage.
+    """
+
+    CHUNK = 4096  # pages per matrix product
+
+    def __init__(self, path: Path, n_pages: int, per_page: int, dim: int) -> None:
+        self.per_page = per_page
+        self.matrix = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.float32, shape=(n_pages, per_page, dim)
+        )
+        self.n = 0
+
+    def add(self, cand: np.ndarray) -> None:
+        k = min(len(cand), self.per_page)
+        self.matrix[self.n, :k] = cand[:k]
+        self.matrix[self.n, k:] = cand[k - 1]
+        self.n += 1
+
+    def top(self, query: np.ndarray, candidates: int) -> np.ndarray:
+        scores = np.empty(self.n, dtype=np.float32)
+        q = query.astype(np.float32)
+        for a in range(0, self.n, self.CHUNK):
+            block = self.matrix[a : a + self.CHUNK]
+            sims = block.reshape(-1, block.shape[-1]) @ q.T  # (pages * per_page, tokens)
+            per = sims.reshape(len(block), self.per_page, -1).max(axis=1)
+            scores[a : a + len(block)] = per.sum(axis=1)
+        c = min(candidates, self.n)
+        return np.argpartition(-scores, c - 1)[:c]
+
+
+class Anchors:
+    """The other systems the issue names, run beside pagelens on the same pages.
+
+    - ``muvera``: fastembed's MUVERA fixed-dimensional encoding of each page's
+      rerank vectors (its defaults: k_sim 5, dim_proj 16, r_reps 20, so 10,240
+      dimensions), one plain vector per page in Qdrant Edge with its default HNSW
+      graph (m 16, ef_construct 100); its top candidates are the first stage.
+    - ``plaid``: fast-plaid's PLAID index (k-means centroids, 4-bit residuals) over
+      every rerank vector of every page, on the CPU, with its default search.
+
+    Both need packages pagelens does not: ``pip install fastembed fast-plaid``
+    (a fast-plaid built for the installed torch: 1.7.0.290 for torch 2.9).
+    """
+
+    def __init__(self, folder: Path, names: list[str], n_pages: int, per_page: int) -> None:
+        self.folder, self.names = folder, names
+        self.fde = self.tokens = None
+        if "muvera" in names:
+            from fastembed.postprocess.muvera import Muvera
+
+            self.muvera = Muvera(dim=DIM)
+            size = self.muvera.embedding_size
+            self.fde = np.lib.format.open_memmap(
+                folder / "fde.npy", mode="w+", dtype=np.float32, shape=(n_pages, size)
+            )
+        if "plaid" in names:
+            self.tokens = np.lib.format.open_memmap(
+                folder / "tokens.npy", mode="w+", dtype=np.float16, shape=(n_pages, per_page, DIM)
+            )
+        self.n = 0
+
+    def add(self, rerank: np.ndarray) -> None:
+        if self.fde is not None:
+            self.fde[self.n] = self.muvera.process_document(rerank)
+        if self.tokens is not None:
+            self.tokens[self.n] = rerank
+        self.n += 1
+
+    def run(self, queries, exact, candidates: list[int]) -> list[dict]:
+        out = []
+        if self.fde is not None:
+            out += self._muvera(queries, exact, candidates)
+        if self.tokens is not None:
+            out += self._plaid(queries, exact)
+        return out
+
+    def _muvera(self, queries, exact, candidates: list[int]) -> list[dict]:
+        import qdrant_edge as m
+
+        size = self.fde.shape[1]
+        config = m.EdgeConfig(
+            vectors={
+                "fde": m.EdgeVectorParams(
+                    size=size,
+                    distance=m.Distance.Dot,
+                    hnsw_config=m.HnswIndexConfig(
+                        m=16, ef_construct=100, full_scan_threshold=10_000
+                    ),
+                )
+            }
+        )
+        shard = m.EdgeShard.create(str(self.folder / "muvera"), config)
+        t0 = time.perf_counter()
+        for a in range(0, self.n, 500):
+            points = [
+                m.Point(i, {"fde": self.fde[i].tolist()}, {})
+                for i in range(a, min(self.n, a + 500))
+            ]
+            shard.update(m.UpdateOperation.upsert_points(points))
+        shard.optimize()
+        build_s = time.perf_counter() - t0
+        fdes = [self.muvera.process_query(q).tolist() for q in queries]
+        rows = []
+        for c in candidates:
+            lat, cpu, covered = [], [], []
+            for f, ref in zip(fdes, exact, strict=False):
+                request = m.QueryRequest(
+                    limit=c, query=m.Query.Nearest(f, using="fde"), with_payload=False
+                )
+                found, wall, used = _timed(lambda r=request: shard.query(r))
+                lat.append(wall)
+                cpu.append(used)
+                covered.append(_covered([int(p.id) for p in found], ref))
+            rows.append(
+                {
+                    "anchor": f"MUVERA FDE ({size}-d) + HNSW (first stage only)",
+                    "candidates": c,
+                    "build_s": build_s,
+                    **_latency(lat, cpu),
+                    "recall_at_10_bound": float(np.mean(covered)),
+                }
+            )
+        shard.close()
+        return rows
+
+    def _plaid(self, queries, exact) -> list[dict]:
+        import torch
+        from fast_plaid import search as fast_plaid
+
+        t0 = time.perf_counter()
+        index = fast_plaid.FastPlaid(index=str(self.folder / "plaid"), device="cpu")
+        docs = [
+            torch.from_numpy(np.asarray(self.tokens[i], dtype=np.float32)) for i in range(self.n)
+        ]
+        index.create(documents_embeddings=docs)
+        build_s = time.perf_counter() - t0
+        lat, cpu, recall = [], [], []
+        for q, ref in zip(queries, exact, strict=False):
+            found, wall, used = _timed(
+                lambda q=q: index.search(
+                    queries_embeddings=torch.from_numpy(q[None]), top_k=10, show_progress=False
+                )
+            )
+            lat.append(wall)
+            cpu.append(used)
+            recall.append(_covered([d for d, _ in found[0]], ref))
+        return [
+            {
+                "anchor": "PLAID (fast-plaid, CPU, defaults; ends in its own top-10)",
+                "candidates": 10,
+                "build_s": build_s,
+                **_latency(lat, cpu),
+                "recall_at_10_bound": float(np.mean(recall)),
+            }
+        ]
+
+
+def _covered(pages: list[int], ref) -> float:
+    """The share of the exact top-10 among these page numbers."""
+    ids = {f"doc{i // 20}.pdf#{i % 20 + 1}" for i in pages}
+    return len(ids & {h.page_id for h in ref}) / max(1, len(ref))
+
+
+def _latency(wall: list[float], cpu: list[float]) -> dict:
+    return {
+        "p50_ms": 1000 * float(np.percentile(wall, 50)),
+        "p99_ms": 1000 * float(np.percentile(wall, 99)),
+        "cpu_p50_ms": 1000 * float(np.percentile(cpu, 50)),
+    }
+
+
 def build(
-    index: Index, n_pages: int, vectors: int, candidate_factor: int, seed: int
+    index: Index,
+    n_pages: int,
+    vectors: int,
+    candidate_factor: int,
+    seed: int,
+    scan: ScanAnchor | None = None,
+    others: Anchors | None = None,
 ) -> tuple[Corpus, float, float]:
     corpus: Corpus | RealCorpus = (
         RealCorpus(REAL, seed, vectors, DIM, NOISE) if REAL else Corpus(seed, vectors)
@@ -155,6 +340,10 @@ def build(
         t0 = time.perf_counter()
         (cand,) = ward_pool(v, [candidate_factor])
         t_pool += time.perf_counter() - t0
+        if scan is not None:
+            scan.add(cand)
+        if others is not None:
+            others.add(v)
         page = Page(
             doc_sha256=f"synthetic{i // 20}",
             doc_path=f"doc{i // 20}.pdf",
@@ -264,7 +453,16 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         cand_factor = max(1, round(args.candidate_factor / args.pool_factor))
         t0 = time.perf_counter()
         QUARTERS.clear()
-        corpus, t_pool, t_store, t_opt = build(index, n_pages, stored, cand_factor, args.seed)
+        scan = None
+        if "scan" in args.anchors:
+            per_page = math.ceil(stored / cand_factor)
+            scan = ScanAnchor(folder / "candidates.npy", n_pages, per_page, DIM)
+        others = None
+        if {"muvera", "plaid"} & set(args.anchors):
+            others = Anchors(folder, args.anchors, n_pages, stored)
+        corpus, t_pool, t_store, t_opt = build(
+            index, n_pages, stored, cand_factor, args.seed, scan, others
+        )
         quarters = list(QUARTERS)  # RssAnon/RssFile while indexing
         t_build = time.perf_counter() - t0
         rng = np.random.default_rng(args.seed + 1)
@@ -316,6 +514,26 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
                         "recall_at_10": float(np.mean(recall)),
                     }
                 )
+        anchors = []
+        if scan is not None:  # side by side: the same queries, the same exact top-10
+            for c in args.candidates:
+                lat, cpu, covered = [], [], []
+                for q, ref in zip(queries, exact, strict=False):
+                    top, wall, used = _timed(lambda q=q, c=c: scan.top(q, c))
+                    lat.append(wall)
+                    cpu.append(used)
+                    covered.append(_covered(top.tolist(), ref))
+                anchors.append(
+                    {
+                        "anchor": "numpy scan (first stage only)",
+                        "candidates": c,
+                        **_latency(lat, cpu),
+                        # the exact top-10 inside its candidates: recall@10 after a rerank
+                        "recall_at_10_bound": float(np.mean(covered)),
+                    }
+                )
+        if others is not None:
+            anchors += others.run(queries, exact, args.candidates)
         info = index.info()
         memory = _memory()
         hit_rate = None  # the real questions have no synthetic target page
@@ -350,6 +568,7 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         "disk_bytes_per_page": info.disk_bytes_per_page,
         **memory,
         "two_stage": rows,
+        "anchors": anchors,
     }
 
 
@@ -374,6 +593,14 @@ def main() -> None:
     p.add_argument("--real", type=Path, default=None, help="resample real vectors (.npz)")
     p.add_argument("--dim", type=int, default=128, help="with --real: 128 (projected) or 384")
     p.add_argument("--noise", type=float, default=0.1, help="with --real: noise per vector")
+    p.add_argument(
+        "--anchors",
+        nargs="*",
+        default=[],
+        choices=["scan", "muvera", "plaid"],
+        help="run beside pagelens: scan (numpy/BLAS exact first stage over a memmap), "
+        "muvera (fastembed FDE + HNSW), plaid (fast-plaid); see ScanAnchor and Anchors",
+    )
     p.add_argument("--keep", type=Path, default=None, help="keep each index under this folder")
     p.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)  # the child
     args = p.parse_args()
@@ -411,7 +638,8 @@ def main() -> None:
         srv = r["memory_serving_two_stage"]
         print(
             f"serving two-stage searches: RssAnon {srv.get('RssAnon_mib', 0):.0f} MiB, "
-            f"RssFile {srv.get('RssFile_mib', 0):.0f} MiB (index files {srv.get('IndexFiles_mib', 0):.0f}; "
+            f"RssFile {srv.get('RssFile_mib', 0):.0f} MiB "
+            f"(index files {srv.get('IndexFiles_mib', 0):.0f}; "
             "after every query once, in the building process)"
         )
         print(
@@ -431,6 +659,17 @@ def main() -> None:
                 f"{row['candidates']:>10} {row['first_stage']:>11} {row['p50_ms']:>8.1f} "
                 f"{row['p99_ms']:>8.1f} {row['cpu_p50_ms']:>8.1f} {row['recall_at_10']:>10.3f} "
                 f"{r['exact_p50_ms'] / row['p50_ms']:>17.1f}x"
+            )
+        for a in r["anchors"]:
+            c = a["candidates"] if a["candidates"] in args.candidates else args.candidates[0]
+            row = next(x for x in r["two_stage"] if x["candidates"] == c)
+            print(
+                f"anchor {a['anchor']}, {a['candidates']} candidates"
+                + (f", built in {a['build_s']:.0f} s" if "build_s" in a else "")
+                + f": p50 {a['p50_ms']:.1f} ms, "
+                f"p99 {a['p99_ms']:.1f} ms (CPU {a['cpu_p50_ms']:.1f}); exact top-10 inside "
+                f"{a['recall_at_10_bound']:.3f}; pagelens two-stage p50 / this p50: "
+                f"{row['p50_ms'] / a['p50_ms']:.1f}x"
             )
     import os
     import platform
