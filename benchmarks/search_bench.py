@@ -92,8 +92,8 @@ def _memory(folder: Path | None = None) -> dict[str, float]:
     """This process's resident memory, anonymous and file-backed apart (MiB, /proc).
 
     With ``folder``, the file-backed part is split by /proc/self/smaps into the
-    index's own files (under ``folder``) and everything else file-backed (the
-    Python, numpy and engine libraries).
+    index's own files (under ``folder/idx``) and everything else file-backed (the
+    Python, numpy and engine libraries; the benchmark's own vector files).
     """
     fields = {}
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -101,7 +101,7 @@ def _memory(folder: Path | None = None) -> dict[str, float]:
         if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
     if folder is not None:
-        inside, where = 0, str(folder.resolve())
+        inside, where = 0, str((folder / "idx").resolve()) + "/"
         path = ""
         for line in Path("/proc/self/smaps").read_text().splitlines():
             head = line.split()

@@ -620,7 +620,9 @@ def info_cmd(
     typer.echo(
         f"pooling:    Ward, pool factor {st.pool_factor}, candidate factor {st.candidate_factor}; "
         + (
-            "rerank vectors 8-bit (TurboQuant, on disk), candidates fp16 (RAM), exact scan"
+            "rerank vectors 8-bit (TurboQuant, on disk), candidates "
+            f"{'8-bit' if info.manifest.collection_spec().turbo_candidates else 'fp16'} "
+            "(RAM), exact scan"
             if info.manifest.format >= 2
             else f"{'fp16' if st.fp16 else 'fp32'}, candidate graph (format 1)"
         )
