@@ -421,9 +421,7 @@ def probe(folder: Path, candidates: int) -> dict:
         "after_open": opened,
         "open_s": open_s,
         "after_searches": after,
-        "p50_ms": 1000 * float(np.percentile(wall, 50)),
-        "p99_ms": 1000 * float(np.percentile(wall, 99)),
-        "cpu_p50_ms": 1000 * float(np.percentile(cpu, 50)),
+        **_latency(wall, cpu),
     }
 
 

@@ -126,6 +126,27 @@ class CollectionSpec:
     # of the float16 scan's top-200 and the same scan time (benchmarks/README.md)
     turbo_candidates: bool = False
 
+    def datatypes(self) -> tuple[str, str, str]:
+        """Storage of (a single-vector channel, rerank, candidate) vectors.
+
+        Named as both backends' enums name them, case aside: ``"float32"``,
+        ``"float16"`` or ``"turbo8"``; each backend maps the names to its own enum.
+        """
+        plain = "float16" if self.fp16 else "float32"
+        if not self.compact:
+            return plain, plain, "float32"
+        return plain, "turbo8", "turbo8" if self.turbo_candidates else "float16"
+
+    @property
+    def candidate_graph_m(self) -> int:
+        """HNSW degree of the candidate vectors' graph: none (0) in the compact layout."""
+        return 0 if self.compact else self.hnsw_m
+
+    @property
+    def on_disk(self) -> bool | None:
+        """Map rerank vectors and payloads from disk (compact layout), or leave it to the engine."""
+        return True if self.compact else None
+
 
 def dense_layout(spec: CollectionSpec) -> list[tuple[str, str, int]]:
     """(rerank vector, candidate vector, dimension) of each dense channel of a collection."""

@@ -283,14 +283,10 @@ class EdgeStore:
 
     def _create_shard(self, path: Path, spec: CollectionSpec) -> Any:
         m = self._m
-        dtype = m.VectorStorageDatatype.Float16 if spec.fp16 else m.VectorStorageDatatype.Float32
-        rerank_dtype, candidate_dtype = dtype, m.VectorStorageDatatype.Float32
-        graph_m, on_disk = spec.hnsw_m, None
-        if spec.compact:  # see CollectionSpec.compact
-            rerank_dtype = candidate_dtype = m.VectorStorageDatatype.Turbo8
-            if not spec.turbo_candidates:  # manifest format 2
-                candidate_dtype = m.VectorStorageDatatype.Float16
-            graph_m, on_disk = 0, True
+        dtype, rerank_dtype, candidate_dtype = (
+            getattr(m.VectorStorageDatatype, name.capitalize()) for name in spec.datatypes()
+        )
+        graph_m, on_disk = spec.candidate_graph_m, spec.on_disk
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim)
         vectors = {}
         for rerank, candidates, dim in dense_layout(spec):

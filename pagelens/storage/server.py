@@ -107,14 +107,10 @@ class ServerStore:
         if self._exists:
             raise StoreError(f"{self.location}: collection {self.collection!r} already exists")
         m = self._m
-        dtype = m.Datatype.FLOAT16 if spec.fp16 else m.Datatype.FLOAT32
-        rerank_dtype, candidate_dtype = dtype, m.Datatype.FLOAT32
-        graph_m, on_disk = spec.hnsw_m, None
-        if spec.compact:  # see CollectionSpec.compact
-            rerank_dtype = candidate_dtype = m.Datatype.TURBO8
-            if not spec.turbo_candidates:  # manifest format 2
-                candidate_dtype = m.Datatype.FLOAT16
-            graph_m, on_disk = 0, True
+        dtype, rerank_dtype, candidate_dtype = (
+            getattr(m.Datatype, name.upper()) for name in spec.datatypes()
+        )
+        graph_m, on_disk = spec.candidate_graph_m, spec.on_disk
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
         vectors = {}
         for rerank, candidates, dim in dense_layout(spec):
