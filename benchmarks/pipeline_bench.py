@@ -118,7 +118,7 @@ def stage_costs(paths: list[Path], render: RenderSettings, store_dir: Path) -> d
     out["text"] = {"cpu_s": (_cpu() - c0) / n, "wall_s": (time.perf_counter() - w0) / n}
     bank = _bank()
     settings = IndexSettings()
-    factors = (settings.pool_factor, settings.candidate_factor)
+    factors = (settings.pool_factor, settings.candidate_factor, settings.coarse_factor)
     c0, w0 = _cpu(), time.perf_counter()
     pooled = [_pooled(bank[i % len(bank)], factors) for i in range(n)]
     out["pool"] = {"cpu_s": (_cpu() - c0) / n, "wall_s": (time.perf_counter() - w0) / n}

@@ -329,6 +329,7 @@ def build(
     n_pages: int,
     vectors: int,
     candidate_factor: int,
+    coarse_factor: int,
     seed: int,
     scan: ScanAnchor | None = None,
     others: Anchors | None = None,
@@ -342,7 +343,7 @@ def build(
     for i in range(n_pages):
         v = corpus.page()
         t0 = time.perf_counter()
-        (cand,) = ward_pool(v, [candidate_factor])
+        cand, coarse = ward_pool(v, [candidate_factor, coarse_factor])
         t_pool += time.perf_counter() - t0
         if scan is not None:
             scan.add(cand)
@@ -354,7 +355,7 @@ def build(
             page_number=i % 20 + 1,
             page_count=20,
         )
-        batch.append(StoredPage(page, dense=PageVectors(v, cand, v.shape[0])))
+        batch.append(StoredPage(page, dense=PageVectors(v, cand, v.shape[0], coarse)))
         if len(batch) == 250:
             t0 = time.perf_counter()
             index.add_pages(batch)
@@ -374,14 +375,15 @@ def build(
 
 
 def _prepare(index: Index, settings: IndexSettings, layout: str) -> None:
-    """Create the index in the layout asked for: today's, or manifest format 1's."""
+    """Create the index in the layout asked for: today's, or manifest format 3's or 1's."""
     from pagelens.encoders.base import EncoderSpec
 
     spec = EncoderSpec("synthetic", "0", DIM, "synthetic")
     if layout == "compact":
         index.prepare(spec, settings)
         return
-    manifest = Manifest(spec, settings, "0.1.0", "2026-12-01T00:00:00+00:00", format=1)
+    fmt = 3 if layout == "format3" else 1
+    manifest = Manifest(spec, settings, "0.1.0", "2026-12-01T00:00:00+00:00", format=fmt)
     index.store.create(manifest.collection_spec())
     index.restore_manifest(manifest)
 
@@ -447,12 +449,15 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         FOLDER = folder
         index = Index.open(folder / "idx")
         settings = IndexSettings(
-            pool_factor=args.pool_factor, candidate_factor=args.candidate_factor
+            pool_factor=args.pool_factor,
+            candidate_factor=args.candidate_factor,
+            coarse_factor=args.coarse_factor,
         )
         _prepare(index, settings, layout)
         # vectors per page as stored: raw vectors / pool factor; candidates pooled from those
         stored = math.ceil(args.raw_vectors / args.pool_factor)
         cand_factor = max(1, round(args.candidate_factor / args.pool_factor))
+        coarse_factor = max(1, round(args.coarse_factor / args.pool_factor))
         t0 = time.perf_counter()
         QUARTERS.clear()
         scan = None
@@ -464,7 +469,7 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         if {"muvera", "plaid"} & set(args.anchors) and first:
             others = Anchors(folder, args.anchors, n_pages, stored)
         corpus, t_pool, t_store, t_opt = build(
-            index, n_pages, stored, cand_factor, args.seed, scan, others
+            index, n_pages, stored, cand_factor, coarse_factor, args.seed, scan, others
         )
         quarters = list(QUARTERS)  # RssAnon/RssFile while indexing
         t_build = time.perf_counter() - t0
@@ -540,6 +545,7 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         if others is not None:
             anchors += others.run(queries, exact, args.candidates)
         info = index.info()
+        index_has_coarse = index.has_coarse_vectors
         memory = _memory()
         hit_rate = None  # the real questions have no synthetic target page
         if not isinstance(corpus, RealCorpus):
@@ -557,6 +563,9 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         "layout": layout,
         "stored_vectors_per_page": stored,
         "candidate_vectors_per_page": math.ceil(stored / cand_factor),
+        "coarse_vectors_per_page": (
+            math.ceil(stored / coarse_factor) if index_has_coarse else 0
+        ),
         "build_s": t_build,  # includes making the corpus
         "store_and_index_s": t_store + t_opt,  # the issue's build: storing + index building
         "pool_s": t_pool,
@@ -586,14 +595,20 @@ def main() -> None:
         "--raw-vectors", type=int, default=720, help="encoder vectors per page before pooling"
     )
     p.add_argument("--pool-factor", type=int, default=3)
-    p.add_argument("--candidate-factor", type=int, default=16)
+    p.add_argument("--candidate-factor", type=int, default=IndexSettings.candidate_factor)
+    p.add_argument("--coarse-factor", type=int, default=IndexSettings.coarse_factor)
     p.add_argument("--candidates", type=int, nargs="+", default=[50, 100, 200, 400])
     p.add_argument("--first-stages", nargs="+", default=["exact"], choices=["hnsw", "exact"])
     p.add_argument("--queries", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/search.json"))
     p.add_argument(
-        "--layouts", nargs="+", default=["compact", "format1"], choices=["compact", "format1"]
+        "--layouts",
+        nargs="+",
+        default=["compact", "format3"],
+        choices=["compact", "format3", "format1"],
+        help="compact: today's (format 4, coarse scan first); format3: the previous "
+        "release's (a scan of every page's candidates); format1: the HNSW graph",
     )
     p.add_argument("--real", type=Path, default=None, help="resample real vectors (.npz)")
     p.add_argument("--dim", type=int, default=128, help="with --real: 128 (projected) or 384")
@@ -620,7 +635,8 @@ def main() -> None:
         results.append(r)
         print(
             f"\n{n} pages: {r['stored_vectors_per_page']} rerank + "
-            f"{r['candidate_vectors_per_page']} candidate vectors/page; "
+            f"{r['candidate_vectors_per_page']} candidate + "
+            f"{r['coarse_vectors_per_page']} coarse vectors/page; "
             f"storing + index building {r['store_and_index_s']:.0f} s (optimize "
             f"{r['optimize_s']:.1f} s; pooling {r['pool_s']:.0f} s apart); "
             f"exact p50 {r['exact_p50_ms']:.1f} ms, p99 {r['exact_p99_ms']:.1f} ms "

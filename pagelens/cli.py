@@ -617,12 +617,16 @@ def info_cmd(
             f"text model: {tenc.model_id} ({tenc.family}, revision {tenc.revision}, "
             f"dim {tenc.dim}): the text channel, {info.text_vectors_per_page:.1f} vectors per page"
         )
+    spec = info.manifest.collection_spec()
+    factors = f"pool factor {st.pool_factor}, candidate factor {st.candidate_factor}"
+    if spec.coarse:
+        factors += f", coarse factor {st.coarse_factor}"
     typer.echo(
-        f"pooling:    Ward, pool factor {st.pool_factor}, candidate factor {st.candidate_factor}; "
+        f"pooling:    Ward, {factors}; "
         + (
             "rerank vectors 8-bit (TurboQuant, on disk), candidates "
-            f"{'8-bit' if info.manifest.collection_spec().turbo_candidates else 'fp16'} "
-            "(RAM), exact scan"
+            f"{'8-bit' if spec.turbo_candidates else 'fp16'} (RAM), "
+            + ("coarse scan first" if spec.coarse else "exact scan")
             if info.manifest.format >= 2
             else f"{'fp16' if st.fp16 else 'fp32'}, candidate graph (format 1)"
         )
@@ -632,7 +636,9 @@ def info_cmd(
     typer.echo(f"pages:      {info.pages}")
     typer.echo(
         f"vectors:    {info.vectors_per_page:.1f} per page (+{info.pooled_vectors_per_page:.1f} "
-        "candidate vectors)"
+        "candidate vectors"
+        + (f", +{info.coarse_vectors_per_page:.1f} coarse" if spec.coarse else "")
+        + ")"
     )
     typer.echo(f"bytes:      {info.bytes_per_page / 1024:.1f} KiB per page of vector values")
     if info.disk_bytes_per_page is not None:
@@ -860,6 +866,12 @@ def eval_run_cmd(
     pool_factor: Annotated[
         str, typer.Option("--pool-factor", help="One factor, or several (1,2,3,4) for a sweep.")
     ] = "3",
+    candidate_factor: Annotated[
+        int | None,
+        typer.Option(
+            "--candidate-factor", min=1, help="Ward factor of the first-stage vectors (new index)."
+        ),
+    ] = None,
     candidates: Annotated[
         int, typer.Option("--candidates", min=0, help="First-stage candidates; 0 = exact.")
     ] = 200,
@@ -922,6 +934,7 @@ def eval_run_cmd(
                 language=language,
                 max_queries=limit_queries,
                 pool_factors=_ints(pool_factor, "--pool-factor"),
+                candidate_factor=candidate_factor,
                 text=text,
                 dpi=dpi,
                 ocr=ocr,

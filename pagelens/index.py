@@ -20,6 +20,7 @@ from pagelens.errors import (
 )
 from pagelens.storage.base import (
     BM25,
+    COARSE_VECTORS,
     DENSE,
     DENSE_VECTORS,
     KIND_DOCUMENT,
@@ -50,9 +51,11 @@ logger = logging.getLogger(__name__)
 # 2: the compact layout (CollectionSpec.compact); 3: its candidate vectors in 8 bits
 # too (CollectionSpec.turbo_candidates). Indexes of format 1 (fp16 or fp32 rerank
 # vectors, float32 candidate vectors with an HNSW graph) and 2 (fp16 candidates) are
-# read as they are.
-MANIFEST_FORMAT = 3
-READABLE_FORMATS = (1, 2, 3)
+# read as they are. 4: a third, coarse multi-vector per dense channel
+# (CollectionSpec.coarse), which the first stage scans; an index of format 3 or older
+# is searched as it was, its first stage a scan of every page's candidate vectors.
+MANIFEST_FORMAT = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,12 @@ class IndexSettings:
         candidate_factor: Ward pool factor of the small first-stage vectors that
             carry the HNSW graph. 16 (about 38 vectors for a median page) kept
             98.6% of the exact top-10 with 200 candidates in the same measurements.
+        coarse_factor: Ward pool factor of the coarse vectors (manifest format 4 on;
+            about 8 for a ColQwen2.5 page), which the first stage scans before the
+            candidate vectors score the pages they bring. On 10k pages resampled
+            from mmlongbench-dev, a scan of 8 vectors per page passing 1,000 pages
+            on kept 0.992 of the exact top-10 at 45 ms, against 0.996 at 126 ms for
+            today's scan of every page's candidate vectors (benchmarks/README.md).
         fp16: store vectors as float16 (measured to change no metric).
         text: extract page text (text layer, OCR where it has none) into the
             payload and a BM25 sparse vector, for hybrid search. Always on for
@@ -75,11 +84,12 @@ class IndexSettings:
 
     pool_factor: int = 3
     candidate_factor: int = 16
+    coarse_factor: int = 96
     fp16: bool = True
     text: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("pool_factor", "candidate_factor"):
+        for name in ("pool_factor", "candidate_factor", "coarse_factor"):
             check_whole(name, getattr(self, name), 1)
 
 
@@ -107,6 +117,7 @@ class Manifest:
             single=self.encoder.single,
             compact=self.format >= 2,
             turbo_candidates=self.format >= 3,
+            coarse=self.format >= 4,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -158,6 +169,8 @@ class DocumentRecord:
     pooled_vectors: int
     text_vectors: int = 0  # the text channel's, if the index has one
     text_pooled_vectors: int = 0
+    coarse_vectors: int = 0  # coarse vectors (manifest format 4 on), of each channel
+    text_coarse_vectors: int = 0
     failed_pages: int = 0  # pages stored without vectors (they could not be loaded)
 
     @classmethod
@@ -173,6 +186,8 @@ class DocumentRecord:
                 pooled_vectors=int(payload.get("pooled_vectors", 0)),
                 text_vectors=int(payload.get("text_vectors", 0)),
                 text_pooled_vectors=int(payload.get("text_pooled_vectors", 0)),
+                coarse_vectors=int(payload.get("coarse_vectors", 0)),
+                text_coarse_vectors=int(payload.get("text_coarse_vectors", 0)),
                 failed_pages=int(payload.get("failed_pages", 0)),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -197,6 +212,7 @@ class IndexInfo:
     pooled_vectors_per_page: float
     bytes_per_page: float  # the vectors' values: rerank + candidate vectors, every channel
     text_vectors_per_page: float = 0.0  # the text channel's rerank vectors (in bytes_per_page)
+    coarse_vectors_per_page: float = 0.0  # the dense channel's (manifest format 4 on)
     # everything the embedded index holds on disk (vectors, their engine overhead,
     # payloads, page text, bookkeeping) per page; None for a server's collection
     disk_bytes_per_page: float | None = None
@@ -213,8 +229,9 @@ class PageVectors:
     """One channel's vectors of a page, as the index stores them."""
 
     stored: MultiVector  # (n, dim) rerank vectors, pooled at the index's pool factor
-    candidates: MultiVector  # (m, dim) first-stage vectors, pooled further
+    candidates: MultiVector  # (m, dim) candidate vectors, pooled further
     raw: int  # vectors the encoder gave, before pooling
+    coarse: MultiVector | None = None  # (c, dim) first-stage vectors, pooled further still
 
 
 @dataclass(frozen=True)
@@ -236,7 +253,14 @@ class StoredPage:
 
 
 # per-page vector counts a commit record sums up
-_COUNTED = ("vectors", "pooled_vectors", "text_vectors", "text_pooled_vectors")
+_COUNTED = (
+    "vectors",
+    "pooled_vectors",
+    "coarse_vectors",
+    "text_vectors",
+    "text_pooled_vectors",
+    "text_coarse_vectors",
+)
 
 
 class Index:
@@ -464,8 +488,10 @@ class Index:
     # -- pages -------------------------------------------------------------------
     def add_pages(self, pages: Sequence[StoredPage]) -> None:
         """Store pages (their vectors and payloads) in one write; durable on return."""
-        single = self._manifest is not None and self._manifest.encoder.single
-        self.store.upsert([_page_point(p, single) for p in pages])
+        spec = self._manifest.collection_spec() if self._manifest is not None else None
+        single = spec is not None and spec.single
+        coarse = spec is not None and spec.coarse
+        self.store.upsert([_page_point(p, single, coarse) for p in pages])
 
     def pages(self, where: PayloadFilter | None = None) -> Iterator[dict[str, Any]]:
         """Payloads of the stored pages (complete documents or not) matching ``where``."""
@@ -521,6 +547,11 @@ class Index:
         self.store.upsert([PointRecord(document_point_id(doc.sha256), record)])
         self.end_document(doc.sha256)
         return failed
+
+    @property
+    def has_coarse_vectors(self) -> bool:
+        """Whether pages carry coarse vectors for the first stage (manifest format 4 on)."""
+        return self._manifest is not None and self._manifest.collection_spec().coarse
 
     @property
     def has_candidate_graph(self) -> bool:
@@ -632,6 +663,8 @@ class Index:
         pooled = sum(d.pooled_vectors for d in docs)
         text_vectors = sum(d.text_vectors for d in docs)
         text_pooled = sum(d.text_pooled_vectors for d in docs)
+        coarse = sum(d.coarse_vectors for d in docs)
+        text_coarse = sum(d.text_coarse_vectors for d in docs)
         # bytes per value of (rerank, candidate) vectors: the compact layout stores
         # 8-bit rerank and candidate vectors (fp16 candidates in format 2); format 1
         # (and a single-vector channel) fp16 or fp32, with fp32 candidates
@@ -651,6 +684,8 @@ class Index:
         # the vectors' values only; disk_bytes_per_page counts all the rest too
         total = (vectors * sizes[0] + pooled * sizes[1]) * dim
         total += (text_vectors * text_sizes[0] + text_pooled * text_sizes[1]) * text_dim
+        # coarse vectors (format 4 on): stored as the candidates are
+        total += coarse * sizes[1] * dim + text_coarse * text_sizes[1] * text_dim
         per_page = total / pages if pages else 0.0
         return IndexInfo(
             location=self.location,
@@ -662,6 +697,7 @@ class Index:
             bytes_per_page=per_page,
             disk_bytes_per_page=_per_page(_disk_bytes(self.location), pages),
             text_vectors_per_page=text_vectors / pages if pages else 0.0,
+            coarse_vectors_per_page=coarse / pages if pages else 0.0,
         )
 
 
@@ -680,11 +716,12 @@ def _disk_bytes(location: str) -> float | None:
     return float(sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file()))
 
 
-def _page_point(stored: StoredPage, single: bool = False) -> PointRecord:
+def _page_point(stored: StoredPage, single: bool = False, coarse: bool = False) -> PointRecord:
     """Lay out one page as a point: payload keys and named vectors (the stored format).
 
     ``single``: the index's encoder gives one vector per page, stored as a plain
-    ``pages`` vector with no ``pooled`` vectors.
+    ``pages`` vector with no ``pooled`` vectors. ``coarse``: the collection has
+    coarse vectors (manifest format 4 on), stored with the candidates.
     """
     page = stored.page
     error = stored.error or page.error
@@ -712,15 +749,26 @@ def _page_point(stored: StoredPage, single: bool = False) -> PointRecord:
             vectors[rerank] = stored.dense.stored.reshape(-1)  # (dim,): one plain vector
         elif stored.dense.raw:
             vectors[rerank], vectors[candidates] = stored.dense.stored, stored.dense.candidates
+            if coarse:
+                vectors[COARSE_VECTORS[DENSE]] = _coarse(stored.dense)
+                payload["coarse_vectors"] = len(vectors[COARSE_VECTORS[DENSE]])
     if stored.text is not None:
         payload["text_vectors"] = int(stored.text.stored.shape[0])
         payload["text_pooled_vectors"] = int(stored.text.candidates.shape[0])
         if stored.text.stored.shape[0]:  # a page without text has no text-channel vectors
             rerank, candidates = DENSE_VECTORS[TEXT]
             vectors[rerank], vectors[candidates] = stored.text.stored, stored.text.candidates
+            if coarse:
+                vectors[COARSE_VECTORS[TEXT]] = _coarse(stored.text)
+                payload["text_coarse_vectors"] = len(vectors[COARSE_VECTORS[TEXT]])
     if page.text is not None:
         payload["text"] = page.text
         payload["text_source"] = page.text_source
     if stored.sparse is not None and stored.sparse.indices:
         vectors[BM25] = stored.sparse
     return PointRecord(page_point_id(page.doc_sha256, page.page_number), payload, vectors)
+
+
+def _coarse(vectors: PageVectors) -> MultiVector:
+    """Return a page's coarse vectors, or its candidate vectors where none were pooled."""
+    return vectors.candidates if vectors.coarse is None else vectors.coarse

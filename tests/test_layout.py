@@ -1,15 +1,17 @@
-"""The compact stored layout (manifest format 3) against float twins and the oracle.
+"""The compact stored layout (manifest format 4) against float twins and the oracle.
 
 New indexes store rerank vectors in Qdrant's 8-bit TurboQuant storage, on disk,
-and 8-bit candidate vectors without a graph, scanned exactly (format 2 stored them
-as float16). These tests pin
-what that costs and what it keeps, on every backend:
+and 8-bit candidate and coarse vectors without a graph (format 2 stored candidates
+as float16; format 3 had no coarse vectors, and scanned every page's candidates).
+These tests pin what that costs and what it keeps, on every backend:
 
 - exact search (``candidates=None``) on the compact layout against a numpy MaxSim
   oracle over the float vectors, and against the same pages in a float index
   (format 1): the tolerance is stated where it is asserted;
+- the staged first stage (a scan of coarse vectors, then the candidate vectors of
+  the pages it passes) against the same stages in numpy;
 - two-stage search equals exact search when the candidates cover the corpus;
-- indexes of format 1 and 2 (earlier releases) are read and searched as they
+- indexes of formats 1, 2 and 3 (earlier releases) are read and searched as they
   were, format 1's graph first stage included; an unknown format is refused with
   how to rebuild.
 """
@@ -23,9 +25,16 @@ import pytest
 
 from pagelens.encoders.base import EncoderSpec
 from pagelens.errors import IndexMismatchError, PagelensError
-from pagelens.index import Index, IndexSettings, Manifest, PageVectors, StoredPage
+from pagelens.index import (
+    MANIFEST_FORMAT,
+    Index,
+    IndexSettings,
+    Manifest,
+    PageVectors,
+    StoredPage,
+)
 from pagelens.pooling import ward_pool
-from pagelens.search import search_vectors
+from pagelens.search import COARSE_PER_CANDIDATE, search_vectors
 from pagelens.storage.base import MANIFEST_POINT_ID, PointRecord
 from pagelens.types import Document, Page
 
@@ -80,9 +89,10 @@ def _legacy(index: Index, settings: IndexSettings, fmt: int = 1) -> None:
 def _fill(index: Index, pages: list[np.ndarray], settings: IndexSettings) -> None:
     stored = []
     for i, v in enumerate(pages):
-        rerank, cand = ward_pool(v, [settings.pool_factor, settings.candidate_factor])
+        factors = [settings.pool_factor, settings.candidate_factor, settings.coarse_factor]
+        rerank, cand, coarse = ward_pool(v, factors)
         page = Page(f"sha{i // 10}", f"doc{i // 10}.pdf", i % 10 + 1, 10)
-        stored.append(StoredPage(page, dense=PageVectors(rerank, cand, v.shape[0])))
+        stored.append(StoredPage(page, dense=PageVectors(rerank, cand, v.shape[0], coarse)))
     index.add_pages(stored)
     for d in range(len(pages) // 10):
         index.commit(Document(f"/data/doc{d}.pdf", f"doc{d}.pdf", f"sha{d}", 1), 10)
@@ -106,7 +116,8 @@ def test_compact_exact_search_matches_the_oracle_and_the_float_twin(kind, tmp_pa
     compact = _open(kind, tmp_path / "compact")
     compact.prepare(SPEC, settings)
     spec = compact.manifest.collection_spec()
-    assert compact.manifest.format == 3 and spec.compact and spec.turbo_candidates
+    assert compact.manifest.format == MANIFEST_FORMAT == 4
+    assert spec.compact and spec.turbo_candidates and spec.coarse
     _fill(compact, pages, settings)
     twin = _open(kind, tmp_path / "float")
     _legacy(twin, IndexSettings(pool_factor=1, candidate_factor=4, fp16=False))
@@ -149,6 +160,42 @@ def test_two_stage_equals_exact_when_the_candidates_cover_the_corpus(kind, tmp_p
     index.close()
 
 
+def test_the_staged_first_stage_picks_what_the_same_stages_in_numpy_pick(kind, tmp_path):
+    """Coarse scan, top 5 x C pages; their candidate vectors, top C; as numpy does it."""
+    pages = _pages(seed=13)
+    queries = _queries(pages)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4, coarse_factor=12)
+    index = _open(kind, tmp_path / "staged")
+    index.prepare(SPEC, settings)
+    _fill(index, pages, settings)
+    assert index.has_coarse_vectors
+    ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
+    pooled = [ward_pool(v, [settings.candidate_factor, settings.coarse_factor]) for v in pages]
+    assert all(len(c) < len(p) for p, c in pooled)  # fewer vectors: a coarser view
+    c = 4  # the coarse stage passes 20 of the 60 pages: it decides something
+    passed_n = COARSE_PER_CANDIDATE * c
+    found = []
+    # k = candidates: every candidate comes back, so the answer is the stages' pick
+    for q, row in zip(queries, search_vectors(index, queries, k=c, candidates=c), strict=True):
+        coarse = dict(zip(ids, _oracle(q, [cv for _, cv in pooled]), strict=True))
+        first = dict(zip(ids, _oracle(q, [pv for pv, _ in pooled]), strict=True))
+        passed = sorted(coarse, key=lambda p: -coarse[p])[:passed_n]
+        want = sorted(passed, key=lambda p: -first[p])[:c]
+        got = {h.page_id for h in row}
+        found.append(len(set(want) & got) / c)
+        coarse_cut, cut = coarse[passed[-1]], first[want[-1]]
+        for page_id in got ^ set(want):  # a swap only near one stage's cut, within 8 bits
+            near_coarse = abs(coarse[page_id] - coarse_cut) <= 2 * SCORE_ATOL
+            assert near_coarse or abs(first[page_id] - cut) <= 2 * SCORE_ATOL
+    assert np.mean(found) >= 0.9  # the 8-bit tolerance, as for the other stages
+    info = index.info()
+    assert 1 <= info.coarse_vectors_per_page < info.pooled_vectors_per_page
+    assert info.bytes_per_page == pytest.approx(
+        (info.vectors_per_page + info.pooled_vectors_per_page + info.coarse_vectors_per_page) * DIM
+    )
+    index.close()
+
+
 def test_an_index_of_format_1_is_read_and_searched_as_it_was(tmp_path):
     pages = _pages(seed=5)
     queries = _queries(pages)
@@ -177,7 +224,7 @@ def test_an_index_of_format_1_is_read_and_searched_as_it_was(tmp_path):
 
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_a_compact_index_of_either_format_answers_as_the_oracle_does(kind, fmt, tmp_path):
-    """Format 2 (fp16 candidates) still reads; 8-bit candidates (3) pick what floats do."""
+    """Formats 2 (fp16 candidates) and 3 read and search as they did: no coarse stage."""
     pages = _pages(seed=9)
     queries = _queries(pages)
     settings = IndexSettings(pool_factor=1, candidate_factor=4)
@@ -191,6 +238,7 @@ def test_a_compact_index_of_either_format_answers_as_the_oracle_does(kind, fmt, 
     spec = index.manifest.collection_spec()
     assert index.manifest.format == fmt and spec.compact
     assert spec.turbo_candidates == (fmt == 3) and not index.has_candidate_graph
+    assert not spec.coarse and not index.has_coarse_vectors
     ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
     # what the first stage scans: each page's candidate vectors, in float here
     cands = [ward_pool(v, [settings.candidate_factor])[0] for v in pages]

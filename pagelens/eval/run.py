@@ -667,6 +667,8 @@ class EvalRunSpec:
         text_model: a second encoder, of page text (the ``text`` channel).
         device, batch_size: as in :func:`~pagelens.encoders.load_encoder`.
         pool_factors: one factor (one run), or several (a sweep).
+        candidate_factor: Ward factor of the first-stage vectors of a new index;
+            ``None``: the :class:`~pagelens.index.IndexSettings` default.
         text: index page text and BM25 (PDF sets).
         dpi, ocr: rendering resolution and OCR mode (PDF sets).
         scope: ``"both"`` (every scope the set allows), ``"corpus"`` or ``"document"``.
@@ -687,6 +689,7 @@ class EvalRunSpec:
     language: str | None = None
     max_queries: int | None = None
     pool_factors: Sequence[int] = (3,)
+    candidate_factor: int | None = None
     text: bool = False
     dpi: int = 150
     ocr: str = "auto"
@@ -720,7 +723,11 @@ class EvalRunSpec:
                 f"scope must be one of {sorted(_SCOPE_CHOICES)}, got {self.scope!r}"
             )
         return EvalOptions(
-            settings=IndexSettings(pool_factor=self.pool_factors[0], text=self.text),
+            settings=IndexSettings(
+                pool_factor=self.pool_factors[0],
+                candidate_factor=self.candidate_factor or IndexSettings.candidate_factor,
+                text=self.text,
+            ),
             render=RenderSettings(dpi=self.dpi),
             text=TextSettings(ocr=self.ocr),  # type: ignore[arg-type]  # it checks the value
             cache_dir=None if self.url else self.cache_dir or DEFAULT_CACHE_DIR,

@@ -293,7 +293,7 @@ def _hand_over(
     times.encode += time.perf_counter() - t0
     errors = _page_errors(batch, dense, text)
     ok = [i for i, error in errors.items() if error is None]
-    factors = (settings.pool_factor, settings.candidate_factor)
+    factors = (settings.pool_factor, settings.candidate_factor, settings.coarse_factor)
     single = encoder.spec.single
     t1 = time.perf_counter()
     pooling = {i: sink.pool(_pooled, dense[i], factors, single) for i in ok}
@@ -344,7 +344,7 @@ def stored_pages(
     texts = text or None
     errors = _page_errors(batch, dense, texts)
     ok = [i for i, error in errors.items() if error is None]
-    factors = (settings.pool_factor, settings.candidate_factor)
+    factors = (settings.pool_factor, settings.candidate_factor, settings.coarse_factor)
     pooled = {i: _pooled(dense[i], factors, single) for i in ok}
     text_pooled = {i: _pooled(text[i], factors) for i in ok} if texts else None
     return _page_records(batch, errors, pooled, text_pooled, settings, source)
@@ -356,17 +356,17 @@ def _first_error(*found: str | MultiVector | None) -> str | None:
 
 
 def _pooled(
-    vectors: MultiVector | str | None, factors: tuple[int, int], single: bool = False
+    vectors: MultiVector | str | None, factors: tuple[int, int, int], single: bool = False
 ) -> PageVectors:
-    """Pool one page's vectors for storing: the rerank and the candidate vectors.
+    """Pool one page's vectors for storing: the rerank, candidate and coarse vectors.
 
     A plain function of its arguments, so that it can run in another process.
     """
     assert vectors is not None and not isinstance(vectors, str)  # failed pages are out
     if single:  # one vector per page: nothing to pool, no candidate vectors
         return PageVectors(vectors, vectors[:0], int(vectors.shape[0]))
-    stored, candidates = ward_pool(vectors, list(factors))
-    return PageVectors(stored, candidates, int(vectors.shape[0]))
+    stored, candidates, coarse = ward_pool(vectors, list(factors))
+    return PageVectors(stored, candidates, int(vectors.shape[0]), coarse)
 
 
 def index_paths(

@@ -12,7 +12,10 @@ channel, compared with MaxSim over dot products of L2-normalised vectors:
   the first stage draws candidates by an exact scan: 8-bit TurboQuant without a
   graph in the compact layout (fp16 in indexes of manifest format 2); float32 with
   an HNSW graph in indexes of manifest format 1.
-- ``text_pages`` and ``text_pooled``: the same pair for an index's second,
+- ``coarse``: a still smaller Ward-pooled view (a handful of vectors), in indexes
+  since manifest format 4 (:attr:`CollectionSpec.coarse`): the first stage scans
+  these, and the ``pooled`` vectors score only the pages they bring.
+- ``text_pages``, ``text_pooled`` and ``text_coarse``: the same for an index's second,
   text encoder (the ``text`` channel), present only in indexes built with one;
   its dimension is that encoder's.
 - ``bm25``: a sparse vector of the page text's BM25 term weights; the engine
@@ -45,8 +48,12 @@ BM25 = "bm25"
 # users choose and their validation live in pagelens.search
 DENSE = "dense"
 TEXT = "text"
+COARSE = "coarse"
+TEXT_COARSE = "text_coarse"
 # the (rerank, candidate) named vectors of each dense channel
 DENSE_VECTORS = {DENSE: (PAGES, POOLED), TEXT: (TEXT_PAGES, TEXT_POOLED)}
+# the coarse vectors of each dense channel, in indexes of manifest format 4 on
+COARSE_VECTORS = {DENSE: COARSE, TEXT: TEXT_COARSE}
 
 KIND_PAGE = "page"
 KIND_DOCUMENT = "document"
@@ -125,6 +132,10 @@ class CollectionSpec:
     # float16: half the bytes of what the first stage holds in RAM and scans, for 0.998
     # of the float16 scan's top-200 and the same scan time (benchmarks/README.md)
     turbo_candidates: bool = False
+    # a third, coarse multi-vector per dense channel (manifest format 4 on), stored as
+    # the candidate vectors are: the first stage scans it, so that the candidate
+    # vectors score a few pages per hundred, not all (benchmarks/README.md)
+    coarse: bool = False
 
     def datatypes(self) -> tuple[str, str, str]:
         """Storage of (a single-vector channel, rerank, candidate) vectors.
@@ -148,12 +159,15 @@ class CollectionSpec:
         return True if self.compact else None
 
 
-def dense_layout(spec: CollectionSpec) -> list[tuple[str, str, int]]:
-    """(rerank vector, candidate vector, dimension) of each dense channel of a collection."""
-    out = [(*DENSE_VECTORS[DENSE], spec.dim)]
+def dense_layout(spec: CollectionSpec) -> list[tuple[str, str, str | None, int]]:
+    """(rerank, candidate, coarse vector or None, dimension) of each dense channel."""
+    channels = [(DENSE, spec.dim)]
     if spec.text_dim is not None:
-        out.append((*DENSE_VECTORS[TEXT], spec.text_dim))
-    return out
+        channels.append((TEXT, spec.text_dim))
+    return [
+        (*DENSE_VECTORS[name], COARSE_VECTORS[name] if spec.coarse else None, dim)
+        for name, dim in channels
+    ]
 
 
 @dataclass(frozen=True)
@@ -215,6 +229,9 @@ class HybridQuery:
         first_stage: how candidates are drawn from the pooled vectors: ``"exact"``
             (a scan of every page's pooled vectors) or ``"hnsw"`` (their graph, in
             indexes that have one).
+        coarse: pages the coarse vectors pass to the candidate stage (indexes of
+            manifest format 4 on), or ``None`` for no coarse stage: the candidate
+            vectors then score every page.
         channel_limit: results each channel contributes to the fusion.
         fusion: ``"rrf"`` (reciprocal rank fusion) or ``"dbsf"`` (Qdrant's
             distribution-based score fusion: scores normalised per channel, summed).
@@ -229,6 +246,7 @@ class HybridQuery:
     text: MultiVector | None = None
     candidates: int | None = 200
     first_stage: str = "exact"
+    coarse: int | None = None
     channel_limit: int = 100
     fusion: str = "dbsf"
     weights: Mapping[str, float] | None = None

@@ -30,6 +30,7 @@ import numpy as np
 from pagelens.errors import PagelensError, StoreError
 from pagelens.index import DocumentRecord, Index, Manifest, recorded_manifest
 from pagelens.storage.base import (
+    COARSE,
     KIND_DOCUMENT,
     KIND_MANIFEST,
     KIND_PAGE,
@@ -37,6 +38,7 @@ from pagelens.storage.base import (
     MANIFEST_POINT_ID,
     PAGES,
     POOLED,
+    TEXT_COARSE,
     TEXT_PAGES,
     TEXT_POOLED,
     StoredPoint,
@@ -205,10 +207,15 @@ def _expected_dims(manifest: Manifest | None) -> dict[str, int]:
     if manifest is None:
         return {}
     dims = {PAGES: manifest.encoder.dim}
+    coarse = manifest.collection_spec().coarse  # format 4 on
     if not manifest.encoder.single:  # a single-vector index has no candidate vectors
         dims[POOLED] = manifest.encoder.dim
+        if coarse:
+            dims[COARSE] = manifest.encoder.dim
     if manifest.text_encoder is not None:
         dims[TEXT_PAGES] = dims[TEXT_POOLED] = manifest.text_encoder.dim
+        if coarse:
+            dims[TEXT_COARSE] = manifest.text_encoder.dim
     return dims
 
 
@@ -225,6 +232,8 @@ def _page_faults(page: _Page, dims: dict[str, int]) -> list[str]:
         faults.append(f"{page.shapes[PAGES][0]} {PAGES} vectors, {page.declared} recorded")
     if page.declared and POOLED not in page.shapes and (POOLED in dims or not dims):
         faults.append(f"no {POOLED} vectors")
+    if page.declared and COARSE not in page.shapes and COARSE in dims:
+        faults.append(f"no {COARSE} vectors")
     return [f"page {page.page_number}: {f}" for f in faults]
 
 

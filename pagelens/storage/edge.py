@@ -18,6 +18,7 @@ from typing import Any
 from pagelens.errors import MissingExtraError, StoreError
 from pagelens.storage.base import (
     BM25,
+    COARSE_VECTORS,
     DENSE,
     DENSE_VECTORS,
     PAGES,
@@ -289,7 +290,7 @@ class EdgeStore:
         graph_m, on_disk = spec.candidate_graph_m, spec.on_disk
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim)
         vectors = {}
-        for rerank, candidates, dim in dense_layout(spec):
+        for rerank, candidates, coarse, dim in dense_layout(spec):
             if spec.single and rerank == PAGES:  # one plain vector per page, with a graph
                 vectors[rerank] = m.EdgeVectorParams(
                     size=dim,
@@ -312,17 +313,19 @@ class EdgeStore:
                     m=0, ef_construct=spec.hnsw_ef_construct, full_scan_threshold=10_000
                 ),
             )
-            vectors[candidates] = m.EdgeVectorParams(
-                size=dim,
-                distance=m.Distance.Dot,
-                multivector_config=maxsim,
-                datatype=candidate_dtype,
-                hnsw_config=m.HnswIndexConfig(
-                    m=graph_m,
-                    ef_construct=spec.hnsw_ef_construct,
-                    full_scan_threshold=10_000,  # KB, Qdrant's default
-                ),
-            )
+            first = [candidates] if coarse is None else [candidates, coarse]
+            for name in first:  # scanned per query: kept in RAM, as the candidates
+                vectors[name] = m.EdgeVectorParams(
+                    size=dim,
+                    distance=m.Distance.Dot,
+                    multivector_config=maxsim,
+                    datatype=candidate_dtype,
+                    hnsw_config=m.HnswIndexConfig(
+                        m=graph_m,
+                        ef_construct=spec.hnsw_ef_construct,
+                        full_scan_threshold=10_000,  # KB, Qdrant's default
+                    ),
+                )
         config = m.EdgeConfig(
             vectors=vectors,
             sparse_vectors={BM25: m.EdgeSparseVectorParams(modifier=m.Modifier.Idf)},
@@ -513,6 +516,7 @@ class EdgeStore:
         channel: str,
         first_stage: str = "exact",
         single: bool = False,
+        coarse: int | None = None,
     ) -> tuple[Any, list[Any] | None, Any]:
         """Build a dense channel: query on its rerank vectors, prefetch on its candidates."""
         m = self._m
@@ -530,11 +534,24 @@ class EdgeStore:
         vectors = _as_lists(query)
         if candidates is None:
             return m.Query.Nearest(vectors, using=rerank), None, flt
+        limit = max(candidates, limit)
+        exact = m.SearchParams(exact=True)
+        if coarse is not None:  # the coarse scan brings pages for the candidate vectors
+            stage0 = m.Prefetch(
+                limit=max(coarse, limit),
+                query=m.Query.Nearest(vectors, using=COARSE_VECTORS[channel]),
+                filter=flt,
+                params=exact,
+            )
+            stage1 = m.Prefetch(
+                limit=limit, query=m.Query.Nearest(vectors, using=pooled), prefetches=[stage0]
+            )
+            return m.Query.Nearest(vectors, using=rerank), [stage1], None
         stage1 = m.Prefetch(
-            limit=max(candidates, limit),
+            limit=limit,
             query=m.Query.Nearest(vectors, using=pooled),
             filter=flt,
-            params=m.SearchParams(exact=True) if first_stage == "exact" else None,
+            params=exact if first_stage == "exact" else None,
         )
         return m.Query.Nearest(vectors, using=rerank), [stage1], None
 
@@ -549,6 +566,7 @@ class EdgeStore:
                 name,
                 query.first_stage,
                 single=query.single and name == DENSE,
+                coarse=query.coarse,
             )
             for name, v in dense_queries(query)
         ]

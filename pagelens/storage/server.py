@@ -14,6 +14,7 @@ from typing import Any
 from pagelens.errors import PagelensError, StoreError, check_whole
 from pagelens.storage.base import (
     BM25,
+    COARSE_VECTORS,
     DENSE,
     DENSE_VECTORS,
     PAGES,
@@ -113,7 +114,7 @@ class ServerStore:
         graph_m, on_disk = spec.candidate_graph_m, spec.on_disk
         maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
         vectors = {}
-        for rerank, candidates, dim in dense_layout(spec):
+        for rerank, candidates, coarse, dim in dense_layout(spec):
             if spec.single and rerank == PAGES:  # one plain vector per page, with a graph
                 vectors[rerank] = m.VectorParams(
                     size=dim,
@@ -132,13 +133,14 @@ class ServerStore:
                 datatype=rerank_dtype,
                 hnsw_config=m.HnswConfigDiff(m=0, ef_construct=spec.hnsw_ef_construct),
             )
-            vectors[candidates] = m.VectorParams(
-                size=dim,
-                distance=m.Distance.DOT,
-                multivector_config=maxsim,
-                datatype=candidate_dtype,
-                hnsw_config=m.HnswConfigDiff(m=graph_m, ef_construct=spec.hnsw_ef_construct),
-            )
+            for name in [candidates] if coarse is None else [candidates, coarse]:
+                vectors[name] = m.VectorParams(
+                    size=dim,
+                    distance=m.Distance.DOT,
+                    multivector_config=maxsim,
+                    datatype=candidate_dtype,
+                    hnsw_config=m.HnswConfigDiff(m=graph_m, ef_construct=spec.hnsw_ef_construct),
+                )
         with engine_errors(self.location, "create the collection"):
             self._client.create_collection(
                 self.collection,
@@ -271,6 +273,7 @@ class ServerStore:
         channel: str,
         first_stage: str = "exact",
         single: bool = False,
+        coarse: int | None = None,
     ) -> dict[str, Any]:
         """Build a dense channel: MaxSim on its rerank vectors, two-stage through its candidates."""
         m = self._m
@@ -289,12 +292,24 @@ class ServerStore:
         vectors = _as_lists(query)
         if candidates is None:
             return {"query": vectors, "using": rerank, "filter": flt}
+        limit = max(candidates, limit)
+        exact = m.SearchParams(exact=True)
+        if coarse is not None:  # the coarse scan brings pages for the candidate vectors
+            stage0 = m.Prefetch(
+                query=vectors,
+                using=COARSE_VECTORS[channel],
+                limit=max(coarse, limit),
+                filter=flt,
+                params=exact,
+            )
+            stage1 = m.Prefetch(query=vectors, using=pooled, limit=limit, prefetch=[stage0])
+            return {"query": vectors, "using": rerank, "prefetch": [stage1]}
         stage1 = m.Prefetch(
             query=vectors,
             using=pooled,
-            limit=max(candidates, limit),
+            limit=limit,
             filter=flt,
-            params=m.SearchParams(exact=True) if first_stage == "exact" else None,
+            params=exact if first_stage == "exact" else None,
         )
         return {"query": vectors, "using": rerank, "prefetch": [stage1]}
 
@@ -309,6 +324,7 @@ class ServerStore:
                 name,
                 query.first_stage,
                 single=query.single and name == DENSE,
+                coarse=query.coarse,
             )
             for name, v in dense_queries(query)
         ]
