@@ -84,7 +84,7 @@ class IndexSettings:
 
     pool_factor: int = 3
     candidate_factor: int = 16
-    coarse_factor: int = 96
+    coarse_factor: int = 48
     fp16: bool = True
     text: bool = False
 

@@ -2,7 +2,7 @@
 
 The ``dense`` channel is MaxSim late interaction, in stages by default. In indexes
 since manifest format 4, an exact scan of every page's ``coarse`` vectors (Ward,
-coarse factor 96: about 8 per ColQwen2.5 page) passes 5 x ``candidates`` pages to
+coarse factor 48: about 16 per ColQwen2.5 page) passes 10 x ``candidates`` pages to
 their ``pooled`` vectors (Ward, candidate factor 16), which pick ``candidates``
 pages, and those are reranked by MaxSim on the stored page vectors
 (``candidates=None`` scores every page on those, the oracle). Indexes of formats 2
@@ -45,9 +45,10 @@ FUSIONS = ("dbsf", "rrf")
 FIRST_STAGES = ("exact", "hnsw")
 DEFAULT_K = 10
 DEFAULT_CANDIDATES = 200
-# pages the coarse scan passes to the candidate vectors, per candidate: 5 x 200 kept
-# 0.992 of the exact top-10 on 10k pages resampled from mmlongbench-dev
-COARSE_PER_CANDIDATE = 5
+# pages the coarse scan passes to the candidate vectors, per candidate: at 10k pages
+# resampled from mmlongbench-dev, 5 x 200 kept 0.980 of the exact top-10 and 10 x 200
+# more (benchmarks/README.md)
+COARSE_PER_CANDIDATE = 10
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class SearchOptions:
             named); Qdrant divides each channel's rank by its weight.
         channel_limit: results each channel brings to a fusion.
         first_stage: where candidates come from: ``"exact"`` (scans: of every
-            page's coarse vectors, then of the pooled vectors of 5 x ``candidates``
+            page's coarse vectors, then of the pooled vectors of 10 x ``candidates``
             pages, in indexes since manifest format 4; of every page's pooled
             vectors in older ones) or ``"hnsw"`` (the pooled vectors' graph, in
             indexes of manifest format 1 only: at 10k synthetic pages it kept 0.83

@@ -161,7 +161,7 @@ def test_two_stage_equals_exact_when_the_candidates_cover_the_corpus(kind, tmp_p
 
 
 def test_the_staged_first_stage_picks_what_the_same_stages_in_numpy_pick(kind, tmp_path):
-    """Coarse scan, top 5 x C pages; their candidate vectors, top C; as numpy does it."""
+    """Coarse scan, top 10 x C pages; their candidate vectors, top C; as numpy does it."""
     pages = _pages(seed=13)
     queries = _queries(pages)
     settings = IndexSettings(pool_factor=1, candidate_factor=4, coarse_factor=12)
@@ -172,7 +172,7 @@ def test_the_staged_first_stage_picks_what_the_same_stages_in_numpy_pick(kind, t
     ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
     pooled = [ward_pool(v, [settings.candidate_factor, settings.coarse_factor]) for v in pages]
     assert all(len(c) < len(p) for p, c in pooled)  # fewer vectors: a coarser view
-    c = 4  # the coarse stage passes 20 of the 60 pages: it decides something
+    c = 2  # the coarse stage passes 20 of the 60 pages: it decides something
     passed_n = COARSE_PER_CANDIDATE * c
     found = []
     # k = candidates: every candidate comes back, so the answer is the stages' pick
