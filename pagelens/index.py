@@ -70,11 +70,10 @@ class IndexSettings:
             carry the HNSW graph. 16 (about 38 vectors for a median page) kept
             98.6% of the exact top-10 with 200 candidates in the same measurements.
         coarse_factor: Ward pool factor of the coarse vectors (manifest format 4 on;
-            about 8 for a ColQwen2.5 page), which the first stage scans before the
-            candidate vectors score the pages they bring. On 10k pages resampled
-            from mmlongbench-dev, a scan of 8 vectors per page passing 1,000 pages
-            on kept 0.992 of the exact top-10 at 45 ms, against 0.996 at 126 ms for
-            today's scan of every page's candidate vectors (benchmarks/README.md).
+            about 16 for a ColQwen2.5 page), which the first stage scans before the
+            candidate vectors score the pages it passes. On 10k pages resampled from
+            mmlongbench-dev, one run beside format 3: 0.988 of the exact top-10 at
+            69 ms of CPU a question, against 0.991 at 120 ms (benchmarks/README.md).
         fp16: store vectors as float16 (measured to change no metric).
         text: extract page text (text layer, OCR where it has none) into the
             payload and a BM25 sparse vector, for hybrid search. Always on for

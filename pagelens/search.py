@@ -47,7 +47,7 @@ DEFAULT_K = 10
 DEFAULT_CANDIDATES = 200
 # pages the coarse scan passes to the candidate vectors, per candidate: at 10k pages
 # resampled from mmlongbench-dev, 5 x 200 kept 0.980 of the exact top-10 and 10 x 200
-# more (benchmarks/README.md)
+# kept 0.988 (0.991 without a coarse stage; benchmarks/README.md)
 COARSE_PER_CANDIDATE = 10
 
 
