@@ -545,7 +545,6 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         if others is not None:
             anchors += others.run(queries, exact, args.candidates)
         info = index.info()
-        index_has_coarse = index.has_coarse_vectors
         memory = _memory()
         hit_rate = None  # the real questions have no synthetic target page
         if not isinstance(corpus, RealCorpus):
@@ -563,9 +562,7 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         "layout": layout,
         "stored_vectors_per_page": stored,
         "candidate_vectors_per_page": math.ceil(stored / cand_factor),
-        "coarse_vectors_per_page": (
-            math.ceil(stored / coarse_factor) if index_has_coarse else 0
-        ),
+        "coarse_vectors_per_page": round(info.coarse_vectors_per_page, 1),
         "build_s": t_build,  # includes making the corpus
         "store_and_index_s": t_store + t_opt,  # the build: storing + index building
         "pool_s": t_pool,

@@ -869,7 +869,7 @@ def eval_run_cmd(
     candidate_factor: Annotated[
         int | None,
         typer.Option(
-            "--candidate-factor", min=1, help="Ward factor of the first-stage vectors (new index)."
+            "--candidate-factor", min=1, help="Ward factor of the candidate vectors (new index)."
         ),
     ] = None,
     candidates: Annotated[

@@ -271,6 +271,12 @@ def test_a_new_index_has_no_graph_to_walk(tmp_path):
             search_vectors(index, _queries(_pages())[:1], first_stage="hnsw")
 
 
+@pytest.mark.parametrize("factor", [0, -3, 2.5, "48"])
+def test_a_coarse_factor_that_is_not_a_whole_number_is_refused(factor):
+    with pytest.raises(PagelensError, match="coarse_factor"):
+        IndexSettings(coarse_factor=factor)
+
+
 def test_an_unknown_format_is_refused_with_how_to_rebuild(tmp_path):
     folder = tmp_path / "future"
     with Index.open(folder) as index:

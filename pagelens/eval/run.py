@@ -667,7 +667,7 @@ class EvalRunSpec:
         text_model: a second encoder, of page text (the ``text`` channel).
         device, batch_size: as in :func:`~pagelens.encoders.load_encoder`.
         pool_factors: one factor (one run), or several (a sweep).
-        candidate_factor: Ward factor of the first-stage vectors of a new index;
+        candidate_factor: Ward factor of the candidate vectors of a new index;
             ``None``: the :class:`~pagelens.index.IndexSettings` default.
         text: index page text and BM25 (PDF sets).
         dpi, ocr: rendering resolution and OCR mode (PDF sets).
