@@ -585,6 +585,13 @@ def _hits_json(
     ]
 
 
+def _first_stage_storage(spec: Any) -> str:
+    """How an index stores the vectors its first stage scans (manifest formats 2 on)."""
+    if spec.turbo4_first_stage:
+        return "and coarse vectors 4-bit"
+    return "8-bit" if spec.turbo_candidates else "fp16"
+
+
 @app.command("info")
 def info_cmd(
     index: IndexOpt = None,
@@ -625,7 +632,7 @@ def info_cmd(
         f"pooling:    Ward, {factors}; "
         + (
             "rerank vectors 8-bit (TurboQuant, on disk), candidates "
-            f"{'8-bit' if spec.turbo_candidates else 'fp16'} (RAM), "
+            f"{_first_stage_storage(spec)} (RAM), "
             + ("coarse scan first" if spec.coarse else "exact scan")
             if info.manifest.format >= 2
             else f"{'fp16' if st.fp16 else 'fp32'}, candidate graph (format 1)"

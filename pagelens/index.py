@@ -54,8 +54,11 @@ logger = logging.getLogger(__name__)
 # read as they are. 4: a third, coarse multi-vector per dense channel
 # (CollectionSpec.coarse), which the first stage scans; an index of format 3 or older
 # is searched as it was, its first stage a scan of every page's candidate vectors.
-MANIFEST_FORMAT = 4
-READABLE_FORMATS = (1, 2, 3, 4)
+# 5: the candidate and coarse vectors in 4 bits (CollectionSpec.turbo4_first_stage).
+MANIFEST_FORMAT = 5
+READABLE_FORMATS = (1, 2, 3, 4, 5)
+# bytes a vector value takes in each storage datatype (CollectionSpec.datatypes)
+_BYTES_PER_VALUE = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class Manifest:
             compact=self.format >= 2,
             turbo_candidates=self.format >= 3,
             coarse=self.format >= 4,
+            turbo4_first_stage=self.format >= 5,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -664,19 +668,15 @@ class Index:
         text_pooled = sum(d.text_pooled_vectors for d in docs)
         coarse = sum(d.coarse_vectors for d in docs)
         text_coarse = sum(d.text_coarse_vectors for d in docs)
-        # bytes per value of (rerank, candidate) vectors: the compact layout stores
-        # 8-bit rerank and candidate vectors (fp16 candidates in format 2); format 1
-        # (and a single-vector channel) fp16 or fp32, with fp32 candidates
-        sizes = text_sizes = (1, 1)
+        # bytes per value of (rerank, candidate) vectors, by their storage datatypes
+        # (CollectionSpec.datatypes): a single-vector channel has no candidates
+        sizes = text_sizes = (1.0, 1.0)
         dim = text_dim = 0
         if self._manifest is not None:
             spec = self._manifest.collection_spec()
-            legacy = ((2 if spec.fp16 else 4), 4)
-            if not spec.compact:
-                sizes = text_sizes = legacy
-            else:
-                text_sizes = (1, 1) if spec.turbo_candidates else (1, 2)
-                sizes = legacy if spec.single else text_sizes
+            plain, rerank, candidate = (_BYTES_PER_VALUE[t] for t in spec.datatypes())
+            text_sizes = (rerank, candidate)
+            sizes = (plain, candidate) if spec.single else text_sizes
             dim = self._manifest.encoder.dim
             if self._manifest.text_encoder is not None:
                 text_dim = self._manifest.text_encoder.dim

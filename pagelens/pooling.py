@@ -67,6 +67,29 @@ def ward_pool(vectors: MultiVector, factors: Sequence[int]) -> list[MultiVector]
     return out
 
 
+def pool_query(vectors: MultiVector, clusters: int) -> MultiVector:
+    """Ward-cluster a query's token vectors into at most ``clusters`` summed vectors.
+
+    For the coarse stage of a search: each row is the sum of its cluster's token
+    vectors, not their normalised mean, so that under MaxSim a cluster weighs as
+    many tokens as it holds (``max_d (sum_q q) . d`` is at most
+    ``sum_q max_d q . d``, and equal when the cluster's tokens agree on a page
+    vector). A query of ``clusters`` tokens or fewer comes back unchanged.
+    """
+    if not isinstance(clusters, int) or clusters < 1:
+        raise PagelensError(f"query clusters must be an integer >= 1, got {clusters!r}")
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.shape[0] <= clusters:
+        return vectors.copy()
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    tree = linkage(vectors.astype(np.float64), method="ward")
+    labels = fcluster(tree, t=clusters, criterion="maxclust") - 1
+    sums = np.zeros((int(labels.max()) + 1, vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, vectors)
+    return sums.astype(np.float32)
+
+
 def pool_pages(pages: Sequence[MultiVector], factor: int) -> list[MultiVector]:
     """Pool each page of a batch at one factor (see :func:`ward_pool`)."""
     return [ward_pool(page, [factor])[0] for page in pages]

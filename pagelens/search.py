@@ -49,6 +49,11 @@ DEFAULT_CANDIDATES = 200
 # resampled from mmlongbench-dev, 5 x 200 kept 0.980 of the exact top-10 and 10 x 200
 # kept 0.988 (0.991 without a coarse stage; benchmarks/README.md)
 COARSE_PER_CANDIDATE = 10
+# the coarse scan scores pages with the query's tokens Ward-pooled into this many
+# summed vectors (pagelens.pooling.pool_query): its cost is pages x coarse vectors x
+# query vectors, so a 20-token question scans at a third of the cost
+# (benchmarks/README.md)
+COARSE_QUERY_VECTORS = 6
 
 
 @dataclass(frozen=True)
@@ -399,6 +404,7 @@ def _run(index: Index, opts: SearchOptions, rows: Sequence[_Row]) -> list[list[H
             candidates=opts.candidates,
             first_stage=stage,
             coarse=coarse,
+            coarse_query=COARSE_QUERY_VECTORS if coarse is not None else None,
             # one channel is its own result: it brings exactly k
             channel_limit=max(opts.channel_limit, opts.k) if several else opts.k,
             fusion=opts.fusion,

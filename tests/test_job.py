@@ -56,11 +56,10 @@ def test_index_then_search(index, corpus):
     assert (info.documents, info.pages) == (2, 5)
     # 64 cells pooled by 3: at most 22 vectors (fewer: blank cells are identical vectors)
     assert 1 <= info.vectors_per_page <= 22
-    # the compact layout: rerank, candidate and coarse vectors at 8 bits, dim 16
+    # the compact layout: rerank vectors at 8 bits, candidate and coarse ones at 4, dim 16
     assert 1 <= info.coarse_vectors_per_page <= info.pooled_vectors_per_page
-    want = (
-        info.vectors_per_page + info.pooled_vectors_per_page + info.coarse_vectors_per_page
-    ) * 16
+    first_stage = info.pooled_vectors_per_page + info.coarse_vectors_per_page
+    want = (info.vectors_per_page + first_stage / 2) * 16
     assert info.bytes_per_page == pytest.approx(want)
     hits = search(index, enc, ["alpha page", "beta"], k=3)
     assert [len(h) for h in hits] == [3, 3]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pagelens.errors import PagelensError
-from pagelens.pooling import pool_pages, ward_pool
+from pagelens.pooling import pool_pages, pool_query, ward_pool
 
 
 def _unit(v):
@@ -47,3 +47,30 @@ def test_empty_page_and_bad_factor():
     assert ward_pool(empty, [3])[0].shape == (0, 8)
     with pytest.raises(PagelensError, match="pool factor"):
         ward_pool(empty, [0])
+
+
+def test_a_pooled_query_sums_its_clusters_by_hand():
+    # two tight pairs of tokens and a lone one: three clusters, each the sum of its tokens
+    q = _unit(np.array([[1, 0.01], [1, -0.01], [0.01, 1], [-0.01, 1], [-1, 0]])).astype(np.float32)
+    out = pool_query(q, 3)
+    assert out.shape == (3, 2)
+    got = sorted(map(tuple, np.round(out, 3)))
+    assert got == [(-1.0, 0.0), (0.0, 2.0), (2.0, 0.0)]
+    np.testing.assert_array_equal(pool_query(q, 5), q)  # no fewer clusters: unchanged
+    np.testing.assert_array_equal(pool_query(q, 9), q)
+    with pytest.raises(PagelensError, match="query clusters"):
+        pool_query(q, 0)
+
+
+def test_a_pooled_query_scores_a_page_at_most_what_its_tokens_do():
+    """max_d (sum_q q) . d <= sum_q max_d q . d: the coarse stage never over-scores a page."""
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        q = _unit(rng.normal(size=(int(rng.integers(2, 30)), 16))).astype(np.float32)
+        page = _unit(rng.normal(size=(int(rng.integers(1, 20)), 16))).astype(np.float32)
+        full = float((q @ page.T).max(axis=1).sum())
+        for k in (1, 3, 6):
+            short = pool_query(q, k)
+            assert len(short) == min(k, len(q))
+            np.testing.assert_allclose(short.sum(axis=0), q.sum(axis=0), atol=1e-5)
+            assert float((short @ page.T).max(axis=1).sum()) <= full + 1e-5

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pagelens.pooling import pool_query
 from pagelens.types import MultiVector, display_path
 
 PAGES = "pages"
@@ -136,16 +137,24 @@ class CollectionSpec:
     # the candidate vectors are: the first stage scans it, so that the candidate
     # vectors score a few pages per hundred, not all (benchmarks/README.md)
     coarse: bool = False
+    # the candidate and coarse vectors in Qdrant's 4-bit TurboQuant storage (manifest
+    # format 5 on): the first stage only passes pages on to be scored again by finer
+    # vectors, and at 4 bits it kept what 8 bits kept, for half the bytes it holds in
+    # RAM (benchmarks/README.md)
+    turbo4_first_stage: bool = False
 
     def datatypes(self) -> tuple[str, str, str]:
         """Storage of (a single-vector channel, rerank, candidate) vectors.
 
         Named as both backends' enums name them, case aside: ``"float32"``,
-        ``"float16"`` or ``"turbo8"``; each backend maps the names to its own enum.
+        ``"float16"``, ``"turbo8"`` or ``"turbo4"``; each backend maps the names to
+        its own enum.
         """
         plain = "float16" if self.fp16 else "float32"
         if not self.compact:
             return plain, plain, "float32"
+        if self.turbo4_first_stage:
+            return plain, "turbo8", "turbo4"
         return plain, "turbo8", "turbo8" if self.turbo_candidates else "float16"
 
     @property
@@ -232,6 +241,9 @@ class HybridQuery:
         coarse: pages the coarse vectors pass to the candidate stage (indexes of
             manifest format 4 on), or ``None`` for no coarse stage: the candidate
             vectors then score every page.
+        coarse_query: the coarse stage scores pages with the query's tokens
+            Ward-pooled into at most this many summed vectors
+            (:func:`pagelens.pooling.pool_query`); ``None`` = with every token.
         channel_limit: results each channel contributes to the fusion.
         fusion: ``"rrf"`` (reciprocal rank fusion) or ``"dbsf"`` (Qdrant's
             distribution-based score fusion: scores normalised per channel, summed).
@@ -247,6 +259,7 @@ class HybridQuery:
     candidates: int | None = 200
     first_stage: str = "exact"
     coarse: int | None = None
+    coarse_query: int | None = None
     channel_limit: int = 100
     fusion: str = "dbsf"
     weights: Mapping[str, float] | None = None
@@ -318,6 +331,11 @@ def dense_queries(query: HybridQuery) -> list[tuple[str, MultiVector]]:
     """List the dense channels a hybrid query uses, with their query vectors, in order."""
     given = ((DENSE, query.dense), (TEXT, query.text))
     return [(name, v) for name, v in given if v is not None]
+
+
+def coarse_query_vectors(query: MultiVector, clusters: int | None) -> MultiVector:
+    """Give the query vectors a coarse stage scans with (:attr:`HybridQuery.coarse_query`)."""
+    return query if clusters is None else pool_query(query, clusters)
 
 
 def channel_names(query: HybridQuery) -> list[str]:

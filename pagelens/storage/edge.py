@@ -30,6 +30,7 @@ from pagelens.storage.base import (
     SparseVector,
     StoredPoint,
     channel_weights,
+    coarse_query_vectors,
     dense_layout,
     dense_queries,
     engine_errors,
@@ -517,6 +518,7 @@ class EdgeStore:
         first_stage: str = "exact",
         single: bool = False,
         coarse: int | None = None,
+        coarse_query: int | None = None,
     ) -> tuple[Any, list[Any] | None, Any]:
         """Build a dense channel: query on its rerank vectors, prefetch on its candidates."""
         m = self._m
@@ -539,7 +541,10 @@ class EdgeStore:
         if coarse is not None:  # the coarse scan brings pages for the candidate vectors
             stage0 = m.Prefetch(
                 limit=max(coarse, limit),
-                query=m.Query.Nearest(vectors, using=COARSE_VECTORS[channel]),
+                query=m.Query.Nearest(
+                    _as_lists(coarse_query_vectors(query, coarse_query)),
+                    using=COARSE_VECTORS[channel],
+                ),
                 filter=flt,
                 params=exact,
             )
@@ -567,6 +572,7 @@ class EdgeStore:
                 query.first_stage,
                 single=query.single and name == DENSE,
                 coarse=query.coarse,
+                coarse_query=query.coarse_query,
             )
             for name, v in dense_queries(query)
         ]

@@ -26,6 +26,7 @@ from pagelens.storage.base import (
     SparseVector,
     StoredPoint,
     channel_weights,
+    coarse_query_vectors,
     dense_layout,
     dense_queries,
     engine_errors,
@@ -274,6 +275,7 @@ class ServerStore:
         first_stage: str = "exact",
         single: bool = False,
         coarse: int | None = None,
+        coarse_query: int | None = None,
     ) -> dict[str, Any]:
         """Build a dense channel: MaxSim on its rerank vectors, two-stage through its candidates."""
         m = self._m
@@ -296,7 +298,7 @@ class ServerStore:
         exact = m.SearchParams(exact=True)
         if coarse is not None:  # the coarse scan brings pages for the candidate vectors
             stage0 = m.Prefetch(
-                query=vectors,
+                query=_as_lists(coarse_query_vectors(query, coarse_query)),
                 using=COARSE_VECTORS[channel],
                 limit=max(coarse, limit),
                 filter=flt,
@@ -325,6 +327,7 @@ class ServerStore:
                 query.first_stage,
                 single=query.single and name == DENSE,
                 coarse=query.coarse,
+                coarse_query=query.coarse_query,
             )
             for name, v in dense_queries(query)
         ]
