@@ -25,6 +25,7 @@ way and projected alike. Ground truth is exact MaxSim, as for synthetic pages.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
@@ -36,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pagelens.search  # noqa: E402
 from pagelens.index import Index, IndexSettings, Manifest, PageVectors, StoredPage  # noqa: E402
 from pagelens.pooling import ward_pool  # noqa: E402
 from pagelens.search import search_vectors  # noqa: E402
@@ -375,14 +377,14 @@ def build(
 
 
 def _prepare(index: Index, settings: IndexSettings, layout: str) -> None:
-    """Create the index in the layout asked for: today's, or manifest format 3's or 1's."""
+    """Create the index in the layout asked for: today's, or manifest format 4's, 3's or 1's."""
     from pagelens.encoders.base import EncoderSpec
 
     spec = EncoderSpec("synthetic", "0", DIM, "synthetic")
     if layout == "compact":
         index.prepare(spec, settings)
         return
-    fmt = 3 if layout == "format3" else 1
+    fmt = int(layout.removeprefix("format"))
     manifest = Manifest(spec, settings, "0.1.0", "2026-12-01T00:00:00+00:00", format=fmt)
     index.store.create(manifest.collection_spec())
     index.restore_manifest(manifest)
@@ -392,6 +394,11 @@ def _timed(fn):  # wall and CPU seconds of this process (the engine's threads in
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _coarse_query(clusters: int) -> None:
+    """Set the query vectors of the coarse stage: its tokens pooled into so many, 0 = all."""
+    pagelens.search.COARSE_QUERY_VECTORS = clusters or None
 
 
 def probe(folder: Path, candidates: int) -> dict:
@@ -431,7 +438,16 @@ def _fresh_probe(folder: Path, candidates: int) -> dict:
     import subprocess
 
     out = subprocess.run(
-        [sys.executable, __file__, "--probe", str(folder), "--candidates", str(candidates)],
+        [
+            sys.executable,
+            __file__,
+            "--probe",
+            str(folder),
+            "--candidates",
+            str(candidates),
+            "--coarse-queries",
+            str(pagelens.search.COARSE_QUERY_VECTORS or 0),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -495,35 +511,39 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
             t_exact.append(wall)
             c_exact.append(cpu)
         rows = []
-        for c in args.candidates:
-            for stage in args.first_stages:  # side by side, same queries, same index
-                if stage == "hnsw" and not index.has_candidate_graph:
-                    continue  # the compact layout has no graph to walk
-                lat = []
-                cpu = []
-                recall = []
-                for q, ref in zip(queries, exact, strict=False):
-                    found, wall, used = _timed(
-                        lambda q=q, c=c, stage=stage: search_vectors(
-                            index, [q], k=10, candidates=c, first_stage=stage
-                        )
+        # the coarse stage's query vectors, side by side where the index has the stage
+        pooled = args.coarse_queries if index.has_coarse_vectors else [0]
+        for c, stage, cq in itertools.product(args.candidates, args.first_stages, pooled):
+            if stage == "hnsw" and not index.has_candidate_graph:
+                continue  # the compact layout has no graph to walk
+            _coarse_query(cq)
+            lat = []
+            cpu = []
+            recall = []
+            for q, ref in zip(queries, exact, strict=False):
+                found, wall, used = _timed(
+                    lambda q=q, c=c, stage=stage: search_vectors(
+                        index, [q], k=10, candidates=c, first_stage=stage
                     )
-                    hits = found[0]
-                    lat.append(wall)
-                    cpu.append(used)
-                    want = {h.page_id for h in ref}
-                    recall.append(len(want & {h.page_id for h in hits}) / len(want))
-                rows.append(
-                    {
-                        "candidates": c,
-                        "first_stage": stage,
-                        "p50_ms": 1000 * float(np.percentile(lat, 50)),
-                        "p99_ms": 1000 * float(np.percentile(lat, 99)),
-                        "cpu_p50_ms": 1000 * float(np.percentile(cpu, 50)),
-                        "cpu_p99_ms": 1000 * float(np.percentile(cpu, 99)),
-                        "recall_at_10": float(np.mean(recall)),
-                    }
                 )
+                hits = found[0]
+                lat.append(wall)
+                cpu.append(used)
+                want = {h.page_id for h in ref}
+                recall.append(len(want & {h.page_id for h in hits}) / len(want))
+            rows.append(
+                {
+                    "candidates": c,
+                    "first_stage": stage,
+                    "coarse_query_vectors": cq if index.has_coarse_vectors else None,
+                    "p50_ms": 1000 * float(np.percentile(lat, 50)),
+                    "p99_ms": 1000 * float(np.percentile(lat, 99)),
+                    "cpu_p50_ms": 1000 * float(np.percentile(cpu, 50)),
+                    "cpu_p99_ms": 1000 * float(np.percentile(cpu, 99)),
+                    "recall_at_10": float(np.mean(recall)),
+                }
+            )
+        _coarse_query(args.coarse_queries[0])  # the default again, for what follows
         anchors = []
         if scan is not None:  # side by side: the same queries, the same exact top-10
             for c in args.candidates:
@@ -603,9 +623,18 @@ def main() -> None:
         "--layouts",
         nargs="+",
         default=["compact", "format3"],
-        choices=["compact", "format3", "format1"],
-        help="compact: today's (format 4, coarse scan first); format3: the previous "
-        "release's (a scan of every page's candidates); format1: the HNSW graph",
+        choices=["compact", "format4", "format3", "format1"],
+        help="compact: today's (format 5: 4-bit candidate and coarse vectors); format4: "
+        "the previous release's (8-bit, coarse scan first); format3: a scan of every "
+        "page's candidates; format1: the HNSW graph",
+    )
+    p.add_argument(
+        "--coarse-queries",
+        type=int,
+        nargs="+",
+        default=[pagelens.search.COARSE_QUERY_VECTORS or 0],
+        help="query vectors the coarse stage scans with (the question's tokens Ward-pooled "
+        "into so many; 0 = every token), side by side; the fresh process runs the first",
     )
     p.add_argument("--real", type=Path, default=None, help="resample real vectors (.npz)")
     p.add_argument("--dim", type=int, default=128, help="with --real: 128 (projected) or 384")
@@ -621,6 +650,7 @@ def main() -> None:
     p.add_argument("--keep", type=Path, default=None, help="keep each index under this folder")
     p.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)  # the child
     args = p.parse_args()
+    _coarse_query(args.coarse_queries[0])
     if args.probe is not None:  # a fresh serving process over a kept index
         print(json.dumps(probe(args.probe, args.candidates[0])))
         return
@@ -669,12 +699,13 @@ def main() -> None:
             )
         )
         print(
-            f"{'candidates':>10} {'first stage':>11} {'p50 ms':>8} {'p99 ms':>8} {'CPU p50':>8} "
-            f"{'recall@10':>10} {'speed-up vs exact':>18}"
+            f"{'candidates':>10} {'first stage':>11} {'coarse q':>8} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'CPU p50':>8} {'recall@10':>10} {'speed-up vs exact':>18}"
         )
         for row in r["two_stage"]:
             print(
-                f"{row['candidates']:>10} {row['first_stage']:>11} {row['p50_ms']:>8.1f} "
+                f"{row['candidates']:>10} {row['first_stage']:>11} "
+                f"{row['coarse_query_vectors'] or '-'!s:>8} {row['p50_ms']:>8.1f} "
                 f"{row['p99_ms']:>8.1f} {row['cpu_p50_ms']:>8.1f} {row['recall_at_10']:>10.3f} "
                 f"{r['exact_p50_ms'] / row['p50_ms']:>17.1f}x"
             )
