@@ -881,7 +881,7 @@ def eval_run_cmd(
     ] = None,
     candidates: Annotated[
         int, typer.Option("--candidates", min=0, help="First-stage candidates; 0 = exact.")
-    ] = 200,
+    ] = DEFAULT_CANDIDATES,
     scope: Annotated[str, typer.Option("--scope", help="corpus, document or both.")] = "both",
     breakdown: Annotated[
         list[str] | None,

@@ -2,9 +2,10 @@
 
 The ``dense`` channel is MaxSim late interaction, in stages by default. In indexes
 since manifest format 4, an exact scan of every page's ``coarse`` vectors (Ward,
-coarse factor 48: about 16 per ColQwen2.5 page) passes 10 x ``candidates`` pages to
-their ``pooled`` vectors (Ward, candidate factor 16), which pick ``candidates``
-pages, and those are reranked by MaxSim on the stored page vectors
+coarse factor 48: about 16 per ColQwen2.5 page), scored with the question's tokens
+Ward-pooled into 4 summed vectors, passes 10 x ``candidates`` pages to their
+``pooled`` vectors (Ward, candidate factor 16), which pick ``candidates`` pages with
+every token, and those are reranked by MaxSim on the stored page vectors
 (``candidates=None`` scores every page on those, the oracle). Indexes of formats 2
 and 3 scan every page's ``pooled`` vectors instead. The stages run at every index
 size: no threshold switches a search to another plan behind the user's back. Indexes
@@ -44,16 +45,20 @@ CHANNELS = (DENSE, TEXT, BM25)
 FUSIONS = ("dbsf", "rrf")
 FIRST_STAGES = ("exact", "hnsw")
 DEFAULT_K = 10
-DEFAULT_CANDIDATES = 200
+# pages the rerank scores: at 10k pages resampled from mmlongbench-dev (manifest
+# format 5, the coarse query pooled) 200 kept 0.989 of the exact top-10, 300 kept
+# 0.994 and 400 0.996, for about a quarter more CPU a step (benchmarks/README.md)
+DEFAULT_CANDIDATES = 300
 # pages the coarse scan passes to the candidate vectors, per candidate: at 10k pages
 # resampled from mmlongbench-dev, 5 x 200 kept 0.980 of the exact top-10 and 10 x 200
 # kept 0.988 (0.991 without a coarse stage; benchmarks/README.md)
 COARSE_PER_CANDIDATE = 10
 # the coarse scan scores pages with the query's tokens Ward-pooled into this many
 # summed vectors (pagelens.pooling.pool_query): its cost is pages x coarse vectors x
-# query vectors, so a 20-token question scans at a third of the cost
-# (benchmarks/README.md)
-COARSE_QUERY_VECTORS = 6
+# query vectors, and the engine's time goes with it. At 10k resampled pages, 4 kept
+# the recall@10 of every token (0.989 against 0.988 at 200 candidates, 0.994 at 300)
+# for 40-50% less CPU a question; 6 kept the same for less saved (benchmarks/README.md)
+COARSE_QUERY_VECTORS = 4
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pagelens.eval.datasets import load_eval_set
 from pagelens.eval.report import load_result, write_sweep
 from pagelens.eval.run import EvalOptions, evaluate, index_key, sweep
 from pagelens.index import IndexSettings
+from pagelens.search import DEFAULT_CANDIDATES
 from tests import vidore_fixtures as vf
 
 L3 = math.log2(3)
@@ -187,7 +188,8 @@ def test_exact_search_gives_the_same_ranking_here(sets, tmp_path):
     exact = evaluate(
         sets["v1"], enc, EvalOptions(cache_dir=tmp_path, candidates=None, progress=False)
     )
-    assert approx.settings["candidates"] == 200 and exact.settings["candidates"] is None
+    assert approx.settings["candidates"] == DEFAULT_CANDIDATES
+    assert exact.settings["candidates"] is None
     assert exact.scopes["corpus"].per_query == approx.scopes["corpus"].per_query
 
 

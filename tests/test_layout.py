@@ -1,15 +1,17 @@
-"""The compact stored layout (manifest format 4) against float twins and the oracle.
+"""The compact stored layout (manifest format 5) against float twins and the oracle.
 
 New indexes store rerank vectors in Qdrant's 8-bit TurboQuant storage, on disk,
-and 8-bit candidate and coarse vectors without a graph (format 2 stored candidates
-as float16; format 3 had no coarse vectors, and scanned every page's candidates).
+and 4-bit candidate and coarse vectors without a graph (format 4 stored them in 8
+bits; format 2 stored candidates as float16; format 3 had no coarse vectors, and
+scanned every page's candidates).
 These tests pin what that costs and what it keeps, on every backend:
 
 - exact search (``candidates=None``) on the compact layout against a numpy MaxSim
   oracle over the float vectors, and against the same pages in a float index
   (format 1): the tolerance is stated where it is asserted;
-- the staged first stage (a scan of coarse vectors, then the candidate vectors of
-  the pages it passes) against the same stages in numpy;
+- the staged first stage (a scan of coarse vectors with the pooled question, then
+  the candidate vectors of the pages it passes) against the same stages in numpy,
+  for formats 4 and 5;
 - two-stage search equals exact search when the candidates cover the corpus;
 - indexes of formats 1, 2 and 3 (earlier releases) are read and searched as they
   were, format 1's graph first stage included; an unknown format is refused with
