@@ -35,7 +35,7 @@ from pagelens.pipeline.distributed import (  # noqa: E402
 )
 from pagelens.pipeline.job import index_paths  # noqa: E402
 from pagelens.pipeline.render import RenderSettings  # noqa: E402
-from pagelens.storage.base import CollectionSpec  # noqa: E402
+from pagelens.storage.base import COARSE_VECTORS, DENSE_VECTORS, CollectionSpec  # noqa: E402
 from pagelens.storage.server import ClusterSpec, ServerStore  # noqa: E402
 from tests import hostile  # noqa: E402
 from tests import pdf_factory as pf  # noqa: E402
@@ -46,9 +46,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RENDER = RenderSettings(dpi=30, batch_pages=2)
 SETTINGS = IndexSettings(text=True)  # page text and BM25 too: every stage runs
 # rerank vectors are stored in 8 bits (TurboQuant) by the embedded engine and as given
-# by qdrant-client's local mode; candidate vectors at fp16. Across those two backends a
+# by qdrant-client's local mode. Across those two backends a
 # unit vector's component differs by up to about 3e-3 (measured), within one by none.
 STORED = 1e-2
+# the first stage's candidate and coarse vectors are stored in 4 bits (manifest format
+# 5) by the embedded engine: a unit vector's component comes back within 0.112 of its
+# value (measured over 8,000 unit vectors of dim 16; 0.055 at dim 128)
+FIRST_STAGE_STORED = 0.15
+FIRST_STAGE = {name for _, name in DENSE_VECTORS.values()} | set(COARSE_VECTORS.values())
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +166,8 @@ def _assert_same_index(folder, reference_folder, *, client=False):
         assert sorted(other_vectors) == sorted(vectors), pid
         for name, v in vectors.items():
             assert other_vectors[name].shape == v.shape, (pid, name)
-            np.testing.assert_allclose(other_vectors[name], v, atol=STORED, err_msg=f"{pid} {name}")
+            atol = FIRST_STAGE_STORED if name in FIRST_STAGE else STORED
+            np.testing.assert_allclose(other_vectors[name], v, atol=atol, err_msg=f"{pid} {name}")
 
 
 def _assert_same_report(report, want):
