@@ -3,7 +3,7 @@
 The ``dense`` channel is MaxSim late interaction, in stages by default. In indexes
 since manifest format 4, an exact scan of every page's ``coarse`` vectors (Ward,
 coarse factor 48: about 16 per ColQwen2.5 page), scored with the question's tokens
-Ward-pooled into 4 summed vectors, passes 10 x ``candidates`` pages to their
+Ward-pooled into 6 summed vectors, passes 10 x ``candidates`` pages to their
 ``pooled`` vectors (Ward, candidate factor 16), which pick ``candidates`` pages with
 every token, and those are reranked by MaxSim on the stored page vectors
 (``candidates=None`` scores every page on those, the oracle). Indexes of formats 2
@@ -46,8 +46,8 @@ FUSIONS = ("dbsf", "rrf")
 FIRST_STAGES = ("exact", "hnsw")
 DEFAULT_K = 10
 # pages the rerank scores: at 10k pages resampled from mmlongbench-dev (manifest
-# format 5, the coarse query pooled) 200 kept 0.989 of the exact top-10, 300 kept
-# 0.994 and 400 0.996, for about a quarter more CPU a step (benchmarks/README.md)
+# format 5, the coarse question pooled) 200 kept 0.989 of the exact top-10, 300 kept
+# 0.994 for 17% more CPU a question, 400 0.996 for 83% more (benchmarks/README.md)
 DEFAULT_CANDIDATES = 300
 # pages the coarse scan passes to the candidate vectors, per candidate: at 10k pages
 # resampled from mmlongbench-dev, 5 x 200 kept 0.980 of the exact top-10 and 10 x 200
@@ -55,10 +55,11 @@ DEFAULT_CANDIDATES = 300
 COARSE_PER_CANDIDATE = 10
 # the coarse scan scores pages with the query's tokens Ward-pooled into this many
 # summed vectors (pagelens.pooling.pool_query): its cost is pages x coarse vectors x
-# query vectors, and the engine's time goes with it. At 10k resampled pages, 4 kept
-# the recall@10 of every token (0.989 against 0.988 at 200 candidates, 0.994 at 300)
-# for 40-50% less CPU a question; 6 kept the same for less saved (benchmarks/README.md)
-COARSE_QUERY_VECTORS = 4
+# query vectors, and the engine's time goes with it. At 100k synthetic pages and 300
+# candidates, 6 kept 0.999 of the exact top-10 (every token: 1.000) at 42% of the
+# CPU; 4 kept only 0.976. At 10k pages resampled from mmlongbench-dev, 6 kept what
+# every token kept (0.994) at 72% of the CPU (benchmarks/README.md)
+COARSE_QUERY_VECTORS = 6
 
 
 @dataclass(frozen=True)
