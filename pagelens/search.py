@@ -58,7 +58,7 @@ COARSE_PER_CANDIDATE = 10
 # query vectors, and the engine's time goes with it. At 100k synthetic pages and 300
 # candidates, 6 kept 0.999 of the exact top-10 (every token: 1.000) at 42% of the
 # CPU; 4 kept only 0.976. At 10k pages resampled from mmlongbench-dev, 6 kept what
-# every token kept (0.994) at 72% of the CPU (benchmarks/README.md)
+# every token kept (0.994) at 78% of the CPU (benchmarks/README.md)
 COARSE_QUERY_VECTORS = 6
 
 
