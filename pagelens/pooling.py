@@ -48,23 +48,32 @@ def ward_pool(vectors: MultiVector, factors: Sequence[int]) -> list[MultiVector]
     n = vectors.shape[0]
     vectors = np.asarray(vectors, dtype=np.float32)
     need_tree = any(math.ceil(n / f) < n for f in factors)
-    tree = None
-    if need_tree:
-        from scipy.cluster.hierarchy import fcluster, linkage
-
-        tree = linkage(vectors.astype(np.float64), method="ward")
+    tree = _ward_tree(vectors) if need_tree else None
     out: list[MultiVector] = []
     for factor in factors:
         clusters = math.ceil(n / factor)
         if tree is None or clusters >= n:
             out.append(vectors.copy())
             continue
-        labels = fcluster(tree, t=clusters, criterion="maxclust") - 1  # (n,), 0-based
-        count = int(labels.max()) + 1
-        sums = np.zeros((count, vectors.shape[1]), dtype=np.float64)
-        np.add.at(sums, labels, vectors)
-        out.append(_normalise(sums))
+        out.append(_normalise(_cluster_sums(tree, vectors, clusters)))
     return out
+
+
+def _ward_tree(vectors: np.ndarray) -> np.ndarray:
+    """Ward linkage of a set of vectors (scipy's linkage matrix)."""
+    from scipy.cluster.hierarchy import linkage
+
+    return linkage(vectors.astype(np.float64), method="ward")
+
+
+def _cluster_sums(tree: np.ndarray, vectors: np.ndarray, clusters: int) -> np.ndarray:
+    """Cut ``tree`` into at most ``clusters`` clusters; each row is a cluster's sum (float64)."""
+    from scipy.cluster.hierarchy import fcluster
+
+    labels = fcluster(tree, t=clusters, criterion="maxclust") - 1  # (n,), 0-based
+    sums = np.zeros((int(labels.max()) + 1, vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, vectors)
+    return sums
 
 
 def pool_query(vectors: MultiVector, clusters: int) -> MultiVector:
@@ -81,13 +90,7 @@ def pool_query(vectors: MultiVector, clusters: int) -> MultiVector:
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape[0] <= clusters:
         return vectors.copy()
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    tree = linkage(vectors.astype(np.float64), method="ward")
-    labels = fcluster(tree, t=clusters, criterion="maxclust") - 1
-    sums = np.zeros((int(labels.max()) + 1, vectors.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, vectors)
-    return sums.astype(np.float32)
+    return _cluster_sums(_ward_tree(vectors), vectors, clusters).astype(np.float32)
 
 
 def pool_pages(pages: Sequence[MultiVector], factor: int) -> list[MultiVector]:
