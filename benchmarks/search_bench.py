@@ -38,6 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pagelens.search  # noqa: E402
+import pagelens.storage.edge  # noqa: E402
 from pagelens.index import Index, IndexSettings, Manifest, PageVectors, StoredPage  # noqa: E402
 from pagelens.pooling import ward_pool  # noqa: E402
 from pagelens.search import search_vectors  # noqa: E402
@@ -377,7 +378,7 @@ def build(
 
 
 def _prepare(index: Index, settings: IndexSettings, layout: str) -> None:
-    """Create the index in the layout asked for: today's, or manifest format 4's, 3's or 1's."""
+    """Create the index in the layout asked for: today's, or an earlier manifest format's."""
     from pagelens.encoders.base import EncoderSpec
 
     spec = EncoderSpec("synthetic", "0", DIM, "synthetic")
@@ -455,11 +456,13 @@ def _fresh_probe(folder: Path, candidates: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
+def run(n_pages: int, layout: str, segment_points: int, args: argparse.Namespace) -> dict:
+    # the embedded store seals a segment each so many points written (0: one segment)
+    pagelens.storage.edge.SEGMENT_POINTS = segment_points or sys.maxsize
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.keep is not None:  # keep the index and queries, for --probe later
-            folder = args.keep / f"{n_pages}-{layout}"
+            folder = args.keep / f"{n_pages}-{layout}-{segment_points}"
             folder.mkdir(parents=True, exist_ok=False)
         global FOLDER
         FOLDER = folder
@@ -477,7 +480,8 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         QUARTERS.clear()
         scan = None
-        first = layout == args.layouts[0]  # the anchors run once per size, beside the first
+        # the anchors run once per size, beside the first index
+        first = layout == args.layouts[0] and segment_points == args.segment_points[0]
         if "scan" in args.anchors and first:
             per_page = math.ceil(stored / cand_factor)
             scan = ScanAnchor(folder / "candidates.npy", n_pages, per_page, DIM)
@@ -565,6 +569,7 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
         if others is not None:
             anchors += others.run(queries, exact, args.candidates)
         info = index.info()
+        segments = index.store._shard.info().segments_count  # the appendable one included
         memory = _memory()
         hit_rate = None  # the real questions have no synthetic target page
         if not isinstance(corpus, RealCorpus):
@@ -580,6 +585,8 @@ def run(n_pages: int, layout: str, args: argparse.Namespace) -> dict:
     return {
         "pages": n_pages,
         "layout": layout,
+        "segment_points": segment_points,
+        "segments": segments,
         "stored_vectors_per_page": stored,
         "candidate_vectors_per_page": math.ceil(stored / cand_factor),
         "coarse_vectors_per_page": round(info.coarse_vectors_per_page, 1),
@@ -623,10 +630,10 @@ def main() -> None:
         "--layouts",
         nargs="+",
         default=["compact", "format3"],
-        choices=["compact", "format4", "format3", "format1"],
-        help="compact: today's (format 5: 4-bit candidate and coarse vectors); format4: "
-        "the previous release's (8-bit, coarse scan first); format3: a scan of every "
-        "page's candidates; format1: the HNSW graph",
+        choices=["compact", "format5", "format4", "format3", "format1"],
+        help="compact: today's (format 6: 4-bit candidate and coarse vectors mapped from "
+        "disk); format5: the previous release's (those in RAM); format4: 8-bit, coarse "
+        "scan first; format3: a scan of every page's candidates; format1: the HNSW graph",
     )
     p.add_argument(
         "--coarse-queries",
@@ -635,6 +642,14 @@ def main() -> None:
         default=[pagelens.search.COARSE_QUERY_VECTORS or 0],
         help="query vectors the coarse stage scans with (the question's tokens Ward-pooled "
         "into so many; 0 = every token), side by side; the fresh process runs the first",
+    )
+    p.add_argument(
+        "--segment-points",
+        type=int,
+        nargs="+",
+        default=[pagelens.storage.edge.SEGMENT_POINTS],
+        help="points the embedded store writes before it seals a segment (0: one "
+        "segment, as before), side by side: an index each",
     )
     p.add_argument("--real", type=Path, default=None, help="resample real vectors (.npz)")
     p.add_argument("--dim", type=int, default=128, help="with --real: 128 (projected) or 384")
@@ -657,11 +672,13 @@ def main() -> None:
     global DIM, REAL, NOISE
     DIM, REAL, NOISE = args.dim, args.real, args.noise
     results = []
-    for n, layout in ((n, layout) for n in args.pages for layout in args.layouts):
-        r = run(n, layout, args)
+    runs = itertools.product(args.pages, args.layouts, args.segment_points)
+    for n, layout, seg in runs:
+        r = run(n, layout, seg, args)
         results.append(r)
         print(
-            f"\n{n} pages: {r['stored_vectors_per_page']} rerank + "
+            f"\n{n} pages, {r['segments']} segments (sealed each {seg or 'never'} points): "
+            f"{r['stored_vectors_per_page']} rerank + "
             f"{r['candidate_vectors_per_page']} candidate + "
             f"{r['coarse_vectors_per_page']} coarse vectors/page; "
             f"storing + index building {r['store_and_index_s']:.0f} s (optimize "

@@ -587,6 +587,8 @@ def _hits_json(
 
 def _first_stage_storage(spec: Any) -> str:
     """How an index stores the vectors its first stage scans (manifest formats 2 on)."""
+    if spec.mapped_first_stage:
+        return "and coarse vectors 4-bit, mapped from disk"
     if spec.turbo4_first_stage:
         return "and coarse vectors 4-bit"
     return "8-bit" if spec.turbo_candidates else "fp16"

@@ -55,8 +55,10 @@ logger = logging.getLogger(__name__)
 # (CollectionSpec.coarse), which the first stage scans; an index of format 3 or older
 # is searched as it was, its first stage a scan of every page's candidate vectors.
 # 5: the candidate and coarse vectors in 4 bits (CollectionSpec.turbo4_first_stage).
-MANIFEST_FORMAT = 5
-READABLE_FORMATS = (1, 2, 3, 4, 5)
+# 6: those memory-mapped from disk (CollectionSpec.mapped_first_stage); an index of
+# format 5 holds them in RAM, and is searched alike.
+MANIFEST_FORMAT = 6
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
 # bytes a vector value takes in each storage datatype (CollectionSpec.datatypes)
 _BYTES_PER_VALUE = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
 
@@ -121,6 +123,7 @@ class Manifest:
             turbo_candidates=self.format >= 3,
             coarse=self.format >= 4,
             turbo4_first_stage=self.format >= 5,
+            mapped_first_stage=self.format >= 6,
         )
 
     def to_payload(self) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""The compact stored layout (manifest format 5) against float twins and the oracle.
+"""The compact stored layout (manifest format 6) against float twins and the oracle.
 
 New indexes store rerank vectors in Qdrant's 8-bit TurboQuant storage, on disk,
-and 4-bit candidate and coarse vectors without a graph (format 4 stored them in 8
-bits; format 2 stored candidates as float16; format 3 had no coarse vectors, and
-scanned every page's candidates).
+and 4-bit candidate and coarse vectors without a graph, mapped from disk too
+(format 5 held those in RAM; format 4 stored them in 8 bits; format 2 stored
+candidates as float16; format 3 had no coarse vectors, and scanned every page's
+candidates). The embedded store seals a segment each few thousand points, so that
+its search pool scans segments in parallel.
 These tests pin what that costs and what it keeps, on every backend:
 
 - exact search (``candidates=None``) on the compact layout against a numpy MaxSim
@@ -11,7 +13,9 @@ These tests pin what that costs and what it keeps, on every backend:
   (format 1): the tolerance is stated where it is asserted;
 - the staged first stage (a scan of coarse vectors with the pooled question, then
   the candidate vectors of the pages it passes) against the same stages in numpy,
-  for formats 4 and 5;
+  for formats 4, 5 and 6;
+- an index sealed into segments answers as the same pages in one segment do, and
+  an index made before segments is not sealed;
 - two-stage search equals exact search when the candidates cover the corpus;
 - indexes of formats 1, 2 and 3 (earlier releases) are read and searched as they
   were, format 1's graph first stage included; an unknown format is refused with
@@ -20,6 +24,7 @@ These tests pin what that costs and what it keeps, on every backend:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -123,8 +128,9 @@ def test_compact_exact_search_matches_the_oracle_and_the_float_twin(kind, tmp_pa
     compact = _open(kind, tmp_path / "compact")
     compact.prepare(SPEC, settings)
     spec = compact.manifest.collection_spec()
-    assert compact.manifest.format == MANIFEST_FORMAT == 5
+    assert compact.manifest.format == MANIFEST_FORMAT == 6
     assert spec.compact and spec.turbo_candidates and spec.coarse and spec.turbo4_first_stage
+    assert spec.mapped_first_stage
     _fill(compact, pages, settings)
     twin = _open(kind, tmp_path / "float")
     _legacy(twin, IndexSettings(pool_factor=1, candidate_factor=4, fp16=False))
@@ -167,11 +173,11 @@ def test_two_stage_equals_exact_when_the_candidates_cover_the_corpus(kind, tmp_p
     index.close()
 
 
-@pytest.mark.parametrize("fmt", [4, 5])
+@pytest.mark.parametrize("fmt", [4, 5, 6])
 def test_the_staged_first_stage_picks_what_the_same_stages_in_numpy_pick(kind, fmt, tmp_path):
     """Coarse scan with the pooled query, top 10 x C pages; their candidates, top C; as numpy.
 
-    Format 5 (today's) holds the first stage's vectors in 4 bits, format 4 in 8 bits.
+    Formats 5 and 6 (today's) hold the first stage's vectors in 4 bits, format 4 in 8 bits.
     """
     pages = _pages(seed=13)
     queries = _queries(pages)
@@ -180,7 +186,7 @@ def test_the_staged_first_stage_picks_what_the_same_stages_in_numpy_pick(kind, f
     _legacy(index, settings, fmt)
     _fill(index, pages, settings)
     assert index.has_coarse_vectors
-    assert index.manifest.collection_spec().turbo4_first_stage == (fmt == 5)
+    assert index.manifest.collection_spec().turbo4_first_stage == (fmt >= 5)
     ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
     pooled = [ward_pool(v, [settings.candidate_factor, settings.coarse_factor]) for v in pages]
     assert all(len(c) < len(p) for p, c in pooled)  # fewer vectors: a coarser view
@@ -204,9 +210,9 @@ def test_the_staged_first_stage_picks_what_the_same_stages_in_numpy_pick(kind, f
     assert np.mean(found) >= 0.9  # the 4-bit first stage's recall tolerance, stated
     info = index.info()
     assert 1 <= info.coarse_vectors_per_page < info.pooled_vectors_per_page
-    # 8-bit rerank vectors; candidate and coarse vectors in 4 bits (format 5) or 8
+    # 8-bit rerank vectors; candidate and coarse vectors in 4 bits (formats 5, 6) or 8
     first_stage = info.pooled_vectors_per_page + info.coarse_vectors_per_page
-    bits = 4 if fmt == 5 else 8
+    bits = 4 if fmt >= 5 else 8
     assert info.bytes_per_page == pytest.approx(
         (info.vectors_per_page + first_stage * bits / 8) * DIM
     )
@@ -403,3 +409,106 @@ def test_an_index_the_engine_has_no_room_to_optimize_is_kept_and_searchable(tmp_
         with pytest.raises(PagelensError, match="cannot optimize the index: .*segment is broken"):
             index.optimize()
         index.store._shard = real
+
+
+def _on_disk(kind: str, index: Index, folder: Path) -> dict[str, bool]:
+    """Which named vectors the engine maps from disk, as each backend was configured."""
+    if kind == "edge":
+        config = json.loads((folder / "qdrant-edge" / "edge_config.json").read_text())
+        return {k: bool(v.get("on_disk")) for k, v in config["vectors"].items()}
+    store = index.store
+    params = store._client.get_collection(store.collection).config.params.vectors
+    return {k: bool(v.on_disk) for k, v in params.items()}
+
+
+@pytest.mark.parametrize("fmt", [5, 6])
+def test_the_first_stage_is_mapped_from_disk_since_format_6(kind, fmt, tmp_path):
+    """Format 6 maps the candidate and coarse vectors as the rerank vectors; 5 held them in RAM.
+
+    Both backends are configured alike from the one CollectionSpec.
+    """
+    settings = IndexSettings(pool_factor=1, candidate_factor=4, coarse_factor=12)
+    index = _open(kind, tmp_path / "idx")
+    _legacy(index, settings, fmt)
+    assert _on_disk(kind, index, tmp_path / "idx") == {
+        "pages": True,
+        "pooled": fmt >= 6,
+        "coarse": fmt >= 6,
+    }
+    index.close()
+
+
+def _segments(index: Index) -> int:
+    """Segments of an embedded index, the empty appendable one included."""
+    return int(index.store._shard.info().segments_count)
+
+
+def _fill_in_runs(index: Index, pages: list[np.ndarray], settings: IndexSettings) -> None:
+    """Store a document at a time, as an indexing job writes them; then optimize."""
+    factors = [settings.pool_factor, settings.candidate_factor, settings.coarse_factor]
+    for d in range(len(pages) // 10):
+        stored = []
+        for i in range(10 * d, 10 * d + 10):
+            rerank, cand, coarse = ward_pool(pages[i], factors)
+            page = Page(f"sha{d}", f"doc{d}.pdf", i % 10 + 1, 10)
+            stored.append(StoredPage(page, dense=PageVectors(rerank, cand, len(pages[i]), coarse)))
+        index.add_pages(stored)
+        index.commit(Document(f"/data/doc{d}.pdf", f"doc{d}.pdf", f"sha{d}", 1), 10)
+    index.optimize()
+
+
+def test_an_index_sealed_into_segments_answers_as_one_segment_does(tmp_path, monkeypatch):
+    """The embedded store seals a segment each SEGMENT_POINTS points, for the search pool.
+
+    Segments change where pages live, not what a search finds: exact search, the
+    staged first stage and two-stage search return the pages and scores of the same
+    pages written into one segment.
+    """
+    import pagelens.storage.edge as edge
+
+    pages = _pages(seed=19)
+    queries = _queries(pages)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4, coarse_factor=12)
+    monkeypatch.setattr(edge, "SEAL_MIN_KB", 1)  # these pages are far smaller than real ones
+    monkeypatch.setattr(edge, "SEGMENT_POINTS", 10**9)
+    one = Index.open(tmp_path / "one")
+    one.prepare(SPEC, settings)
+    _fill_in_runs(one, pages, settings)
+    monkeypatch.setattr(edge, "SEGMENT_POINTS", 15)  # a document and its commit record
+    many = Index.open(tmp_path / "many")
+    many.prepare(SPEC, settings)
+    _fill_in_runs(many, pages, settings)
+    assert _segments(one) == 2  # the optimized segment and a new empty appendable one
+    assert _segments(many) >= 4
+    for options in ({"candidates": None}, {"candidates": 2}, {"candidates": 20}):
+        got, want = _ranking(many, queries, **options), _ranking(one, queries, **options)
+        assert [[p for p, _ in row] for row in got] == [[p for p, _ in row] for row in want]
+        for row, ref in zip(got, want, strict=True):
+            assert [s for _, s in row] == pytest.approx([s for _, s in ref], abs=1e-5)
+    one.close()
+    many.close()
+
+
+def test_an_index_made_before_segments_is_not_sealed(tmp_path, monkeypatch):
+    """Its engine would merge each sealed segment back into one, rewriting the index."""
+    import pagelens.storage.edge as edge
+
+    pages = _pages(seed=23)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4, coarse_factor=12)
+    monkeypatch.setattr(edge, "SEAL_MIN_KB", 1)
+    with Index.open(tmp_path / "idx") as index:
+        index.prepare(SPEC, settings)
+    config_path = tmp_path / "idx" / "qdrant-edge" / "edge_config.json"
+    config = json.loads(config_path.read_text())
+    assert config["optimizers"]["default_segment_number"] == edge.MAX_SEGMENTS
+    config.pop("optimizers")  # as pagelens wrote the shard's configuration before
+    config_path.write_text(json.dumps(config))
+    monkeypatch.setattr(edge, "SEGMENT_POINTS", 15)
+    calls = []
+    with Index.open(tmp_path / "idx") as index:
+        real = index.store.optimize
+        monkeypatch.setattr(index.store, "optimize", lambda: calls.append(1) or real())
+        _fill_in_runs(index, pages, settings)
+        assert len(calls) == 1  # the run's own optimize() at its end, no seal before it
+        (row,) = _ranking(index, _queries(pages)[:1], candidates=None)
+        assert len(row) == 10

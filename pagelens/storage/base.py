@@ -142,6 +142,14 @@ class CollectionSpec:
     # vectors, and at 4 bits it kept recall@10 within 0.001 of 8 bits', for half the
     # bytes it holds in RAM (benchmarks/README.md)
     turbo4_first_stage: bool = False
+    # the candidate and coarse vectors memory-mapped from disk (manifest format 6 on),
+    # as the rerank vectors are: the page cache holds what each question's scan reads,
+    # all of them once it has run. Held "in RAM", the engine populates every storage
+    # chunk whole: 32 MiB of offsets and 32 MiB of vectors for each first-stage vector
+    # of each segment, however few pages it holds (measured: 128 MiB resident for a
+    # segment of 4k pages against 17 MB of vectors), and the embedded store seals a
+    # segment each few thousand pages (storage/edge.py)
+    mapped_first_stage: bool = False
 
     def datatypes(self) -> tuple[str, str, str]:
         """Storage of (a single-vector channel, rerank, candidate) vectors.
@@ -166,6 +174,11 @@ class CollectionSpec:
     def on_disk(self) -> bool | None:
         """Map rerank vectors and payloads from disk (compact layout), or leave it to the engine."""
         return True if self.compact else None
+
+    @property
+    def first_stage_on_disk(self) -> bool | None:
+        """Map candidate and coarse vectors from disk (format 6 on), or hold them in RAM."""
+        return True if self.mapped_first_stage else None
 
 
 def dense_layout(spec: CollectionSpec) -> list[tuple[str, str, str | None, int]]:

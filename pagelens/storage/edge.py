@@ -47,6 +47,19 @@ _SHARD = "qdrant-edge"
 _LOCK = ".lock"
 _CLEAN = ".clean-close"  # written by close(): the shard's files as they were left
 _KEYWORD_FIELDS = ("kind", "doc_path", "doc_sha256", "path_prefixes")
+_CONFIG = "edge_config.json"  # where Qdrant Edge keeps a shard's configuration
+
+# Qdrant Edge writes every point into one appendable segment, and a query scans a
+# segment on one thread: the engine's search pool runs segments in parallel. So the
+# store seals the appendable segment (optimize) each SEGMENT_POINTS points written,
+# and a question scans the index on every core. MAX_SEGMENTS keeps the engine's
+# merge optimizer from joining them back (it merges the smallest three once a
+# shard holds more; 0, the engine's default, means one per CPU). An appendable
+# segment of less than SEAL_MIN_KB of vectors stays appendable (Qdrant's default
+# indexing threshold): a run that adds a few pages leaves no small segment behind.
+SEGMENT_POINTS = 4096
+MAX_SEGMENTS = 64
+SEAL_MIN_KB = 10_000
 
 
 def _edge() -> Any:
@@ -55,6 +68,21 @@ def _edge() -> Any:
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise MissingExtraError("qdrant_edge", "all") from exc
     return qdrant_edge
+
+
+def _made_to_seal(shard: Path) -> bool:
+    """Whether the shard was created to be sealed into segments as it grows.
+
+    Shards created before pagelens set the merge optimizer's segment count keep the
+    engine's default of one segment per CPU: sealing those would merge every new
+    segment into the old ones again, rewriting the index at each seal.
+    """
+    try:
+        config = json.loads((shard / _CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    optimizers = config.get("optimizers") or {}
+    return bool(optimizers.get("default_segment_number"))
 
 
 def build_filter(m: Any, where: PayloadFilter | None) -> Any:
@@ -217,6 +245,8 @@ class EdgeStore:
         self._shard: Any = None
         self._made_folder = False
         self._wait_s = wait_s
+        self._unsealed = 0  # points written since the appendable segment was sealed
+        self._seals: bool | None = None
         self._m = _edge()
         if lock_now or (self.folder / _SHARD).exists():
             self._lock()
@@ -315,10 +345,11 @@ class EdgeStore:
                 ),
             )
             first = [candidates] if coarse is None else [candidates, coarse]
-            for name in first:  # scanned per query: kept in RAM, as the candidates
+            for name in first:  # scanned per query: in RAM, or mapped (format 6 on)
                 vectors[name] = m.EdgeVectorParams(
                     size=dim,
                     distance=m.Distance.Dot,
+                    on_disk=spec.first_stage_on_disk,
                     multivector_config=maxsim,
                     datatype=candidate_dtype,
                     hnsw_config=m.HnswIndexConfig(
@@ -331,6 +362,9 @@ class EdgeStore:
             vectors=vectors,
             sparse_vectors={BM25: m.EdgeSparseVectorParams(modifier=m.Modifier.Idf)},
             on_disk_payload=on_disk,  # page text and the rest: read for hits only
+            optimizers=m.EdgeOptimizersConfig(
+                default_segment_number=MAX_SEGMENTS, indexing_threshold=SEAL_MIN_KB
+            ),
         )
         shard = m.EdgeShard.create(str(path), config)
         for name in _KEYWORD_FIELDS:
@@ -353,11 +387,17 @@ class EdgeStore:
         with engine_errors(self.folder, "rebuild the index"):
             fresh = self._create_shard(fresh_path, spec)
             try:
+                unsealed = 0
                 for start in range(0, len(ids), 256):
                     records = old.retrieve(list(ids[start : start + 256]), True, True)
                     points = [m.Point(str(r.id), r.vector or {}, r.payload or {}) for r in records]
                     if points:
                         fresh.update(m.UpdateOperation.upsert_points(points))
+                    unsealed += len(points)
+                    if unsealed >= SEGMENT_POINTS:  # segments, as upsert() leaves them
+                        fresh.flush()
+                        fresh.optimize()
+                        unsealed = 0
                 fresh.flush()
             finally:
                 fresh.close()
@@ -368,6 +408,7 @@ class EdgeStore:
         shutil.rmtree(damaged_path)
         with engine_errors(self.folder, "open the rebuilt index"):
             self._shard = m.EdgeShard.load(str(self.folder / _SHARD))
+        self._seals, self._unsealed = None, 0  # the fresh shard's own configuration
         logger.info("%s: rebuilt with %d points", self.folder, len(ids))
 
     def close(self) -> None:
@@ -413,6 +454,14 @@ class EdgeStore:
         with engine_errors(self.folder, "write points"):
             shard.update(m.UpdateOperation.upsert_points(edge_points))
             shard.flush()
+        self._unsealed += len(points)
+        if self._unsealed >= SEGMENT_POINTS and self._sealed_as_it_grows():
+            self.optimize()
+
+    def _sealed_as_it_grows(self) -> bool:
+        if self._seals is None:
+            self._seals = _made_to_seal(self.folder / _SHARD)
+        return self._seals
 
     def _vector(self, v: MultiVector | SparseVector) -> Any:
         if isinstance(v, SparseVector):
@@ -452,6 +501,7 @@ class EdgeStore:
         failed run; the next run that writes pages tries again.
         """
         shard = self._require()
+        self._unsealed = 0
         try:
             shard.optimize()
         except Exception as exc:  # Qdrant Edge raises plain Exception

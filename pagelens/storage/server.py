@@ -138,6 +138,7 @@ class ServerStore:
                 vectors[name] = m.VectorParams(
                     size=dim,
                     distance=m.Distance.DOT,
+                    on_disk=spec.first_stage_on_disk,
                     multivector_config=maxsim,
                     datatype=candidate_dtype,
                     hnsw_config=m.HnswConfigDiff(m=graph_m, ef_construct=spec.hnsw_ef_construct),
