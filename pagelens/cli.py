@@ -588,10 +588,10 @@ def _hits_json(
 def _first_stage_storage(spec: Any) -> str:
     """How an index stores the vectors its first stage scans (manifest formats 2 on)."""
     if spec.mapped_first_stage:
-        return "and coarse vectors 4-bit, mapped from disk"
+        return "and coarse vectors 4-bit (mapped from disk)"
     if spec.turbo4_first_stage:
-        return "and coarse vectors 4-bit"
-    return "8-bit" if spec.turbo_candidates else "fp16"
+        return "and coarse vectors 4-bit (RAM)"
+    return "8-bit (RAM)" if spec.turbo_candidates else "fp16 (RAM)"
 
 
 @app.command("info")
@@ -634,7 +634,7 @@ def info_cmd(
         f"pooling:    Ward, {factors}; "
         + (
             "rerank vectors 8-bit (TurboQuant, on disk), candidates "
-            f"{_first_stage_storage(spec)} (RAM), "
+            f"{_first_stage_storage(spec)}, "
             + ("coarse scan first" if spec.coarse else "exact scan")
             if info.manifest.format >= 2
             else f"{'fp16' if st.fp16 else 'fp32'}, candidate graph (format 1)"

@@ -113,6 +113,7 @@ def test_text_model_beside_the_visual_one(tmp_path, model):
     _run("index", str(pdfs), "--index", idx, "--model", model, "--text-model", "minilm")
     info = _run("info", "--index", idx)
     assert "text model: minilm" in info and "page text + BM25" in info
+    assert "candidates and coarse vectors 4-bit (mapped from disk)" in info  # format 6
     # search needs neither model named: the manifest names both
     out = json.loads(
         _run("search", "hiring staff", "--index", idx, "--channels", "text", "-k", "1", "--json")
