@@ -512,3 +512,31 @@ def test_an_index_made_before_segments_is_not_sealed(tmp_path, monkeypatch):
         assert len(calls) == 1  # the run's own optimize() at its end, no seal before it
         (row,) = _ranking(index, _queries(pages)[:1], candidates=None)
         assert len(row) == 10
+
+
+@pytest.mark.parametrize("room", [True, False])
+def test_a_rebuild_seals_segments_as_writes_do_and_a_refusal_for_room_is_a_warning(
+    room, tmp_path, monkeypatch, caplog
+):
+    """``check --repair`` copies the points into a fresh shard, sealed as upsert() seals."""
+    import pagelens.storage.edge as edge
+
+    pages = _pages(seed=29)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4, coarse_factor=12)
+    monkeypatch.setattr(edge, "SEAL_MIN_KB", 1)
+    with Index.open(tmp_path / "idx") as index:
+        index.prepare(SPEC, settings)
+        _fill_in_runs(index, pages, settings)
+        want = _ranking(index, _queries(pages), candidates=None)
+        monkeypatch.setattr(edge, "SEGMENT_POINTS", 15)
+        store = index.store
+        if not room:  # the fresh shard's optimize fails as the engine words no room
+            create = store._create_shard
+            message = "Not enough space available for optimization, needed: 9 GiB"
+            monkeypatch.setattr(store, "_create_shard", lambda *a: _Shard(create(*a), message))
+        store.rebuild(index.manifest.collection_spec(), list(store.point_ids()))
+        # 256 points a batch: these ~70 are sealed once, into a segment and a new appendable
+        assert _segments(index) == (2 if room else 1)
+        assert ("not optimized" in caplog.text) == (not room)
+        got = _ranking(index, _queries(pages), candidates=None)
+        assert [[p for p, _ in row] for row in got] == [[p for p, _ in row] for row in want]

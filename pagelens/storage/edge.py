@@ -396,7 +396,7 @@ class EdgeStore:
                     unsealed += len(points)
                     if unsealed >= SEGMENT_POINTS:  # segments, as upsert() leaves them
                         fresh.flush()
-                        fresh.optimize()
+                        self._optimize(fresh)
                         unsealed = 0
                 fresh.flush()
             finally:
@@ -502,6 +502,10 @@ class EdgeStore:
         """
         shard = self._require()
         self._unsealed = 0
+        self._optimize(shard)
+
+    def _optimize(self, shard: Any) -> None:
+        """Optimize ``shard`` (this store's, or the one a rebuild fills): room, a warning."""
         try:
             shard.optimize()
         except Exception as exc:  # Qdrant Edge raises plain Exception
