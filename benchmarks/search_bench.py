@@ -48,6 +48,7 @@ DIM = 128
 REAL: Path | None = None  # set from --real
 QUARTERS: list[dict[str, float]] = []  # memory at each quarter of the current build
 FOLDER: Path | None = None  # where the current build's index lives
+WRITES = "job"  # how documents are written: "job" (today's) or "each" (every write flushed)
 NOISE = 0.1
 
 
@@ -342,7 +343,7 @@ def build(
     )
     t_pool = 0.0
     t_store = 0.0
-    batch: list[StoredPage] = []
+    doc: list[StoredPage] = []
     for i in range(n_pages):
         v = corpus.page()
         t0 = time.perf_counter()
@@ -358,23 +359,34 @@ def build(
             page_number=i % 20 + 1,
             page_count=20,
         )
-        batch.append(StoredPage(page, dense=PageVectors(v, cand, v.shape[0], coarse)))
-        if len(batch) == 250:
+        doc.append(StoredPage(page, dense=PageVectors(v, cand, v.shape[0], coarse)))
+        if len(doc) == 20 or i == n_pages - 1:
             t0 = time.perf_counter()
-            index.add_pages(batch)
+            _store_document(index, i // 20, doc)
             t_store += time.perf_counter() - t0
-            batch = []
+            doc = []
         if (i + 1) % max(1, n_pages // 4) == 0:  # every quarter of the run
             QUARTERS.append({"pages": i + 1, **_memory(FOLDER)})
-    index.add_pages(batch)
-    t0 = time.perf_counter()
-    for d in range(n_pages // 20):  # commit records, as an indexing run writes them
-        index.commit(Document(f"/synthetic/doc{d}.pdf", f"doc{d}.pdf", f"synthetic{d}", 0), 20)
-    t_store += time.perf_counter() - t0
     t0 = time.perf_counter()
     index.optimize()
     t_opt = time.perf_counter() - t0
     return corpus, t_pool, t_store, t_opt
+
+
+def _store_document(index: Index, d: int, pages: list[StoredPage]) -> None:
+    """Write a document's pages as an indexing job does: mark, batches of 8, commit.
+
+    ``WRITES == "each"`` flushes every write, as the previous release's job did
+    (each batch of pages, the record, the mark's removal): the same flushes.
+    """
+    doc = Document(f"/synthetic/doc{d}.pdf", f"doc{d}.pdf", f"synthetic{d}", 0)
+    each = WRITES == "each"
+    index.begin_document(doc)
+    for b in range(0, len(pages), 8):  # the job's default encoder batch
+        index.add_pages(pages[b : b + 8], durable=each)
+    index.commit(doc, len(pages))
+    if each:
+        index.store.flush()  # the mark's removal, which the previous release flushed
 
 
 def _prepare(index: Index, settings: IndexSettings, layout: str) -> None:
@@ -456,13 +468,17 @@ def _fresh_probe(folder: Path, candidates: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run(n_pages: int, layout: str, segment_points: int, args: argparse.Namespace) -> dict:
+def run(
+    n_pages: int, layout: str, segment_points: int, writes: str, args: argparse.Namespace
+) -> dict:
+    global WRITES
+    WRITES = writes
     # the embedded store seals a segment each so many points written (0: one segment)
     pagelens.storage.edge.SEGMENT_POINTS = segment_points or sys.maxsize
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.keep is not None:  # keep the index and queries, for --probe later
-            folder = args.keep / f"{n_pages}-{layout}-{segment_points}"
+            folder = args.keep / f"{n_pages}-{layout}-{segment_points}-{writes}"
             folder.mkdir(parents=True, exist_ok=False)
         global FOLDER
         FOLDER = folder
@@ -481,7 +497,11 @@ def run(n_pages: int, layout: str, segment_points: int, args: argparse.Namespace
         QUARTERS.clear()
         scan = None
         # the anchors run once per size, beside the first index
-        first = layout == args.layouts[0] and segment_points == args.segment_points[0]
+        first = (layout, segment_points, writes) == (
+            args.layouts[0],
+            args.segment_points[0],
+            args.writes[0],
+        )
         if "scan" in args.anchors and first:
             per_page = math.ceil(stored / cand_factor)
             scan = ScanAnchor(folder / "candidates.npy", n_pages, per_page, DIM)
@@ -587,6 +607,7 @@ def run(n_pages: int, layout: str, segment_points: int, args: argparse.Namespace
         "layout": layout,
         "segment_points": segment_points,
         "segments": segments,
+        "writes": writes,
         "stored_vectors_per_page": stored,
         "candidate_vectors_per_page": math.ceil(stored / cand_factor),
         "coarse_vectors_per_page": round(info.coarse_vectors_per_page, 1),
@@ -651,6 +672,15 @@ def main() -> None:
         help="points the embedded store writes before it seals a segment (0: one "
         "segment, as before), side by side: an index each",
     )
+    p.add_argument(
+        "--writes",
+        nargs="+",
+        default=["job"],
+        choices=["job", "each"],
+        help="how documents are stored, side by side: an index each. job: as an indexing "
+        "job writes them (pages made durable by the commit: 3 flushes a document); each: "
+        "every write flushed, as the previous release's job did",
+    )
     p.add_argument("--real", type=Path, default=None, help="resample real vectors (.npz)")
     p.add_argument("--dim", type=int, default=128, help="with --real: 128 (projected) or 384")
     p.add_argument("--noise", type=float, default=0.1, help="with --real: noise per vector")
@@ -672,12 +702,13 @@ def main() -> None:
     global DIM, REAL, NOISE
     DIM, REAL, NOISE = args.dim, args.real, args.noise
     results = []
-    runs = itertools.product(args.pages, args.layouts, args.segment_points)
-    for n, layout, seg in runs:
-        r = run(n, layout, seg, args)
+    runs = itertools.product(args.pages, args.layouts, args.segment_points, args.writes)
+    for n, layout, seg, writes in runs:
+        r = run(n, layout, seg, writes, args)
         results.append(r)
         print(
-            f"\n{n} pages, {r['segments']} segments (sealed each {seg or 'never'} points): "
+            f"\n{n} pages, {r['segments']} segments (sealed each {seg or 'never'} points), "
+            f"writes flushed as: {writes}: "
             f"{r['stored_vectors_per_page']} rerank + "
             f"{r['candidate_vectors_per_page']} candidate + "
             f"{r['coarse_vectors_per_page']} coarse vectors/page; "

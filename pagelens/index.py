@@ -289,6 +289,7 @@ class Index:
         self.store = store
         self.location = location
         self._manifest: Manifest | None = None
+        self._unflushed_pages = False  # pages written with durable=False, not yet flushed
         if not store.exists():
             return
         try:
@@ -492,12 +493,19 @@ class Index:
         self._manifest = manifest
 
     # -- pages -------------------------------------------------------------------
-    def add_pages(self, pages: Sequence[StoredPage]) -> None:
-        """Store pages (their vectors and payloads) in one write; durable on return."""
+    def add_pages(self, pages: Sequence[StoredPage], *, durable: bool = True) -> None:
+        """Store pages (their vectors and payloads) in one write; durable on return.
+
+        ``durable=False`` leaves them to be persisted by a later write: at the
+        latest, :meth:`commit` of their document makes them durable before it
+        writes the commit record. An indexing job writes pages this way, so that
+        a document costs the engine three flushes however many pages it has.
+        """
         spec = self._manifest.collection_spec() if self._manifest is not None else None
         single = spec is not None and spec.single
         coarse = spec is not None and spec.coarse
-        self.store.upsert([_page_point(p, single, coarse) for p in pages])
+        self.store.upsert([_page_point(p, single, coarse) for p in pages], durable=durable)
+        self._unflushed_pages = self._unflushed_pages or not durable
 
     def pages(self, where: PayloadFilter | None = None) -> Iterator[dict[str, Any]]:
         """Payloads of the stored pages (complete documents or not) matching ``where``."""
@@ -550,8 +558,13 @@ class Index:
             **counts,
             "manifest": self._manifest.to_dict() if self._manifest else None,
         }
+        if self._unflushed_pages:  # the pages durable before the record that vouches for them
+            self.store.flush()
+            self._unflushed_pages = False
         self.store.upsert([PointRecord(document_point_id(doc.sha256), record)])
-        self.end_document(doc.sha256)
+        # The mark goes with the next durable write: a crash before it leaves a mark
+        # on a committed document, which the next run only drops (nothing is redone).
+        self.end_document(doc.sha256, durable=False)
         return failed
 
     @property
@@ -596,9 +609,10 @@ class Index:
         marks = self.store.scroll(PayloadFilter(kind=KIND_PENDING))
         return {str(p["doc_sha256"]): str(p.get("doc_path", "")) for p in marks}
 
-    def end_document(self, doc_sha256: str) -> None:
+    def end_document(self, doc_sha256: str, *, durable: bool = True) -> None:
         """Drop a document's pending mark (its commit record is written)."""
-        self.store.delete(PayloadFilter(kind=KIND_PENDING, doc_sha256=(doc_sha256,)))
+        where = PayloadFilter(kind=KIND_PENDING, doc_sha256=(doc_sha256,))
+        self.store.delete(where, durable=durable)
 
     def move_document(self, doc_sha256: str, doc: Document) -> None:
         """Record a new path and source file for every point of one document version."""

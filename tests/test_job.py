@@ -14,6 +14,7 @@ from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.job import index_paths
 from pagelens.pipeline.render import RenderSettings
 from pagelens.search import SearchFilter, search
+from pagelens.types import Document
 from tests import pdf_factory as pf
 from tests.fakes import FakeEncoder
 
@@ -653,3 +654,76 @@ def test_all_pages_stored_but_not_committed_is_said_plainly(tmp_path, corpus, ca
     assert report.indexed == ("a.pdf",) and enc.pages_seen == 0
     assert "a.pdf: all 3 pages stored; committing" in caplog.text
     assert "resuming at page 4 of 3" not in caplog.text
+
+
+class _Durability:
+    """A store that records what each write left unflushed, to check the job's order."""
+
+    def __init__(self, store):
+        self._store = store
+        self.unflushed: list[tuple[str, str]] = []  # (kind, doc sha) written, not yet durable
+        self.flushes = 0
+        self.broken: list[str] = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def _flushed(self):
+        self.flushes += 1
+        self.unflushed.clear()
+
+    def flush(self):
+        self._store.flush()
+        self._flushed()
+
+    def upsert(self, points, *, durable=True):
+        for p in points:
+            kind, sha = p.payload.get("kind"), p.payload.get("doc_sha256")
+            if kind == "document" and ("page", sha) in self.unflushed:
+                self.broken.append(f"record of {sha} durable before its pages")
+            if kind == "page" and durable and ("pending", sha) in self.unflushed:
+                self.broken.append(f"pages of {sha} durable before its mark")
+            self.unflushed.append((kind, sha))
+        self._store.upsert(points, durable=durable)
+        if durable:
+            self._flushed()
+
+    def delete(self, where, *, durable=True):
+        self._store.delete(where, durable=durable)
+        self.unflushed.append(("deleted", where.kind))
+        if durable:
+            self._flushed()
+
+
+def test_pages_are_durable_before_their_record_at_three_flushes_a_document(tmp_path, corpus):
+    """A job flushes a document three times, whatever its pages: mark, pages, record.
+
+    The embedded engine persists every segment on each flush, so the job writes
+    pages without one and makes them durable just before the commit record; the
+    pending mark goes durable before any page, and its removal rides on the next
+    write (a crash before it leaves a mark on a committed document, which the next
+    run drops: test_a_mark_left_on_a_committed_document_is_dropped_not_redone).
+    """
+    pf.text_pdf(corpus / "long.pdf", 9, prefix="Long")  # 5 batches of RENDER's 2 pages
+    with Index.open(tmp_path / "idx") as index:
+        recorder = _Durability(index.store)
+        index.store = recorder
+        report = index_paths(index, FakeEncoder(), [corpus], render=RENDER, progress=False)
+        assert report.pages == 14 and not recorder.broken
+        assert recorder.flushes == 1 + 3 * 3  # the manifest's write, then 3 documents
+        assert recorder.unflushed == [("deleted", "pending")]  # the last mark's removal
+
+
+def test_a_mark_left_on_a_committed_document_is_dropped_not_redone(tmp_path, corpus):
+    with Index.open(tmp_path / "idx") as index:
+        index_paths(index, FakeEncoder(), [corpus], render=RENDER, progress=False)
+        a = next(r for r in index.documents() if r.doc_path == "a.pdf")
+        index.begin_document(  # as a crash between the record and the mark's removal leaves it
+            Document(str(corpus / "a.pdf"), "a.pdf", a.doc_sha256, 0)
+        )
+        assert index.pending_documents() == {a.doc_sha256: "a.pdf"}
+    with Index.open(tmp_path / "idx") as index:
+        enc = FakeEncoder()
+        report = index_paths(index, enc, [corpus], render=RENDER, progress=False)
+        assert enc.pages_seen == 0 and not report.indexed
+        assert index.pending_documents() == {} and index.info().pages == 5

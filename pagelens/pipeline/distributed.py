@@ -407,7 +407,7 @@ def _write(index: Index, records: Sequence[StoredPage], begun: set[str]) -> None
             index.begin_document(Document(record.source, page.doc_path, page.doc_sha256, 0))
             begun.add(page.doc_sha256)
     if records:
-        index.add_pages(records)
+        index.add_pages(records, durable=False)  # made durable by the document's commit
 
 
 class _IndexOwner:

@@ -321,7 +321,7 @@ def _write_batch(
     text = {i: f.result() for i, f in text_pooling.items()} if text_pooling is not None else None
     records = _page_records(batch, errors, dense, text, settings, source)
     t1 = time.perf_counter()
-    index.add_pages(records)
+    index.add_pages(records, durable=False)  # made durable by the document's commit
     times.pool += t1 - t0
     times.store += time.perf_counter() - t1
 

@@ -51,13 +51,17 @@ class LockedStore:
         with self._lock:
             self._store.create(spec)
 
-    def upsert(self, points: Sequence[PointRecord]) -> None:
+    def upsert(self, points: Sequence[PointRecord], *, durable: bool = True) -> None:
         with self._lock:
-            self._store.upsert(points)
+            self._store.upsert(points, durable=durable)
 
-    def delete(self, where: PayloadFilter) -> None:
+    def delete(self, where: PayloadFilter, *, durable: bool = True) -> None:
         with self._lock:
-            self._store.delete(where)
+            self._store.delete(where, durable=durable)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._store.flush()
 
     def set_payload(self, where: PayloadFilter, payload: Mapping[str, Any]) -> None:
         with self._lock:

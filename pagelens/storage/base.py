@@ -445,12 +445,24 @@ class Store(Protocol):
         """Create the collection (and payload indexes); error if it exists."""
         ...
 
-    def upsert(self, points: Sequence[PointRecord]) -> None:
-        """Insert or replace points; durable when this returns."""
+    def upsert(self, points: Sequence[PointRecord], *, durable: bool = True) -> None:
+        """Insert or replace points; durable when this returns.
+
+        ``durable=False`` skips making this write durable on its own: it is
+        applied and visible at once, and persisted with the next durable write,
+        :meth:`flush` or :meth:`close`; a crash before then may lose it. The
+        embedded engine persists every segment on each durable write, so a
+        writer of many small batches asks for durability only where order
+        matters (a document's pages before its commit record).
+        """
         ...
 
-    def delete(self, where: PayloadFilter) -> None:
-        """Delete every point matching ``where``."""
+    def delete(self, where: PayloadFilter, *, durable: bool = True) -> None:
+        """Delete every point matching ``where`` (``durable`` as for :meth:`upsert`)."""
+        ...
+
+    def flush(self) -> None:
+        """Make every write so far durable."""
         ...
 
     def set_payload(self, where: PayloadFilter, payload: Mapping[str, Any]) -> None:

@@ -442,7 +442,7 @@ class EdgeStore:
         return self._shard
 
     # -- writes --------------------------------------------------------------------
-    def upsert(self, points: Sequence[PointRecord]) -> None:
+    def upsert(self, points: Sequence[PointRecord], *, durable: bool = True) -> None:
         if not points:
             return
         m = self._m
@@ -453,7 +453,8 @@ class EdgeStore:
         ]
         with engine_errors(self.folder, "write points"):
             shard.update(m.UpdateOperation.upsert_points(edge_points))
-            shard.flush()
+            if durable:
+                shard.flush()
         self._unsealed += len(points)
         if self._unsealed >= SEGMENT_POINTS and self._sealed_as_it_grows():
             self.optimize()
@@ -468,12 +469,19 @@ class EdgeStore:
             return self._m.SparseVector(list(v.indices), list(v.values))
         return _as_lists(v)
 
-    def delete(self, where: PayloadFilter) -> None:
+    def delete(self, where: PayloadFilter, *, durable: bool = True) -> None:
         shard = self._require()
         with engine_errors(self.folder, "delete points"):
             shard.update(
                 self._m.UpdateOperation.delete_points_by_filter(build_filter(self._m, where))
             )
+            if durable:
+                shard.flush()
+
+    def flush(self) -> None:
+        # the engine persists the write-ahead log and every segment, changed or not
+        shard = self._require()
+        with engine_errors(self.folder, "write to disk"):
             shard.flush()
 
     def delete_points(self, ids: Sequence[str]) -> None:

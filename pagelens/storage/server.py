@@ -171,7 +171,8 @@ class ServerStore:
                 "(run `pagelens index` first)"
             )
 
-    def upsert(self, points: Sequence[PointRecord]) -> None:
+    def upsert(self, points: Sequence[PointRecord], *, durable: bool = True) -> None:
+        # a server writes each change to its write-ahead log before it acknowledges it
         if not points:
             return
         self._require()
@@ -192,12 +193,15 @@ class ServerStore:
             return self._m.SparseVector(indices=list(v.indices), values=list(v.values))
         return _as_lists(v)
 
-    def delete(self, where: PayloadFilter) -> None:
+    def delete(self, where: PayloadFilter, *, durable: bool = True) -> None:
         self._require()
         m = self._m
         selector = m.FilterSelector(filter=build_filter(m, where))
         with engine_errors(self.location, "delete points"):
             self._client.delete(self.collection, points_selector=selector, wait=True)
+
+    def flush(self) -> None:
+        """Nothing to do: each write was acknowledged once the server had logged it."""
 
     def delete_points(self, ids: Sequence[str]) -> None:
         if not ids:
