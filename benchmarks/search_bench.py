@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pagelens.search  # noqa: E402
 import pagelens.storage.edge  # noqa: E402
 from pagelens.index import Index, IndexSettings, Manifest, PageVectors, StoredPage  # noqa: E402
+from pagelens.pipeline.job import MARK_AHEAD  # noqa: E402
 from pagelens.pooling import ward_pool  # noqa: E402
 from pagelens.search import search_vectors  # noqa: E402
 from pagelens.types import Document, Page  # noqa: E402
@@ -362,7 +363,7 @@ def build(
         doc.append(StoredPage(page, dense=PageVectors(v, cand, v.shape[0], coarse)))
         if len(doc) == 20 or i == n_pages - 1:
             t0 = time.perf_counter()
-            _store_document(index, i // 20, doc)
+            _store_document(index, i // 20, doc, math.ceil(n_pages / 20))
             t_store += time.perf_counter() - t0
             doc = []
         if (i + 1) % max(1, n_pages // 4) == 0:  # every quarter of the run
@@ -373,15 +374,23 @@ def build(
     return corpus, t_pool, t_store, t_opt
 
 
-def _store_document(index: Index, d: int, pages: list[StoredPage]) -> None:
-    """Write a document's pages as an indexing job does: mark, batches of 8, commit.
+def _doc(d: int) -> Document:
+    return Document(f"/synthetic/doc{d}.pdf", f"doc{d}.pdf", f"synthetic{d}", 0)
 
-    ``WRITES == "each"`` flushes every write, as the previous release's job did
-    (each batch of pages, the record, the mark's removal): the same flushes.
+
+def _store_document(index: Index, d: int, pages: list[StoredPage], n_docs: int) -> None:
+    """Write a document's pages as an indexing job does: marks, batches of 8, commit.
+
+    The job marks ``MARK_AHEAD`` documents pending in one write. ``WRITES ==
+    "each"`` flushes every write, as the previous release's job did (its mark,
+    each batch of pages, the record, the mark's removal): the same flushes.
     """
-    doc = Document(f"/synthetic/doc{d}.pdf", f"doc{d}.pdf", f"synthetic{d}", 0)
+    doc = _doc(d)
     each = WRITES == "each"
-    index.begin_document(doc)
+    if each:
+        index.begin_document(doc)
+    elif d % MARK_AHEAD == 0:
+        index.begin_documents([_doc(k) for k in range(d, min(d + MARK_AHEAD, n_docs))])
     for b in range(0, len(pages), 8):  # the job's default encoder batch
         index.add_pages(pages[b : b + 8], durable=each)
     index.commit(doc, len(pages))
@@ -678,7 +687,8 @@ def main() -> None:
         default=["job"],
         choices=["job", "each"],
         help="how documents are stored, side by side: an index each. job: as an indexing "
-        "job writes them (pages made durable by the commit: 3 flushes a document); each: "
+        "job writes them (pages made durable by the commit: 2 flushes a document, plus "
+        "one for each 32 documents' pending marks); each: "
         "every write flushed, as the previous release's job did",
     )
     p.add_argument("--real", type=Path, default=None, help="resample real vectors (.npz)")

@@ -599,8 +599,22 @@ class Index:
         are deleted), so the next run finds a document an interruption left
         incomplete, even when its file has since changed, moved or gone.
         """
-        payload = {"kind": KIND_PENDING, "doc_path": doc.path, "doc_sha256": doc.sha256}
-        self.store.upsert([PointRecord(pending_point_id(doc.sha256), payload)])
+        self.begin_documents([doc])
+
+    def begin_documents(self, docs: Sequence[Document]) -> None:
+        """Mark several documents at once, in one durable write (see :meth:`begin_document`).
+
+        A mark left on a document the run never reached costs the next run nothing:
+        it indexes the file if it is still there, and drops the mark if not.
+        """
+        marks = [
+            PointRecord(
+                pending_point_id(doc.sha256),
+                {"kind": KIND_PENDING, "doc_path": doc.path, "doc_sha256": doc.sha256},
+            )
+            for doc in docs
+        ]
+        self.store.upsert(marks)
 
     def pending_documents(self) -> dict[str, str]:
         """Documents begun but not committed: ``{sha256: path as recorded}``."""

@@ -11,6 +11,7 @@ import pytest
 
 from pagelens.errors import IndexMismatchError, PagelensError
 from pagelens.index import Index, IndexSettings
+from pagelens.pipeline import job
 from pagelens.pipeline.job import index_paths
 from pagelens.pipeline.render import RenderSettings
 from pagelens.search import SearchFilter, search
@@ -669,6 +670,9 @@ class _Durability:
         return getattr(self._store, name)
 
     def _flushed(self):
+        for kind, sha in self.unflushed:
+            if kind == "page" and ("pending", sha) in self.unflushed:
+                self.broken.append(f"mark of {sha} made durable with its pages, not before")
         self.flushes += 1
         self.unflushed.clear()
 
@@ -681,8 +685,6 @@ class _Durability:
             kind, sha = p.payload.get("kind"), p.payload.get("doc_sha256")
             if kind == "document" and ("page", sha) in self.unflushed:
                 self.broken.append(f"record of {sha} durable before its pages")
-            if kind == "page" and durable and ("pending", sha) in self.unflushed:
-                self.broken.append(f"pages of {sha} durable before its mark")
             self.unflushed.append((kind, sha))
         self._store.upsert(points, durable=durable)
         if durable:
@@ -695,22 +697,28 @@ class _Durability:
             self._flushed()
 
 
-def test_pages_are_durable_before_their_record_at_three_flushes_a_document(tmp_path, corpus):
-    """A job flushes a document three times, whatever its pages: mark, pages, record.
+@pytest.mark.parametrize("ahead", [1, 2, 32])
+def test_pages_are_durable_before_their_record_at_two_flushes_a_document(
+    tmp_path, corpus, monkeypatch, ahead
+):
+    """A job flushes a document twice, whatever its pages: its pages, then its record.
 
     The embedded engine persists every segment on each flush, so the job writes
-    pages without one and makes them durable just before the commit record; the
-    pending mark goes durable before any page, and its removal rides on the next
-    write (a crash before it leaves a mark on a committed document, which the next
-    run drops: test_a_mark_left_on_a_committed_document_is_dropped_not_redone).
+    pages without one and makes them durable just before the commit record. The
+    pending marks go durable before any of their pages, ``MARK_AHEAD`` documents
+    in one write; a mark's removal rides on the next write (a crash before it
+    leaves a mark on a committed document, which the next run drops:
+    test_a_mark_left_on_a_committed_document_is_dropped_not_redone).
     """
+    monkeypatch.setattr(job, "MARK_AHEAD", ahead)
     pf.text_pdf(corpus / "long.pdf", 9, prefix="Long")  # 5 batches of RENDER's 2 pages
     with Index.open(tmp_path / "idx") as index:
         recorder = _Durability(index.store)
         index.store = recorder
         report = index_paths(index, FakeEncoder(), [corpus], render=RENDER, progress=False)
         assert report.pages == 14 and not recorder.broken
-        assert recorder.flushes == 1 + 3 * 3  # the manifest's write, then 3 documents
+        mark_writes = -(-3 // ahead)  # 3 documents
+        assert recorder.flushes == 1 + mark_writes + 3 * 2  # the manifest's write first
         assert recorder.unflushed == [("deleted", "pending")]  # the last mark's removal
 
 

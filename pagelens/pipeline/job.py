@@ -463,6 +463,10 @@ def _sink(pipeline: PipelineSettings) -> Inline | Writer:
 # bounds the page images in memory to this many batches (plus the one being encoded;
 # poppler's own output waits on disk, see RenderSettings.batch_pages).
 RENDER_BATCHES_AHEAD = 2
+# Documents marked pending in one write, ahead of the encoder: the embedded engine's
+# flush costs the more the larger the index is (every segment is persisted), and a
+# search excludes the pending documents by a filter, so the window stays small.
+MARK_AHEAD = 32
 
 
 @dataclass(frozen=True)
@@ -576,6 +580,10 @@ class _Run:
         """Encode the rendered batches of ``docs``; mark, store and commit through ``sink``."""
         how, times = self.how, self.times
         events = _prefetch(self.rendered(docs), depth=RENDER_BATCHES_AHEAD)
+        position: dict[str, int] = {}
+        for i, d in enumerate(docs):
+            position.setdefault(d.sha256, i)
+        marked: set[str] = set()
         done = 0
         failed: list[PageError] = []
         while True:
@@ -602,7 +610,11 @@ class _Run:
                 pending_path = self.pending.get(doc.sha256)
                 if pending_path is not None and pending_path != doc.path:
                     sink.submit(self.index.move_document, doc.sha256, doc)  # renamed meanwhile
-                sink.submit(self.index.begin_document, doc)
+                if doc.sha256 not in marked:  # this one and the next ones, in one write
+                    first = position[doc.sha256]
+                    window = docs[first : first + MARK_AHEAD]
+                    sink.submit(self.index.begin_documents, window)
+                    marked.update(d.sha256 for d in window)
                 files_bar.set_postfix_str(doc.path[-40:], refresh=False)
                 pages_bar.total = (pages_bar.total or 0) + event.page_count
                 pages_bar.update(event.first - 1)
