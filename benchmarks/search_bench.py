@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pagelens.search  # noqa: E402
 import pagelens.storage.edge  # noqa: E402
 from pagelens.index import Index, IndexSettings, Manifest, PageVectors, StoredPage  # noqa: E402
-from pagelens.pipeline.job import MARK_AHEAD  # noqa: E402
+from pagelens.pipeline.job import COMMIT_GROUP, MARK_AHEAD  # noqa: E402
 from pagelens.pooling import ward_pool  # noqa: E402
 from pagelens.search import search_vectors  # noqa: E402
 from pagelens.types import Document, Page  # noqa: E402
@@ -49,7 +49,7 @@ DIM = 128
 REAL: Path | None = None  # set from --real
 QUARTERS: list[dict[str, float]] = []  # memory at each quarter of the current build
 FOLDER: Path | None = None  # where the current build's index lives
-WRITES = "job"  # how documents are written: "job" (today's) or "each" (every write flushed)
+WRITES = "document"  # how documents are written: see _store_document
 NOISE = 0.1
 
 
@@ -381,9 +381,15 @@ def _doc(d: int) -> Document:
 def _store_document(index: Index, d: int, pages: list[StoredPage], n_docs: int) -> None:
     """Write a document's pages as an indexing job does: marks, batches of 8, commit.
 
-    The job marks ``MARK_AHEAD`` documents pending in one write. ``WRITES ==
-    "each"`` flushes every write, as the previous release's job did (its mark,
-    each batch of pages, the record, the mark's removal): the same flushes.
+    ``WRITES`` says which job:
+
+    - ``"document"``: today's, its writer keeping up with the encoder: it marks
+      ``MARK_AHEAD`` documents pending in one write, stores pages unflushed, and
+      commits each document as it ends (2 flushes);
+    - ``"grouped"``: today's, its writer behind: documents committed together,
+      ``COMMIT_GROUP`` at a time (the last group at the end of the build);
+    - ``"each"``: the previous release's, every write flushed (the mark, each
+      batch of pages, the record, the mark's removal).
     """
     doc = _doc(d)
     each = WRITES == "each"
@@ -393,7 +399,11 @@ def _store_document(index: Index, d: int, pages: list[StoredPage], n_docs: int) 
         index.begin_documents([_doc(k) for k in range(d, min(d + MARK_AHEAD, n_docs))])
     for b in range(0, len(pages), 8):  # the job's default encoder batch
         index.add_pages(pages[b : b + 8], durable=each)
-    index.commit(doc, len(pages))
+    if WRITES != "grouped":
+        index.commit(doc, len(pages))
+    elif (d + 1) % COMMIT_GROUP == 0 or d == n_docs - 1:
+        first = d - d % COMMIT_GROUP
+        index.commit_many([(_doc(k), 20) for k in range(first, d)] + [(doc, len(pages))])
     if each:
         index.store.flush()  # the mark's removal, which the previous release flushed
 
@@ -684,12 +694,11 @@ def main() -> None:
     p.add_argument(
         "--writes",
         nargs="+",
-        default=["job"],
-        choices=["job", "each"],
-        help="how documents are stored, side by side: an index each. job: as an indexing "
-        "job writes them (pages made durable by the commit: 2 flushes a document, plus "
-        "one for each 32 documents' pending marks); each: "
-        "every write flushed, as the previous release's job did",
+        default=["document"],
+        choices=["document", "grouped", "each"],
+        help="how documents are stored, side by side, an index each: as today's job "
+        "writes them, committing each (document) or, its writer behind, 32 together "
+        "(grouped); or every write flushed, as the previous release's job (each)",
     )
     p.add_argument("--real", type=Path, default=None, help="resample real vectors (.npz)")
     p.add_argument("--dim", type=int, default=128, help="with --real: 128 (projected) or 384")

@@ -530,6 +530,46 @@ class Index:
                 so the next run tries the document again).
 
         """
+        outcome = self.commit_many([(doc, page_count)])[0]
+        if isinstance(outcome, InputError):
+            raise outcome
+        return outcome
+
+    def commit_many(self, docs: Sequence[tuple[Document, int]]) -> list[int | InputError]:
+        """Commit several documents (as :meth:`commit`) in at most two engine flushes.
+
+        Returns, for each document in order, how many of its pages were stored
+        without vectors, or the :class:`InputError` that kept it uncommitted.
+        Their pages are made durable first, then their records in one write; their
+        marks' removal goes with the next durable write (a crash before it leaves a
+        mark on a committed document, which the next run only drops).
+
+        Raises:
+            PagelensError: not every page of one of them is stored (none is committed).
+
+        """
+        outcomes: list[int | InputError] = []
+        records: list[PointRecord] = []
+        for doc, page_count in docs:
+            try:
+                record = self._record(doc, page_count)
+            except InputError as exc:
+                outcomes.append(exc)
+                continue
+            records.append(PointRecord(document_point_id(doc.sha256), record))
+            outcomes.append(int(record["failed_pages"]))
+        if not records:
+            return outcomes
+        if self._unflushed_pages:  # the pages durable before the records that vouch for them
+            self.store.flush()
+            self._unflushed_pages = False
+        self.store.upsert(records)
+        for point in records:
+            self.end_document(str(point.payload["doc_sha256"]), durable=False)
+        return outcomes
+
+    def _record(self, doc: Document, page_count: int) -> dict[str, Any]:
+        """Build the commit record of a document whose pages are all stored (see :meth:`commit`)."""
         counts = dict.fromkeys(_COUNTED, 0)
         pages = failed = 0
         causes: list[str] = []
@@ -547,7 +587,7 @@ class Index:
         if failed == pages:
             cause = "no page could be loaded or encoded: " + "; ".join(causes[:3])
             raise InputError(doc.path, cause)
-        record = {
+        return {
             "kind": KIND_DOCUMENT,
             "doc_path": doc.path,
             "doc_sha256": doc.sha256,
@@ -558,14 +598,6 @@ class Index:
             **counts,
             "manifest": self._manifest.to_dict() if self._manifest else None,
         }
-        if self._unflushed_pages:  # the pages durable before the record that vouches for them
-            self.store.flush()
-            self._unflushed_pages = False
-        self.store.upsert([PointRecord(document_point_id(doc.sha256), record)])
-        # The mark goes with the next durable write: a crash before it leaves a mark
-        # on a committed document, which the next run only drops (nothing is redone).
-        self.end_document(doc.sha256, durable=False)
-        return failed
 
     @property
     def has_coarse_vectors(self) -> bool:

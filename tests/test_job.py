@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pagelens.errors import IndexMismatchError, PagelensError
 from pagelens.index import Index, IndexSettings
 from pagelens.pipeline import job
 from pagelens.pipeline.job import index_paths
+from pagelens.pipeline.overlap import PipelineSettings
 from pagelens.pipeline.render import RenderSettings
 from pagelens.search import SearchFilter, search
 from pagelens.types import Document
@@ -645,7 +647,7 @@ def test_all_pages_stored_but_not_committed_is_said_plainly(tmp_path, corpus, ca
         raise KeyboardInterrupt
 
     with Index.open(tmp_path / "idx") as index:
-        monkeypatch.setattr(index, "commit", crash_before_commit)
+        monkeypatch.setattr(index, "commit_many", crash_before_commit)
         with pytest.raises(KeyboardInterrupt):
             index_paths(index, FakeEncoder(), [corpus / "a.pdf"], render=RENDER, progress=False)
         monkeypatch.undo()
@@ -665,6 +667,7 @@ class _Durability:
         self.unflushed: list[tuple[str, str]] = []  # (kind, doc sha) written, not yet durable
         self.flushes = 0
         self.broken: list[str] = []
+        self.slow = 0.0  # seconds each flush() takes besides (a large index's)
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -679,6 +682,7 @@ class _Durability:
     def flush(self):
         self._store.flush()
         self._flushed()
+        time.sleep(self.slow)
 
     def upsert(self, points, *, durable=True):
         for p in points:
@@ -715,11 +719,30 @@ def test_pages_are_durable_before_their_record_at_two_flushes_a_document(
     with Index.open(tmp_path / "idx") as index:
         recorder = _Durability(index.store)
         index.store = recorder
-        report = index_paths(index, FakeEncoder(), [corpus], render=RENDER, progress=False)
+        serial = PipelineSettings(pool_workers=0)  # each document committed as it ends
+        report = index_paths(
+            index, FakeEncoder(), [corpus], render=RENDER, progress=False, pipeline=serial
+        )
         assert report.pages == 14 and not recorder.broken
         mark_writes = -(-3 // ahead)  # 3 documents
         assert recorder.flushes == 1 + mark_writes + 3 * 2  # the manifest's write first
         assert recorder.unflushed == [("deleted", "pending")]  # the last mark's removal
+
+
+def test_a_writer_behind_commits_finished_documents_together(tmp_path):
+    """While writes wait behind it, the writer groups commits: two flushes a group."""
+    root = tmp_path / "pdfs"
+    root.mkdir()
+    for i in range(8):
+        pf.text_pdf(root / f"d{i}.pdf", 1, prefix=f"Doc{i}")
+    with Index.open(tmp_path / "idx") as index:
+        recorder = _Durability(index.store)
+        recorder.slow = 0.5  # the encoder and renderer run ahead of the writer
+        index.store = recorder
+        report = index_paths(index, FakeEncoder(), [root], render=RENDER, progress=False)
+        assert report.pages == 8 and len(report.indexed) == 8 and not recorder.broken
+        assert recorder.flushes < 1 + 1 + 8 * 2  # some documents were committed together
+        assert index.info().documents == 8 and index.pending_documents() == {}
 
 
 def test_a_mark_left_on_a_committed_document_is_dropped_not_redone(tmp_path, corpus):

@@ -467,6 +467,10 @@ RENDER_BATCHES_AHEAD = 2
 # flush costs the more the larger the index is (every segment is persisted), and a
 # search excludes the pending documents by a filter, so the window stays small.
 MARK_AHEAD = 32
+# Documents committed in one group at most. The writer commits a finished document
+# at once when nothing else waits for it; while it is behind (a large index's
+# flushes), finished documents wait and are committed together, in two flushes.
+COMMIT_GROUP = 32
 
 
 @dataclass(frozen=True)
@@ -532,6 +536,9 @@ class _Run:
         self.page_errors: list[PageError] = []
         self.pages = 0
         self.deleted: set[str] = set()  # versions removed by this run
+        self.sink: Sink = Inline()
+        # documents whose pages are all stored, waiting to be committed together
+        self.ready: list[tuple[Document, int, int, list[PageError]]] = []
 
     def index_all(self, progress: bool) -> None:
         """Index every document found; every index write goes through one sink, in order.
@@ -540,7 +547,7 @@ class _Run:
         at most :data:`RENDER_BATCHES_AHEAD` batches ahead of the encoder.
         """
         docs = self.found.documents
-        sink = _sink(self.how.pipeline)
+        sink = self.sink = _sink(self.how.pipeline)
         try:
             with (
                 bar(len(docs), "files", "file", enabled=progress, logger=logger) as files,
@@ -551,8 +558,13 @@ class _Run:
                 self.index_documents(sink, todo, files, pages)
         except BaseException:
             sink.close(raise_error=False)  # keep what was encoded; commit what is whole
+            try:
+                self.commit_ready()
+            except Exception as exc:  # the run's own failure is the one to report
+                logger.warning("could not commit the finished documents: %s", exc)
             raise
         sink.close()
+        self.commit_ready()
         self.times.waited += sink.waited
 
     def to_index(self, sink: Sink, doc: Document) -> bool:
@@ -662,17 +674,29 @@ class _Run:
     def commit(self, doc: Document, page_count: int, done: int, failed: list[PageError]) -> None:
         """Commit a document whose pages are all stored; then drop its older versions.
 
-        Runs in the sink's order, after the document's last page is stored.
+        Runs in the sink's order, after the document's last page is stored. While
+        other writes wait behind it, the document waits too, to be committed with
+        the next ones (at most :data:`COMMIT_GROUP`); the run commits the rest at
+        its end.
         """
-        try:
-            self.index.commit(doc, page_count)
-        except InputError as exc:
-            self.skip(doc, exc)
+        self.ready.append((doc, page_count, done, failed))
+        if self.sink.idle() or len(self.ready) >= COMMIT_GROUP:
+            self.commit_ready()
+
+    def commit_ready(self) -> None:
+        """Commit the documents waiting, in one group; then drop their older versions."""
+        ready, self.ready = self.ready, []
+        if not ready:
             return
-        for error in failed:
-            logger.debug("%s: page %d kept without vectors: %s", *astuple(error))
-        logger.debug("committed %s (%d pages)", doc.path, page_count)
-        self.settle(doc, done, failed)
+        outcomes = self.index.commit_many([(doc, page_count) for doc, page_count, _, _ in ready])
+        for (doc, page_count, done, failed), outcome in zip(ready, outcomes, strict=True):
+            if isinstance(outcome, InputError):
+                self.skip(doc, outcome)
+                continue
+            for error in failed:
+                logger.debug("%s: page %d kept without vectors: %s", *astuple(error))
+            logger.debug("committed %s (%d pages)", doc.path, page_count)
+            self.settle(doc, done, failed)
 
     def settle(self, doc: Document, done: int, failed: Sequence[PageError]) -> None:
         """Count a committed document; remove the older version it replaces."""

@@ -94,6 +94,10 @@ class Sink(Protocol):
 
     def close(self, *, raise_error: bool = True) -> None: ...
 
+    def idle(self) -> bool:
+        """Whether nothing handed over waits to run (asked by the operation running)."""
+        ...
+
     @property
     def waited(self) -> float: ...
 
@@ -116,6 +120,9 @@ class Inline:
 
     def close(self, *, raise_error: bool = True) -> None:
         pass
+
+    def idle(self) -> bool:
+        return True
 
 
 _STOP = object()
@@ -188,6 +195,9 @@ class Writer:
             if raise_error:
                 raise error
             logger.warning("storing stopped too: %s: %s", type(error).__name__, error)
+
+    def idle(self) -> bool:
+        return self._queue.empty()
 
     def _put(self, item: tuple[Callable[..., object], tuple[Any, ...], Future[Any] | None]) -> None:
         if self._error is not None:
