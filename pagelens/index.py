@@ -499,7 +499,7 @@ class Index:
         ``durable=False`` leaves them to be persisted by a later write: at the
         latest, :meth:`commit` of their document makes them durable before it
         writes the commit record. An indexing job writes pages this way, so that
-        a document costs the engine three flushes however many pages it has.
+        a document costs the engine two flushes however many pages it has.
         """
         spec = self._manifest.collection_spec() if self._manifest is not None else None
         single = spec is not None and spec.single
@@ -564,8 +564,8 @@ class Index:
             self.store.flush()
             self._unflushed_pages = False
         self.store.upsert(records)
-        for point in records:
-            self.end_document(str(point.payload["doc_sha256"]), durable=False)
+        shas = tuple(str(point.payload["doc_sha256"]) for point in records)
+        self._end_documents(shas, durable=False)  # one write for the group's marks
         return outcomes
 
     def _record(self, doc: Document, page_count: int) -> dict[str, Any]:
@@ -655,9 +655,12 @@ class Index:
         marks = self.store.scroll(PayloadFilter(kind=KIND_PENDING))
         return {str(p["doc_sha256"]): str(p.get("doc_path", "")) for p in marks}
 
-    def end_document(self, doc_sha256: str, *, durable: bool = True) -> None:
+    def end_document(self, doc_sha256: str) -> None:
         """Drop a document's pending mark (its commit record is written)."""
-        where = PayloadFilter(kind=KIND_PENDING, doc_sha256=(doc_sha256,))
+        self._end_documents((doc_sha256,), durable=True)
+
+    def _end_documents(self, doc_sha256s: tuple[str, ...], *, durable: bool) -> None:
+        where = PayloadFilter(kind=KIND_PENDING, doc_sha256=doc_sha256s)
         self.store.delete(where, durable=durable)
 
     def move_document(self, doc_sha256: str, doc: Document) -> None:
