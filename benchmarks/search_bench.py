@@ -47,7 +47,7 @@ from pagelens.types import Document, Page  # noqa: E402
 
 DIM = 128
 REAL: Path | None = None  # set from --real
-QUARTERS: list[dict[str, float]] = []  # memory at each quarter of the current build
+QUARTERS: list[dict[str, float]] = []  # time and memory at each quarter of the current build
 FOLDER: Path | None = None  # where the current build's index lives
 WRITES = "document"  # how documents are written: see _store_document
 NOISE = 0.1
@@ -367,7 +367,10 @@ def build(
             t_store += time.perf_counter() - t0
             doc = []
         if (i + 1) % max(1, n_pages // 4) == 0:  # every quarter of the run
-            QUARTERS.append({"pages": i + 1, **_memory(FOLDER)})
+            QUARTERS.append(
+                {"pages": i + 1, "pool_s": t_pool, "store_s": t_store, **_memory(FOLDER)}
+            )
+            print(f"{i + 1} pages: pooling {t_pool:.0f} s, storing {t_store:.0f} s", flush=True)
     t0 = time.perf_counter()
     index.optimize()
     t_opt = time.perf_counter() - t0
@@ -530,7 +533,7 @@ def run(
         corpus, t_pool, t_store, t_opt = build(
             index, n_pages, stored, cand_factor, coarse_factor, args.seed, scan, others
         )
-        quarters = list(QUARTERS)  # RssAnon/RssFile while indexing
+        quarters = list(QUARTERS)  # seconds so far, RssAnon/RssFile while indexing
         t_build = time.perf_counter() - t0
         rng = np.random.default_rng(args.seed + 1)
         if isinstance(corpus, RealCorpus):  # the real questions, in a random order
@@ -758,10 +761,11 @@ def main() -> None:
             "after every query once, in the building process)"
         )
         print(
-            "while indexing, RssAnon / RssFile (of it index files) MiB at each quarter: "
+            "while indexing, seconds storing so far, RssAnon / RssFile (of it index files) MiB "
+            "at each quarter: "
             + ", ".join(
-                f"{q['pages']}: {q.get('RssAnon_mib', 0):.0f} / {q.get('RssFile_mib', 0):.0f}"
-                f" ({q.get('IndexFiles_mib', 0):.0f})"
+                f"{q['pages']}: {q.get('store_s', 0):.0f} s, {q.get('RssAnon_mib', 0):.0f} / "
+                f"{q.get('RssFile_mib', 0):.0f} ({q.get('IndexFiles_mib', 0):.0f})"
                 for q in r["memory_while_indexing"]
             )
         )
