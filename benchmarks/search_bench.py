@@ -198,8 +198,8 @@ class PlanAnchor:
     - coarse: every page's coarse vectors, 8-bit (``round(127 x)``, the vectors
       being unit), scored by ``torch._int_mm`` (the fastest library kernel for
       this shape on this CPU: an ad-hoc probe at 100k pages x 15 vectors against
-      8 query vectors took 41 ms for int8, 67 fp16, 75 bf16, 96 fp32 in torch and
-      176 in numpy's BLAS) against the question's tokens Ward-pooled into
+      8 query vectors took 41-48 ms for int8, 67 fp16, 75 bf16, 96-104 fp32 in torch
+      and 176 in numpy's BLAS) against the question's tokens Ward-pooled into
       ``COARSE_QUERY_VECTORS`` summed vectors, also 8-bit; max over each page's
       vectors, sum over the query's; the top ``COARSE_PER_CANDIDATE x candidates``
       pages go on;
@@ -207,7 +207,7 @@ class PlanAnchor:
       query token; the top ``candidates`` go on;
     - rerank: those pages' rerank vectors, float16 as the index stores them, by
       torch's float16 product (8-bit rerank vectors kept only 0.965 of the exact
-      top-10 at 2,000 pages; converting float16 to float32 cost more than the
+      top-10 at 2,000 pages, 20 questions; converting float16 to float32 cost more than the
       product: 11 ms in torch, 31 in numpy, for 300 pages), the top 10.
 
     A page with fewer vectors than the matrix holds repeats its last one, which
