@@ -585,15 +585,6 @@ def _hits_json(
     ]
 
 
-def _first_stage_storage(spec: Any) -> str:
-    """How an index stores the vectors its first stage scans (manifest formats 2 on)."""
-    if spec.mapped_first_stage:
-        return "and coarse vectors 4-bit (mapped from disk)"
-    if spec.turbo4_first_stage:
-        return "and coarse vectors 4-bit (RAM)"
-    return "8-bit (RAM)" if spec.turbo_candidates else "fp16 (RAM)"
-
-
 @app.command("info")
 def info_cmd(
     index: IndexOpt = None,
@@ -630,16 +621,7 @@ def info_cmd(
     factors = f"pool factor {st.pool_factor}, candidate factor {st.candidate_factor}"
     if spec.coarse:
         factors += f", coarse factor {st.coarse_factor}"
-    typer.echo(
-        f"pooling:    Ward, {factors}; "
-        + (
-            "rerank vectors 8-bit (TurboQuant, on disk), candidates "
-            f"{_first_stage_storage(spec)}, "
-            + ("coarse scan first" if spec.coarse else "exact scan")
-            if info.manifest.format >= 2
-            else f"{'fp16' if st.fp16 else 'fp32'}, candidate graph (format 1)"
-        )
-    )
+    typer.echo(f"pooling:    Ward, {factors}; {spec.describe()}")
     typer.echo(f"text:       {'page text + BM25 (hybrid search)' if st.text else 'no'}")
     typer.echo(f"documents:  {info.documents}")
     typer.echo(f"pages:      {info.pages}")

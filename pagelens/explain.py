@@ -34,7 +34,8 @@ from pagelens.errors import (
     PagelensError,
     PageNotFoundError,
 )
-from pagelens.storage.base import DENSE, TEXT, PayloadFilter
+from pagelens.storage.base import PayloadFilter
+from pagelens.storage.layout import DENSE, TEXT
 from pagelens.types import Hit, Page, display_path
 
 if TYPE_CHECKING:

@@ -18,49 +18,30 @@ from pagelens.errors import (
     StoreError,
     check_whole,
 )
-from pagelens.storage.base import (
-    BM25,
-    COARSE_VECTORS,
-    DENSE,
-    DENSE_VECTORS,
+from pagelens.plan import HybridQuery, run_queries
+from pagelens.storage.base import PayloadFilter, PointRecord, ScoredRecord, Store
+from pagelens.storage.layout import (
+    COUNTED,
     KIND_DOCUMENT,
     KIND_MANIFEST,
     KIND_PAGE,
     KIND_PENDING,
+    MANIFEST_FORMAT,
     MANIFEST_POINT_ID,
-    TEXT,
+    READABLE_FORMATS,
     CollectionSpec,
-    HybridQuery,
-    PayloadFilter,
-    PointRecord,
-    ScoredRecord,
-    SparseVector,
-    Store,
+    StoredPage,
     document_point_id,
-    page_point_id,
+    page_point,
     path_prefixes,
     pending_point_id,
     source_from_payload,
     source_payload,
 )
-from pagelens.types import Document, MultiVector, Page, display_path
+from pagelens.types import Document, display_path
 from pagelens.version import package_version
 
 logger = logging.getLogger(__name__)
-
-# 2: the compact layout (CollectionSpec.compact); 3: its candidate vectors in 8 bits
-# too (CollectionSpec.turbo_candidates). Indexes of format 1 (fp16 or fp32 rerank
-# vectors, float32 candidate vectors with an HNSW graph) and 2 (fp16 candidates) are
-# read as they are. 4: a third, coarse multi-vector per dense channel
-# (CollectionSpec.coarse), which the first stage scans; an index of format 3 or older
-# is searched as it was, its first stage a scan of every page's candidate vectors.
-# 5: the candidate and coarse vectors in 4 bits (CollectionSpec.turbo4_first_stage).
-# 6: those memory-mapped from disk (CollectionSpec.mapped_first_stage); an index of
-# format 5 holds them in RAM, and is searched alike.
-MANIFEST_FORMAT = 6
-READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
-# bytes a vector value takes in each storage datatype (CollectionSpec.datatypes)
-_BYTES_PER_VALUE = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
 
 
 @dataclass(frozen=True)
@@ -71,14 +52,13 @@ class IndexSettings:
         pool_factor: Ward pool factor of the stored rerank vectors (1 = no pooling).
             3 kept 98.6% of exact nDCG@5 in the project's measurements at a third
             of the storage.
-        candidate_factor: Ward pool factor of the small first-stage vectors that
-            carry the HNSW graph. 16 (about 38 vectors for a median page) kept
-            98.6% of the exact top-10 with 200 candidates in the same measurements.
+        candidate_factor: Ward pool factor of the candidate vectors (about 38 for
+            a median ColQwen2.5 page), which score the pages the coarse scan
+            passes and pick the candidates the rerank scores.
         coarse_factor: Ward pool factor of the coarse vectors (manifest format 4 on;
             about 16 for a ColQwen2.5 page), which the first stage scans before the
-            candidate vectors score the pages it passes. On 10k pages resampled from
-            mmlongbench-dev, one run beside format 3: 0.988 of the exact top-10 at
-            69 ms of CPU a question, against 0.991 at 120 ms (benchmarks/README.md).
+            candidate vectors score the pages it passes (benchmarks/README.md,
+            "Format 4").
         fp16: store vectors as float16 (measured to change no metric).
         text: extract page text (text layer, OCR where it has none) into the
             payload and a BM25 sparse vector, for hybrid search. Always on for
@@ -116,14 +96,10 @@ class Manifest:
         """Describe the collection an index with this manifest has."""
         return CollectionSpec(
             dim=self.encoder.dim,
+            format=self.format,
             fp16=self.settings.fp16,
             text_dim=self.text_encoder.dim if self.text_encoder else None,
             single=self.encoder.single,
-            compact=self.format >= 2,
-            turbo_candidates=self.format >= 3,
-            coarse=self.format >= 4,
-            turbo4_first_stage=self.format >= 5,
-            mapped_first_stage=self.format >= 6,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -230,45 +206,6 @@ class IndexInfo:
         return out
 
 
-@dataclass(frozen=True)
-class PageVectors:
-    """One channel's vectors of a page, as the index stores them."""
-
-    stored: MultiVector  # (n, dim) rerank vectors, pooled at the index's pool factor
-    candidates: MultiVector  # (m, dim) candidate vectors, pooled further
-    raw: int  # vectors the encoder gave, before pooling
-    coarse: MultiVector | None = None  # (c, dim) first-stage vectors, pooled further still
-
-
-@dataclass(frozen=True)
-class StoredPage:
-    """A page ready to store: its vectors, or the reason it has none.
-
-    ``dense`` is the index's own encoder's; ``text`` the text encoder's (indexes
-    built with one); ``sparse`` the BM25 vector of the page text. A page with an
-    ``error`` (or ``page.error``) is stored without vectors, so that its document
-    can still be committed whole.
-    """
-
-    page: Page
-    source: str = ""  # the file the page came from (absolute path), if any
-    dense: PageVectors | None = None
-    text: PageVectors | None = None
-    sparse: SparseVector | None = None
-    error: str | None = None
-
-
-# per-page vector counts a commit record sums up
-_COUNTED = (
-    "vectors",
-    "pooled_vectors",
-    "coarse_vectors",
-    "text_vectors",
-    "text_pooled_vectors",
-    "text_coarse_vectors",
-)
-
-
 class Index:
     """An opened index: the store and its manifest.
 
@@ -297,6 +234,7 @@ class Index:
             if payloads:
                 try:
                     self._manifest = Manifest.from_payload(payloads[0])
+                    store.bind(self._manifest.collection_spec())
                 except StoreError as exc:
                     raise StoreError(f"index {location}: {exc}; run `pagelens check`") from exc
             elif store.count(PayloadFilter()):
@@ -428,6 +366,7 @@ class Index:
             self.store.create(manifest.collection_spec())
         self.store.upsert([PointRecord(MANIFEST_POINT_ID, manifest.to_payload())])
         self._manifest = manifest
+        self.store.bind(manifest.collection_spec())
         return manifest
 
     def settings_with(self, **changes: Any) -> IndexSettings:
@@ -491,6 +430,7 @@ class Index:
         """Write back a lost manifest (``pagelens check --repair``)."""
         self.store.upsert([PointRecord(MANIFEST_POINT_ID, manifest.to_payload())])
         self._manifest = manifest
+        self.store.bind(manifest.collection_spec())
 
     # -- pages -------------------------------------------------------------------
     def add_pages(self, pages: Sequence[StoredPage], *, durable: bool = True) -> None:
@@ -502,9 +442,7 @@ class Index:
         a document costs the engine two flushes however many pages it has.
         """
         spec = self._manifest.collection_spec() if self._manifest is not None else None
-        single = spec is not None and spec.single
-        coarse = spec is not None and spec.coarse
-        self.store.upsert([_page_point(p, single, coarse) for p in pages], durable=durable)
+        self.store.upsert([page_point(p, spec) for p in pages], durable=durable)
         self._unflushed_pages = self._unflushed_pages or not durable
 
     def pages(self, where: PayloadFilter | None = None) -> Iterator[dict[str, Any]]:
@@ -570,7 +508,7 @@ class Index:
 
     def _record(self, doc: Document, page_count: int) -> dict[str, Any]:
         """Build the commit record of a document whose pages are all stored (see :meth:`commit`)."""
-        counts = dict.fromkeys(_COUNTED, 0)
+        counts = dict.fromkeys(COUNTED, 0)
         pages = failed = 0
         causes: list[str] = []
         for payload in self.pages(PayloadFilter(doc_sha256=(doc.sha256,))):
@@ -578,7 +516,7 @@ class Index:
             if payload.get("error"):
                 failed += 1
                 causes.append(f"page {payload.get('page_number')}: {payload['error']}")
-            for key in _COUNTED:
+            for key in COUNTED:
                 counts[key] += int(payload.get(key, 0))
         if pages != page_count:
             raise PagelensError(
@@ -607,7 +545,7 @@ class Index:
     @property
     def has_candidate_graph(self) -> bool:
         """Whether the candidate vectors carry an HNSW graph (manifest format 1)."""
-        return self._manifest is not None and not self._manifest.collection_spec().compact
+        return self._manifest is not None and self._manifest.collection_spec().candidate_graph
 
     def optimize(self) -> None:
         """Build what a batch of writes left pending (the candidate vectors' graph)."""
@@ -617,7 +555,7 @@ class Index:
         self, queries: Sequence[HybridQuery], *, k: int, where: PayloadFilter | None = None
     ) -> list[list[ScoredRecord]]:
         """Run engine queries (one or several channels each, fused) over the pages."""
-        return self.store.hybrid(queries, k=k, where=where)
+        return run_queries(self.store, queries, k=k, where=where)
 
     def stored_pages(self, doc_sha256: str) -> set[int]:
         """Page numbers stored for a document (complete or not)."""
@@ -728,41 +666,21 @@ class Index:
             )
         docs = self.documents()
         pages = sum(d.page_count for d in docs)
-        vectors = sum(d.vectors for d in docs)
-        pooled = sum(d.pooled_vectors for d in docs)
-        text_vectors = sum(d.text_vectors for d in docs)
-        text_pooled = sum(d.text_pooled_vectors for d in docs)
-        coarse = sum(d.coarse_vectors for d in docs)
-        text_coarse = sum(d.text_coarse_vectors for d in docs)
-        # bytes per value of (rerank, candidate) vectors, by their storage datatypes
-        # (CollectionSpec.datatypes): a single-vector channel has no candidates
-        sizes = text_sizes = (1.0, 1.0)
-        dim = text_dim = 0
-        if self._manifest is not None:
-            spec = self._manifest.collection_spec()
-            plain, rerank, candidate = (_BYTES_PER_VALUE[t] for t in spec.datatypes())
-            text_sizes = (rerank, candidate)
-            sizes = (plain, candidate) if spec.single else text_sizes
-            dim = self._manifest.encoder.dim
-            if self._manifest.text_encoder is not None:
-                text_dim = self._manifest.text_encoder.dim
+        counts = {key: sum(int(getattr(d, key)) for d in docs) for key in COUNTED}
         # the vectors' values only; disk_bytes_per_page counts all the rest too
-        total = (vectors * sizes[0] + pooled * sizes[1]) * dim
-        total += (text_vectors * text_sizes[0] + text_pooled * text_sizes[1]) * text_dim
-        # coarse vectors (format 4 on): stored as the candidates are
-        total += coarse * sizes[1] * dim + text_coarse * text_sizes[1] * text_dim
+        total = self._manifest.collection_spec().vector_bytes(counts) if self._manifest else 0.0
         per_page = total / pages if pages else 0.0
         return IndexInfo(
             location=self.location,
             manifest=self._manifest,
             documents=len(docs),
             pages=pages,
-            vectors_per_page=vectors / pages if pages else 0.0,
-            pooled_vectors_per_page=pooled / pages if pages else 0.0,
+            vectors_per_page=counts["vectors"] / pages if pages else 0.0,
+            pooled_vectors_per_page=counts["pooled_vectors"] / pages if pages else 0.0,
             bytes_per_page=per_page,
             disk_bytes_per_page=_per_page(_disk_bytes(self.location), pages),
-            text_vectors_per_page=text_vectors / pages if pages else 0.0,
-            coarse_vectors_per_page=coarse / pages if pages else 0.0,
+            text_vectors_per_page=counts["text_vectors"] / pages if pages else 0.0,
+            coarse_vectors_per_page=counts["coarse_vectors"] / pages if pages else 0.0,
         )
 
 
@@ -779,61 +697,3 @@ def _disk_bytes(location: str) -> float | None:
     if not folder.is_dir():
         return None
     return float(sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file()))
-
-
-def _page_point(stored: StoredPage, single: bool = False, coarse: bool = False) -> PointRecord:
-    """Lay out one page as a point: payload keys and named vectors (the stored format).
-
-    ``single``: the index's encoder gives one vector per page, stored as a plain
-    ``pages`` vector with no ``pooled`` vectors. ``coarse``: the collection has
-    coarse vectors (manifest format 4 on), stored with the candidates.
-    """
-    page = stored.page
-    error = stored.error or page.error
-    payload: dict[str, Any] = {
-        "kind": KIND_PAGE,
-        "doc_path": page.doc_path,
-        "doc_sha256": page.doc_sha256,
-        "path_prefixes": path_prefixes(page.doc_path),
-        "page_number": page.page_number,
-        "page_count": page.page_count,
-        "width_pt": page.width_pt,
-        "height_pt": page.height_pt,
-        **(source_payload(stored.source) if stored.source else {}),
-    }
-    vectors: dict[str, Any] = {}
-    if error is not None:
-        payload.update(error=error, raw_vectors=0, vectors=0, pooled_vectors=0)
-        return PointRecord(page_point_id(page.doc_sha256, page.page_number), payload)
-    if stored.dense is not None:
-        payload["raw_vectors"] = stored.dense.raw
-        payload["vectors"] = int(stored.dense.stored.shape[0])
-        payload["pooled_vectors"] = int(stored.dense.candidates.shape[0])
-        rerank, candidates = DENSE_VECTORS[DENSE]
-        if stored.dense.raw and single:
-            vectors[rerank] = stored.dense.stored.reshape(-1)  # (dim,): one plain vector
-        elif stored.dense.raw:
-            vectors[rerank], vectors[candidates] = stored.dense.stored, stored.dense.candidates
-            if coarse:
-                vectors[COARSE_VECTORS[DENSE]] = _coarse(stored.dense)
-                payload["coarse_vectors"] = len(vectors[COARSE_VECTORS[DENSE]])
-    if stored.text is not None:
-        payload["text_vectors"] = int(stored.text.stored.shape[0])
-        payload["text_pooled_vectors"] = int(stored.text.candidates.shape[0])
-        if stored.text.stored.shape[0]:  # a page without text has no text-channel vectors
-            rerank, candidates = DENSE_VECTORS[TEXT]
-            vectors[rerank], vectors[candidates] = stored.text.stored, stored.text.candidates
-            if coarse:
-                vectors[COARSE_VECTORS[TEXT]] = _coarse(stored.text)
-                payload["text_coarse_vectors"] = len(vectors[COARSE_VECTORS[TEXT]])
-    if page.text is not None:
-        payload["text"] = page.text
-        payload["text_source"] = page.text_source
-    if stored.sparse is not None and stored.sparse.indices:
-        vectors[BM25] = stored.sparse
-    return PointRecord(page_point_id(page.doc_sha256, page.page_number), payload, vectors)
-
-
-def _coarse(vectors: PageVectors) -> MultiVector:
-    """Return a page's coarse vectors, or its candidate vectors where none were pooled."""
-    return vectors.candidates if vectors.coarse is None else vectors.coarse

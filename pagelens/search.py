@@ -29,36 +29,22 @@ from pagelens.bm25 import bm25_queries
 from pagelens.encoders.base import Encoder
 from pagelens.errors import PagelensError, check_whole
 from pagelens.index import Index
-from pagelens.storage.base import (
-    BM25,
-    DENSE,
-    TEXT,
-    HybridQuery,
-    PayloadFilter,
-    ScoredRecord,
-    SparseVector,
-    source_from_payload,
-)
+from pagelens.plan import FIRST_STAGES, FUSIONS, HybridQuery
+from pagelens.storage.base import PayloadFilter, ScoredRecord, SparseVector
+from pagelens.storage.layout import BM25, DENSE, TEXT, source_from_payload
 from pagelens.types import Hit, MultiVector, display_path
 
 CHANNELS = (DENSE, TEXT, BM25)
-FUSIONS = ("dbsf", "rrf")
-FIRST_STAGES = ("exact", "hnsw")
 DEFAULT_K = 10
-# pages the rerank scores: at 10k pages resampled from mmlongbench-dev (manifest
-# format 5, the coarse question pooled) 200 kept 0.989 of the exact top-10, 300 kept
-# 0.994 for 17% more CPU a question, 400 0.996 for 83% more (benchmarks/README.md)
+# pages the rerank scores (chosen for recall of the exact top-10 against CPU a
+# question: benchmarks/README.md, "Format 5")
 DEFAULT_CANDIDATES = 300
-# pages the coarse scan passes to the candidate vectors, per candidate: at 10k pages
-# resampled from mmlongbench-dev, 5 x 200 kept 0.980 of the exact top-10 and 10 x 200
-# kept 0.988 (0.991 without a coarse stage; benchmarks/README.md)
+# pages the coarse scan passes to the candidate vectors, per candidate
+# (benchmarks/README.md, "Format 4")
 COARSE_PER_CANDIDATE = 10
 # the coarse scan scores pages with the query's tokens Ward-pooled into this many
 # summed vectors (pagelens.pooling.pool_query): its cost is pages x coarse vectors x
-# query vectors, and the engine's time goes with it. At 100k synthetic pages and 300
-# candidates, 6 kept 0.999 of the exact top-10 (every token: 1.000) at 42% of the
-# CPU; 4 kept only 0.976. At 10k pages resampled from mmlongbench-dev, 6 kept what
-# every token kept (0.994) at 78% of the CPU (benchmarks/README.md)
+# query vectors. Fewer lost recall at 100k pages (benchmarks/README.md, "Format 5")
 COARSE_QUERY_VECTORS = 6
 
 

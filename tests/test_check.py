@@ -21,13 +21,9 @@ from pagelens.pipeline.job import index_paths
 from pagelens.pipeline.render import RenderSettings
 from pagelens.search import search
 from pagelens.storage import edge
-from pagelens.storage.base import (
-    MANIFEST_POINT_ID,
-    PAGES,
-    PayloadFilter,
-    PointRecord,
-)
+from pagelens.storage.base import PayloadFilter, PointRecord
 from pagelens.storage.check import NORM_RANGE, check_index, repair_index
+from pagelens.storage.layout import MANIFEST_POINT_ID, PAGES
 from tests import pdf_factory as pf
 from tests.fakes import FakeEncoder
 

@@ -234,7 +234,8 @@ def test_check_and_repair(tmp_path):
     from pagelens.index import Index
     from pagelens.pipeline.job import index_paths
     from pagelens.pipeline.render import RenderSettings
-    from pagelens.storage.base import MANIFEST_POINT_ID, PAGES, PayloadFilter, PointRecord
+    from pagelens.storage.base import PayloadFilter, PointRecord
+    from pagelens.storage.layout import MANIFEST_POINT_ID, PAGES
     from tests.fakes import FakeEncoder
 
     pdfs = tmp_path / "pdfs"

@@ -142,8 +142,8 @@ def test_colpali_engines_fastplaid_notice_is_not_printed(tmp_path, model):
 
 
 def test_a_search_while_an_index_run_holds_the_folder_can_wait(tmp_path):
-    from pagelens.storage.base import CollectionSpec
     from pagelens.storage.edge import EdgeStore
+    from pagelens.storage.layout import CollectionSpec
 
     store = EdgeStore(tmp_path / "idx")
     store.create(CollectionSpec(dim=4))

@@ -426,7 +426,8 @@ def test_text_encoder_skips_rendering_and_stores_text(index, tmp_path):
 def test_visual_and_text_channels_in_one_index(index, tmp_path):
     """A second, text encoder is a channel of the same index, searched like the first."""
     from pagelens.pipeline.text import TextSettings
-    from pagelens.storage.base import TEXT_PAGES, PayloadFilter
+    from pagelens.storage.base import PayloadFilter
+    from pagelens.storage.layout import TEXT_PAGES
     from tests.fakes import FakeTextEncoder
 
     root = _text_corpus(tmp_path)

@@ -32,17 +32,12 @@ import pytest
 
 from pagelens.encoders.base import EncoderSpec
 from pagelens.errors import IndexMismatchError, PagelensError
-from pagelens.index import (
-    MANIFEST_FORMAT,
-    Index,
-    IndexSettings,
-    Manifest,
-    PageVectors,
-    StoredPage,
-)
+from pagelens.index import Index, IndexSettings, Manifest
+from pagelens.plan import HybridQuery
 from pagelens.pooling import pool_query, ward_pool
 from pagelens.search import COARSE_PER_CANDIDATE, COARSE_QUERY_VECTORS, search_vectors
-from pagelens.storage.base import MANIFEST_POINT_ID, HybridQuery, PointRecord
+from pagelens.storage.base import PointRecord
+from pagelens.storage.layout import MANIFEST_FORMAT, MANIFEST_POINT_ID, PageVectors, StoredPage
 from pagelens.types import Document, Page
 
 DIM = 32
@@ -129,8 +124,9 @@ def test_compact_exact_search_matches_the_oracle_and_the_float_twin(kind, tmp_pa
     compact.prepare(SPEC, settings)
     spec = compact.manifest.collection_spec()
     assert compact.manifest.format == MANIFEST_FORMAT == 6
-    assert spec.compact and spec.turbo_candidates and spec.coarse and spec.turbo4_first_stage
-    assert spec.mapped_first_stage
+    assert spec.coarse and spec.segmented and not spec.candidate_graph
+    assert spec.datatype("pages") == "turbo8" and spec.datatype("pooled") == "turbo4"
+    assert spec.layout.first_stage_on_disk
     _fill(compact, pages, settings)
     twin = _open(kind, tmp_path / "float")
     _legacy(twin, IndexSettings(pool_factor=1, candidate_factor=4, fp16=False))
@@ -186,7 +182,7 @@ def test_the_staged_first_stage_picks_what_the_same_stages_in_numpy_pick(kind, f
     _legacy(index, settings, fmt)
     _fill(index, pages, settings)
     assert index.has_coarse_vectors
-    assert index.manifest.collection_spec().turbo4_first_stage == (fmt >= 5)
+    assert (index.manifest.collection_spec().datatype("coarse") == "turbo4") == (fmt >= 5)
     ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
     pooled = [ward_pool(v, [settings.candidate_factor, settings.coarse_factor]) for v in pages]
     assert all(len(c) < len(p) for p, c in pooled)  # fewer vectors: a coarser view
@@ -261,7 +257,7 @@ def test_an_index_of_format_1_is_read_and_searched_as_it_was(tmp_path):
         _fill(old, pages, settings)
     with Index.open(folder) as index:  # opened afresh: the manifest is read back
         assert index.manifest.format == 1 and index.has_candidate_graph
-        assert not index.manifest.collection_spec().compact
+        assert index.manifest.collection_spec().datatype("pooled") == "float32"
         ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
         for q, row in zip(queries, _ranking(index, queries, candidates=None), strict=True):
             oracle = dict(zip(ids, _oracle(q, pages), strict=True))
@@ -291,8 +287,9 @@ def test_a_compact_index_of_either_format_answers_as_the_oracle_does(kind, fmt, 
         index.close()
         index = Index.open(folder)
     spec = index.manifest.collection_spec()
-    assert index.manifest.format == fmt and spec.compact
-    assert spec.turbo_candidates == (fmt == 3) and not index.has_candidate_graph
+    assert index.manifest.format == fmt and not spec.candidate_graph
+    assert spec.datatype("pooled") == ("turbo8" if fmt == 3 else "float16")
+    assert not index.has_candidate_graph
     assert not spec.coarse and not index.has_coarse_vectors
     ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
     # what the first stage scans: each page's candidate vectors, in float here
@@ -490,7 +487,30 @@ def test_an_index_sealed_into_segments_answers_as_one_segment_does(tmp_path, mon
 
 
 def test_an_index_made_before_segments_is_not_sealed(tmp_path, monkeypatch):
-    """Its engine would merge each sealed segment back into one, rewriting the index."""
+    """Formats before 6 keep the engine's merge settings: it would merge each seal back."""
+    import pagelens.storage.edge as edge
+
+    pages = _pages(seed=23)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4, coarse_factor=12)
+    monkeypatch.setattr(edge, "SEAL_MIN_KB", 1)
+    with Index.open(tmp_path / "idx") as index:
+        _legacy(index, settings, 5)
+    config_path = tmp_path / "idx" / "qdrant-edge" / "edge_config.json"
+    config = json.loads(config_path.read_text())
+    assert not (config.get("optimizers") or {}).get("default_segment_number")
+    monkeypatch.setattr(edge, "SEGMENT_POINTS", 15)
+    calls = []
+    with Index.open(tmp_path / "idx") as index:  # the format is read back from the manifest
+        real = index.store.optimize
+        monkeypatch.setattr(index.store, "optimize", lambda: calls.append(1) or real())
+        _fill_in_runs(index, pages, settings)
+        assert len(calls) == 1  # the run's own optimize() at its end, no seal before it
+        (row,) = _ranking(index, _queries(pages)[:1], candidates=None)
+        assert len(row) == 10
+
+
+def test_an_index_of_format_6_is_sealed_as_it_grows(tmp_path, monkeypatch):
+    """The twin of the test above: the same run on today's format seals segments."""
     import pagelens.storage.edge as edge
 
     pages = _pages(seed=23)
@@ -501,17 +521,13 @@ def test_an_index_made_before_segments_is_not_sealed(tmp_path, monkeypatch):
     config_path = tmp_path / "idx" / "qdrant-edge" / "edge_config.json"
     config = json.loads(config_path.read_text())
     assert config["optimizers"]["default_segment_number"] == edge.MAX_SEGMENTS
-    config.pop("optimizers")  # as pagelens wrote the shard's configuration before
-    config_path.write_text(json.dumps(config))
     monkeypatch.setattr(edge, "SEGMENT_POINTS", 15)
     calls = []
     with Index.open(tmp_path / "idx") as index:
         real = index.store.optimize
         monkeypatch.setattr(index.store, "optimize", lambda: calls.append(1) or real())
         _fill_in_runs(index, pages, settings)
-        assert len(calls) == 1  # the run's own optimize() at its end, no seal before it
-        (row,) = _ranking(index, _queries(pages)[:1], candidates=None)
-        assert len(row) == 10
+        assert len(calls) > 1
 
 
 @pytest.mark.parametrize("room", [True, False])

@@ -35,7 +35,7 @@ from pagelens.pipeline.distributed import (  # noqa: E402
 )
 from pagelens.pipeline.job import index_paths  # noqa: E402
 from pagelens.pipeline.render import RenderSettings  # noqa: E402
-from pagelens.storage.base import COARSE_VECTORS, DENSE_VECTORS, CollectionSpec  # noqa: E402
+from pagelens.storage.layout import CHANNEL_VECTORS, CollectionSpec  # noqa: E402
 from pagelens.storage.server import ClusterSpec, ServerStore  # noqa: E402
 from tests import hostile  # noqa: E402
 from tests import pdf_factory as pf  # noqa: E402
@@ -53,7 +53,7 @@ STORED = 1e-2
 # 5) by the embedded engine: a unit vector's component comes back within 0.112 of its
 # value (measured over 8,000 unit vectors of dim 16; 0.055 at dim 128)
 FIRST_STAGE_STORED = 0.15
-FIRST_STAGE = {name for _, name in DENSE_VECTORS.values()} | set(COARSE_VECTORS.values())
+FIRST_STAGE = {n for c in CHANNEL_VECTORS.values() for n in (c.candidates, c.coarse)}
 
 
 @pytest.fixture(scope="module")
@@ -383,7 +383,7 @@ def test_the_collection_request_carries_shards_replicas_and_write_consistency(fa
     url, requests = fake_qdrant
     target = IndexTarget(url=url, collection="pages", cluster=ClusterSpec(3, 2, 2))
     store = target.open().store
-    store.create(CollectionSpec(dim=128))
+    store.create(CollectionSpec(dim=128, format=1))
     store.close()
     created = [
         body for method, path, body in requests if (method, path) == ("PUT", "/collections/pages")
@@ -398,7 +398,7 @@ def test_the_collection_request_carries_shards_replicas_and_write_consistency(fa
 def test_without_cluster_options_the_server_chooses(fake_qdrant):
     url, requests = fake_qdrant
     store = ServerStore(url=url, collection="pages")
-    store.create(CollectionSpec(dim=128))
+    store.create(CollectionSpec(dim=128, format=1))
     store.close()
     body = next(b for m, p, b in requests if (m, p) == ("PUT", "/collections/pages"))
     assert body.get("shard_number") is None and body.get("replication_factor") is None

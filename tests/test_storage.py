@@ -7,20 +7,30 @@ import numpy as np
 import pytest
 
 from pagelens.errors import StoreError
+from pagelens.plan import HybridQuery, run_queries
 from pagelens.scoring import rank
-from pagelens.storage.base import (
-    PAGES,
-    POOLED,
-    CollectionSpec,
-    PayloadFilter,
-    PointRecord,
-    page_point_id,
-    path_prefixes,
-)
+from pagelens.storage.base import PayloadFilter, PointRecord
 from pagelens.storage.edge import EdgeStore
+from pagelens.storage.layout import PAGES, POOLED, CollectionSpec, page_point_id, path_prefixes
 from pagelens.storage.server import ServerStore
 
 DIM = 16
+
+
+def _query(store, queries, *, k, candidates, where=None, channel="dense", first_stage="exact"):
+    """One channel's top k: the plan of a hybrid query of that channel alone."""
+    planned = [
+        HybridQuery(
+            dense=q if channel == "dense" else None,
+            sparse=None,
+            text=q if channel == "text" else None,
+            candidates=candidates,
+            first_stage=first_stage,
+            channel_limit=k,
+        )
+        for q in queries
+    ]
+    return run_queries(store, planned, k=k, where=where)
 
 
 def _unit(v):
@@ -66,7 +76,7 @@ def _corpus(n_pages=30, seed=0):
 
 
 def _fill(store, fp16=False, n_pages=30):
-    store.create(CollectionSpec(dim=DIM, fp16=fp16))
+    store.create(CollectionSpec(dim=DIM, format=1, fp16=fp16))
     pages, points = _corpus(n_pages)
     store.upsert(points)
     store.optimize()
@@ -78,7 +88,7 @@ def test_exact_query_matches_numpy_oracle(make_store):
     pages, _ = _fill(store)
     rng = np.random.default_rng(9)
     queries = [_unit(rng.normal(size=(m, DIM))) for m in (1, 3, 6)]
-    got = store.query(queries, k=5, candidates=None)
+    got = _query(store, queries, k=5, candidates=None)
     want = rank(queries, pages, k=5)
     for hits, ref in zip(got, want, strict=False):
         assert [h.payload["page_number"] for h in hits] == [i for i, _ in ref]
@@ -90,8 +100,8 @@ def test_two_stage_equals_exact_when_candidates_cover_corpus(make_store):
     _fill(store)
     rng = np.random.default_rng(5)
     queries = [_unit(rng.normal(size=(4, DIM))) for _ in range(5)]
-    exact = store.query(queries, k=10, candidates=None)
-    two_stage = store.query(queries, k=10, candidates=30)
+    exact = _query(store, queries, k=10, candidates=None)
+    two_stage = _query(store, queries, k=10, candidates=30)
     assert [[h.id for h in r] for r in exact] == [[h.id for h in r] for r in two_stage]
 
 
@@ -99,7 +109,7 @@ def test_fp16_storage_stays_close_to_oracle(make_store):
     store = make_store()
     pages, _ = _fill(store, fp16=True)
     q = [_unit(np.random.default_rng(2).normal(size=(4, DIM)))]
-    got = store.query(q, k=30, candidates=None)[0]
+    got = _query(store, q, k=30, candidates=None)[0]
     ref = dict(rank(q, pages, k=30)[0])
     for h in got:
         assert h.score == pytest.approx(ref[h.payload["page_number"]], abs=5e-3)
@@ -109,12 +119,16 @@ def test_filters_by_document_and_prefix(make_store):
     store = make_store()
     pages, points = _fill(store)
     q = [_unit(np.random.default_rng(3).normal(size=(2, DIM)))]
-    hits = store.query(
-        q, k=30, candidates=None, where=PayloadFilter(kind="page", doc_paths=("folder1/doc1.pdf",))
+    hits = _query(
+        store,
+        q,
+        k=30,
+        candidates=None,
+        where=PayloadFilter(kind="page", doc_paths=("folder1/doc1.pdf",)),
     )[0]
     assert hits and {h.payload["doc_path"] for h in hits} == {"folder1/doc1.pdf"}
-    hits = store.query(
-        q, k=30, candidates=30, where=PayloadFilter(kind="page", path_prefix="folder2/")
+    hits = _query(
+        store, q, k=30, candidates=30, where=PayloadFilter(kind="page", path_prefix="folder2/")
     )[0]
     want = {
         p.payload["page_number"] for p in points if p.payload["doc_path"].startswith("folder2/")
@@ -144,7 +158,7 @@ def test_vectorless_records_scroll_and_set_payload(make_store):
     )
     assert [p["doc_path"] for p in store.scroll(PayloadFilter(kind="document"))] == ["x.pdf"]
     # a vectorless point never shows up in a vector query
-    hits = store.query([_unit(np.ones((1, DIM)))], k=100, candidates=None)[0]
+    hits = _query(store, [_unit(np.ones((1, DIM)))], k=100, candidates=None)[0]
     assert all(h.payload["kind"] == "page" for h in hits)
     store.set_payload(PayloadFilter(doc_sha256=("sha1",)), {"doc_path": "moved.pdf"})
     assert {p["doc_path"] for p in store.scroll(PayloadFilter(doc_sha256=("sha1",)))} == {
@@ -196,7 +210,7 @@ def test_reopen_keeps_data(make_store, tmp_path, request):
 
 def test_writes_left_to_a_later_flush_are_seen_at_once_and_kept(make_store, tmp_path, request):
     store = make_store("later")
-    store.create(CollectionSpec(dim=DIM))
+    store.create(CollectionSpec(dim=DIM, format=1))
     _, points = _corpus()
     store.upsert(points[:20], durable=False)
     store.delete(PayloadFilter(doc_sha256=("sha0",)), durable=False)
@@ -220,6 +234,7 @@ def test_missing_collection_is_a_clear_error(make_store):
 _OPEN_IN_CHILD = """
 import sys
 from pagelens.errors import StoreError
+from pagelens.plan import HybridQuery, run_queries
 from pagelens.storage.edge import EdgeStore
 try:
     EdgeStore(sys.argv[1], wait_s=float(sys.argv[2]), lock_now=sys.argv[3] == "1").close()
@@ -244,7 +259,7 @@ def _open_in_child(folder, wait_s=0.0, lock_now=False):
 
 def test_edge_folder_is_locked_against_a_second_process(tmp_path):
     first = EdgeStore(tmp_path / "idx")
-    first.create(CollectionSpec(dim=DIM))
+    first.create(CollectionSpec(dim=DIM, format=1))
     try:
         child = _open_in_child(tmp_path / "idx", wait_s=0.5)
         assert child.returncode == 3, child.stderr
@@ -263,7 +278,7 @@ def test_a_waiting_open_gets_the_folder_once_it_is_let_go(tmp_path):
     import threading
 
     first = EdgeStore(tmp_path / "idx")
-    first.create(CollectionSpec(dim=DIM))
+    first.create(CollectionSpec(dim=DIM, format=1))
     threading.Timer(1.0, first.close).start()
     child = _open_in_child(tmp_path / "idx", wait_s=30)  # blocks until the timer closes it
     assert child.stdout.strip() == "opened", child.stdout + child.stderr
@@ -299,7 +314,7 @@ TEXTS = [  # BM25 scores for "staff revenue" are all distinct: no ties to order
 def _fill_text(store):
     from pagelens.bm25 import bm25_documents
 
-    store.create(CollectionSpec(dim=DIM, fp16=False))
+    store.create(CollectionSpec(dim=DIM, format=1, fp16=False))
     pages, points = _corpus(len(TEXTS))
     sparse = bm25_documents(TEXTS)
     points = [
@@ -335,12 +350,11 @@ def _bm25_oracle(query_text):
 
 def test_bm25_channel_matches_hand_computed_idf(make_store):
     from pagelens.bm25 import bm25_queries
-    from pagelens.storage.base import HybridQuery
 
     store = make_store()
     _fill_text(store)
     (q,) = bm25_queries(["revenue in europe"])
-    (hits,) = store.hybrid([HybridQuery(dense=None, sparse=q)], k=10)
+    (hits,) = run_queries(store, [HybridQuery(dense=None, sparse=q)], k=10)
     want = _bm25_oracle("revenue in europe")
     assert {h.payload["page_number"]: h.score for h in hits} == pytest.approx(want, rel=1e-4)
     assert all(h.channels == ("bm25",) for h in hits)
@@ -351,7 +365,6 @@ def test_bm25_channel_matches_hand_computed_idf(make_store):
 )
 def test_rrf_fusion_matches_its_formula(make_store, weights):
     from pagelens.bm25 import bm25_queries
-    from pagelens.storage.base import HybridQuery
 
     store = make_store()
     pages = _fill_text(store)
@@ -360,7 +373,7 @@ def test_rrf_fusion_matches_its_formula(make_store, weights):
     query = HybridQuery(
         dense=dense, sparse=sparse, candidates=None, fusion="rrf", weights=weights, rrf_k=60
     )
-    (fused,) = store.hybrid([query], k=6)
+    (fused,) = run_queries(store, [query], k=6)
     dense_rank = [i for i, _ in rank([dense], pages, k=6)[0]]
     bm25 = _bm25_oracle("staff revenue")
     sparse_rank = sorted(bm25, key=lambda i: -bm25[i])
@@ -407,14 +420,13 @@ def _dbsf_oracle(channels):
 @pytest.mark.parametrize("query_text", ["staff revenue", "europe", "hiring"])
 def test_dbsf_fusion_matches_its_formula(make_store, query_text):
     from pagelens.bm25 import bm25_queries
-    from pagelens.storage.base import HybridQuery
 
     store = make_store()
     pages = _fill_text(store)
     dense = _unit(np.random.default_rng(6).normal(size=(3, DIM)))
     (sparse,) = bm25_queries([query_text])
     query = HybridQuery(dense=dense, sparse=sparse, candidates=None, fusion="dbsf")
-    (fused,) = store.hybrid([query], k=len(TEXTS))
+    (fused,) = run_queries(store, [query], k=len(TEXTS))
     dense_scores = dict(rank([dense], pages, k=len(pages))[0])
     bm25 = _bm25_oracle(query_text)
     want = _dbsf_oracle([dense_scores, bm25])
@@ -431,7 +443,6 @@ def test_dbsf_fusion_matches_its_formula(make_store, query_text):
 
 def test_three_channel_dbsf_matches_its_formula(make_store):
     from pagelens.bm25 import bm25_queries
-    from pagelens.storage.base import HybridQuery
 
     store = make_store()
     pages, texts = _fill_three(store)
@@ -440,7 +451,7 @@ def test_three_channel_dbsf_matches_its_formula(make_store):
     text = _unit(rng.normal(size=(2, TEXT_DIM)))
     (sparse,) = bm25_queries(["staff revenue"])
     query = HybridQuery(dense=dense, sparse=sparse, text=text, candidates=None, fusion="dbsf")
-    (fused,) = store.hybrid([query], k=len(TEXTS))
+    (fused,) = run_queries(store, [query], k=len(TEXTS))
     channels = [
         dict(rank([dense], pages, k=len(pages))[0]),
         dict(rank([text], texts, k=len(texts))[0]),
@@ -453,27 +464,26 @@ def test_three_channel_dbsf_matches_its_formula(make_store):
 def test_dbsf_fusion_and_bad_options(make_store):
     from pagelens.bm25 import bm25_queries
     from pagelens.errors import PagelensError
-    from pagelens.storage.base import HybridQuery
 
     store = make_store()
     _fill_text(store)
     dense = _unit(np.random.default_rng(5).normal(size=(2, DIM)))
     (sparse,) = bm25_queries(["europe"])
-    (hits,) = store.hybrid([HybridQuery(dense=dense, sparse=sparse, fusion="dbsf")], k=6)
+    (hits,) = run_queries(store, [HybridQuery(dense=dense, sparse=sparse, fusion="dbsf")], k=6)
     assert len(hits) == 6 and hits[0].score >= hits[-1].score
     with pytest.raises(PagelensError, match="fusion must be one of"):
-        store.hybrid([HybridQuery(dense=dense, sparse=sparse, fusion="sum")], k=3)
+        run_queries(store, [HybridQuery(dense=dense, sparse=sparse, fusion="sum")], k=3)
     with pytest.raises(PagelensError, match="rrf"):
         query = HybridQuery(dense=dense, sparse=sparse, fusion="dbsf", weights={"bm25": 2})
-        store.hybrid([query], k=3)
+        run_queries(store, [query], k=3)
     with pytest.raises(PagelensError, match="does not use"):
         query = HybridQuery(dense=dense, sparse=sparse, fusion="rrf", weights={"text": 2})
-        store.hybrid([query], k=3)
+        run_queries(store, [query], k=3)
     with pytest.raises(PagelensError, match="non-negative"):
         query = HybridQuery(dense=dense, sparse=sparse, fusion="rrf", weights={"bm25": -1})
-        store.hybrid([query], k=3)
+        run_queries(store, [query], k=3)
     with pytest.raises(PagelensError, match="dense, text or sparse"):
-        store.hybrid([HybridQuery(dense=None, sparse=None)], k=3)
+        run_queries(store, [HybridQuery(dense=None, sparse=None)], k=3)
 
 
 TEXT_DIM = 8  # the text channel's own dimension, unlike the visual one
@@ -482,9 +492,9 @@ TEXT_DIM = 8  # the text channel's own dimension, unlike the visual one
 def _fill_three(store):
     """Pages with visual vectors, text-channel vectors (another dim) and BM25."""
     from pagelens.bm25 import bm25_documents
-    from pagelens.storage.base import TEXT_PAGES, TEXT_POOLED
+    from pagelens.storage.layout import TEXT_PAGES, TEXT_POOLED
 
-    store.create(CollectionSpec(dim=DIM, fp16=False, text_dim=TEXT_DIM))
+    store.create(CollectionSpec(dim=DIM, format=1, fp16=False, text_dim=TEXT_DIM))
     pages, points = _corpus(len(TEXTS))
     rng = np.random.default_rng(11)
     texts = [_unit(rng.normal(size=(int(rng.integers(2, 9)), TEXT_DIM))) for _ in TEXTS]
@@ -503,19 +513,18 @@ def test_text_channel_matches_numpy_oracle(make_store):
     _, texts = _fill_three(store)
     rng = np.random.default_rng(12)
     queries = [_unit(rng.normal(size=(m, TEXT_DIM))) for m in (1, 4)]
-    got = store.query(queries, k=6, candidates=None, channel="text")
+    got = _query(store, queries, k=6, candidates=None, channel="text")
     want = rank(queries, texts, k=6)
     for g, w in zip(got, want, strict=True):
         assert [h.payload["page_number"] for h in g] == [i for i, _ in w]
         assert [h.score for h in g] == pytest.approx([s for _, s in w], rel=1e-5)
     # two-stage with candidates covering the corpus gives the exact answer
-    two = store.query(queries, k=6, candidates=len(texts), channel="text")
+    two = _query(store, queries, k=6, candidates=len(texts), channel="text")
     assert [[h.id for h in q] for q in two] == [[h.id for h in q] for q in got]
 
 
 def test_three_channel_rrf_matches_its_formula(make_store):
     from pagelens.bm25 import bm25_queries
-    from pagelens.storage.base import HybridQuery
 
     store = make_store()
     pages, texts = _fill_three(store)
@@ -527,7 +536,7 @@ def test_three_channel_rrf_matches_its_formula(make_store):
     query = HybridQuery(
         dense=dense, sparse=sparse, text=text, candidates=None, fusion="rrf", weights=weights
     )
-    (fused,) = store.hybrid([query], k=6)
+    (fused,) = run_queries(store, [query], k=6)
     ranked = {
         "dense": [i for i, _ in rank([dense], pages, k=6)[0]],
         "text": [i for i, _ in rank([text], texts, k=6)[0]],
@@ -548,7 +557,7 @@ def test_three_channel_rrf_matches_its_formula(make_store):
 def test_exact_first_stage_scans_every_page(make_store):
     """With candidates = k and pooled = page vectors, an exact first stage is exact search."""
     store = make_store()
-    store.create(CollectionSpec(dim=DIM, fp16=False))
+    store.create(CollectionSpec(dim=DIM, format=1, fp16=False))
     pages, points = _corpus(40)
     full = [
         PointRecord(p.id, p.payload, {PAGES: v, POOLED: v})
@@ -558,7 +567,7 @@ def test_exact_first_stage_scans_every_page(make_store):
     store.optimize()
     rng = np.random.default_rng(21)
     queries = [_unit(rng.normal(size=(m, DIM))) for m in (2, 5)]
-    got = store.query(queries, k=3, candidates=3, first_stage="exact")
+    got = _query(store, queries, k=3, candidates=3, first_stage="exact")
     for g, w in zip(got, rank(queries, pages, k=3), strict=True):
         assert [h.payload["page_number"] for h in g] == [i for i, _ in w]
 
@@ -588,8 +597,8 @@ def test_first_stage_reaches_the_engine_request(make_store):
         client.query_batch_points = spy
     q = _unit(np.random.default_rng(3).normal(size=(2, DIM)))
     try:
-        store.query([q], k=3, candidates=5, first_stage="exact")
-        store.query([q], k=3, candidates=5, first_stage="hnsw")
+        _query(store, [q], k=3, candidates=5, first_stage="exact")
+        _query(store, [q], k=3, candidates=5, first_stage="hnsw")
     finally:
         if isinstance(store, EdgeStore):
             store._shard = shard

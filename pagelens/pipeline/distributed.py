@@ -45,7 +45,7 @@ import numpy as np
 
 from pagelens.encoders.base import Encoder, EncoderSpec, reads_text
 from pagelens.errors import InputError, MissingExtraError, PagelensError, check_whole
-from pagelens.index import Index, IndexSettings, StoredPage
+from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.discover import Discovery, discover
 from pagelens.pipeline.job import (
     IndexReport,
@@ -61,6 +61,7 @@ from pagelens.pipeline.job import (
 )
 from pagelens.pipeline.render import RenderSettings, probe
 from pagelens.pipeline.text import TextCache, TextSettings
+from pagelens.storage.layout import StoredPage
 from pagelens.storage.server import ClusterSpec
 from pagelens.types import Document, MultiVector, Page
 

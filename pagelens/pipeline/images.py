@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pagelens.errors import InputError, SourceChangedError, SourceGoneError
 from pagelens.pipeline.discover import file_sha256
 from pagelens.pipeline.render import RenderSettings, probe, render_pages
-from pagelens.storage.base import source_from_payload
+from pagelens.storage.layout import source_from_payload
 from pagelens.types import Document, Hit, display_path
 
 if TYPE_CHECKING:

@@ -28,13 +28,14 @@ from tqdm.auto import tqdm
 from pagelens.bm25 import bm25_documents
 from pagelens.encoders.base import Encoder, reads_text
 from pagelens.errors import InputError, PagelensError
-from pagelens.index import DocumentRecord, Index, IndexSettings, PageVectors, StoredPage
+from pagelens.index import DocumentRecord, Index, IndexSettings
 from pagelens.pipeline.discover import Discovery, Skipped, discover
 from pagelens.pipeline.overlap import Inline, PipelineSettings, Sink, Writer
 from pagelens.pipeline.render import UNLOADABLE_PAGE, PdfInfo, RenderSettings, probe, render_pages
 from pagelens.pipeline.text import PageText, TextCache, TextSettings, extract_text
 from pagelens.pooling import ward_pool
 from pagelens.progress import bar
+from pagelens.storage.layout import PageVectors, StoredPage
 from pagelens.types import Document, MultiVector, Page, display_path
 
 logger = logging.getLogger(__name__)

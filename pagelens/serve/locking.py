@@ -10,9 +10,10 @@ waits at most for one batch of the job, never for a whole document.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pagelens.encoders.base import Encoder, EncoderSpec
@@ -20,112 +21,35 @@ from pagelens.errors import PagelensError
 from pagelens.index import Index
 from pagelens.lens import Lens
 from pagelens.search import DENSE, TEXT
-from pagelens.storage.base import (
-    CollectionSpec,
-    HybridQuery,
-    PayloadFilter,
-    PointRecord,
-    ScoredRecord,
-    Store,
-    StoredPoint,
-)
+from pagelens.storage.base import Store
 from pagelens.types import MultiVector, Page
 
 
 class LockedStore:
     """A :class:`~pagelens.storage.base.Store` whose calls run one at a time.
 
-    ``scroll`` and ``point_ids`` read everything under the lock and then hand it
-    out, so an abandoned iteration can never keep the lock held.
+    Every method of the wrapped store is called under one lock, whatever the
+    protocol grows to hold. A method that returns an iterator (``scroll``,
+    ``point_ids``) is read out whole under the lock and handed out after, so an
+    abandoned iteration can never keep the lock held.
     """
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._lock = threading.RLock()
 
-    def exists(self) -> bool:
-        with self._lock:
-            return self._store.exists()
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if not callable(attr):
+            return attr
 
-    def create(self, spec: CollectionSpec) -> None:
-        with self._lock:
-            self._store.create(spec)
+        @functools.wraps(attr)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                result = attr(*args, **kwargs)
+                return iter(list(result)) if isinstance(result, Iterator) else result
 
-    def upsert(self, points: Sequence[PointRecord], *, durable: bool = True) -> None:
-        with self._lock:
-            self._store.upsert(points, durable=durable)
-
-    def delete(self, where: PayloadFilter, *, durable: bool = True) -> None:
-        with self._lock:
-            self._store.delete(where, durable=durable)
-
-    def flush(self) -> None:
-        with self._lock:
-            self._store.flush()
-
-    def set_payload(self, where: PayloadFilter, payload: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._store.set_payload(where, payload)
-
-    def scroll(self, where: PayloadFilter) -> Iterator[dict[str, Any]]:
-        with self._lock:
-            found = list(self._store.scroll(where))
-        return iter(found)
-
-    def count(self, where: PayloadFilter) -> int:
-        with self._lock:
-            return self._store.count(where)
-
-    def point_ids(self) -> Iterator[str]:
-        with self._lock:
-            found = list(self._store.point_ids())
-        return iter(found)
-
-    def retrieve(self, ids: Sequence[str]) -> list[StoredPoint]:
-        with self._lock:
-            return self._store.retrieve(ids)
-
-    def delete_points(self, ids: Sequence[str]) -> None:
-        with self._lock:
-            self._store.delete_points(ids)
-
-    def rebuild(self, spec: CollectionSpec, ids: Sequence[str]) -> None:
-        with self._lock:
-            self._store.rebuild(spec, ids)
-
-    def query(
-        self,
-        queries: Sequence[MultiVector],
-        *,
-        k: int,
-        candidates: int | None,
-        where: PayloadFilter | None = None,
-        channel: str = DENSE,
-        first_stage: str = "exact",
-    ) -> list[list[ScoredRecord]]:
-        with self._lock:
-            return self._store.query(
-                queries,
-                k=k,
-                candidates=candidates,
-                where=where,
-                channel=channel,
-                first_stage=first_stage,
-            )
-
-    def hybrid(
-        self, queries: Sequence[HybridQuery], *, k: int, where: PayloadFilter | None = None
-    ) -> list[list[ScoredRecord]]:
-        with self._lock:
-            return self._store.hybrid(queries, k=k, where=where)
-
-    def optimize(self) -> None:
-        with self._lock:
-            self._store.optimize()
-
-    def close(self) -> None:
-        with self._lock:
-            self._store.close()
+        return locked
 
 
 class LockedEncoder:

@@ -24,7 +24,8 @@ from pagelens.explain import find_document
 from pagelens.index import DocumentRecord
 from pagelens.lens import Lens
 from pagelens.pipeline.discover import file_sha256
-from pagelens.storage.base import PayloadFilter, source_from_payload
+from pagelens.storage.base import PayloadFilter
+from pagelens.storage.layout import source_from_payload
 from pagelens.types import Hit, display_path
 
 logger = logging.getLogger(__name__)

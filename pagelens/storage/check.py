@@ -29,7 +29,8 @@ import numpy as np
 
 from pagelens.errors import PagelensError, StoreError
 from pagelens.index import DocumentRecord, Index, Manifest, recorded_manifest
-from pagelens.storage.base import (
+from pagelens.storage.base import StoredPoint
+from pagelens.storage.layout import (
     COARSE,
     KIND_DOCUMENT,
     KIND_MANIFEST,
@@ -38,10 +39,6 @@ from pagelens.storage.base import (
     MANIFEST_POINT_ID,
     PAGES,
     POOLED,
-    TEXT_COARSE,
-    TEXT_PAGES,
-    TEXT_POOLED,
-    StoredPoint,
     document_point_id,
     page_point_id,
     pending_point_id,
@@ -204,19 +201,7 @@ def _numbers(numbers: list[int]) -> str:
 
 
 def _expected_dims(manifest: Manifest | None) -> dict[str, int]:
-    if manifest is None:
-        return {}
-    dims = {PAGES: manifest.encoder.dim}
-    coarse = manifest.collection_spec().coarse  # format 4 on
-    if not manifest.encoder.single:  # a single-vector index has no candidate vectors
-        dims[POOLED] = manifest.encoder.dim
-        if coarse:
-            dims[COARSE] = manifest.encoder.dim
-    if manifest.text_encoder is not None:
-        dims[TEXT_PAGES] = dims[TEXT_POOLED] = manifest.text_encoder.dim
-        if coarse:
-            dims[TEXT_COARSE] = manifest.text_encoder.dim
-    return dims
+    return manifest.collection_spec().expected_dims() if manifest is not None else {}
 
 
 def _page_faults(page: _Page, dims: dict[str, int]) -> list[str]:

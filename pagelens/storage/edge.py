@@ -16,27 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from pagelens.errors import MissingExtraError, StoreError
+from pagelens.plan import Fusion, Request, Stage
 from pagelens.storage.base import (
-    BM25,
-    COARSE_VECTORS,
-    DENSE,
-    DENSE_VECTORS,
-    PAGES,
-    CollectionSpec,
-    HybridQuery,
     PayloadFilter,
     PointRecord,
     ScoredRecord,
     SparseVector,
     StoredPoint,
-    channel_weights,
-    coarse_query_vectors,
-    dense_layout,
-    dense_queries,
+    build_filter,
     engine_errors,
-    hybrid_records,
-    plan_hybrid,
+    scored_records,
+    stored_point,
+    vector_list,
 )
+from pagelens.storage.layout import BM25, KEYWORD_FIELDS, CollectionSpec, VectorSpec
 from pagelens.types import MultiVector
 
 logger = logging.getLogger(__name__)
@@ -46,13 +39,12 @@ _NO_ROOM = "Not enough space available for optimization"
 _SHARD = "qdrant-edge"
 _LOCK = ".lock"
 _CLEAN = ".clean-close"  # written by close(): the shard's files as they were left
-_KEYWORD_FIELDS = ("kind", "doc_path", "doc_sha256", "path_prefixes")
-_CONFIG = "edge_config.json"  # where Qdrant Edge keeps a shard's configuration
 
 # Qdrant Edge writes every point into one appendable segment, and a query scans a
 # segment on one thread: the engine's search pool runs segments in parallel. So the
 # store seals the appendable segment (optimize) each SEGMENT_POINTS points written,
-# and a question scans the index on every core. MAX_SEGMENTS keeps the engine's
+# and a question scans the index on every core (collections of manifest format 6 on:
+# CollectionSpec.segmented). MAX_SEGMENTS keeps the engine's
 # merge optimizer from joining them back (it merges the smallest three once a
 # shard holds more; 0, the engine's default, means one per CPU). An appendable
 # segment of less than SEAL_MIN_KB of vectors stays appendable (Qdrant's default
@@ -68,74 +60,6 @@ def _edge() -> Any:
     except ImportError as exc:  # pragma: no cover - a core dependency
         raise MissingExtraError("qdrant_edge", "all") from exc
     return qdrant_edge
-
-
-def _made_to_seal(shard: Path) -> bool:
-    """Whether the shard was created to be sealed into segments as it grows.
-
-    Shards created before pagelens set the merge optimizer's segment count keep the
-    engine's default of one segment per CPU: sealing those would merge every new
-    segment into the old ones again, rewriting the index at each seal.
-    """
-    try:
-        config = json.loads((shard / _CONFIG).read_text())
-    except (OSError, ValueError):
-        return False
-    optimizers = config.get("optimizers") or {}
-    return bool(optimizers.get("default_segment_number"))
-
-
-def build_filter(m: Any, where: PayloadFilter | None) -> Any:
-    """Translate a PayloadFilter with a Qdrant models namespace ``m``.
-
-    Qdrant Edge and qdrant-client spell filters alike (``Filter``,
-    ``FieldCondition``, ``MatchValue``, ``MatchAny``), so both backends build their
-    filters with this one function: the same conditions on every backend.
-    """
-    if where is None:
-        return None
-    must = []
-    if where.kind is not None:
-        must.append(m.FieldCondition(key="kind", match=m.MatchValue(value=where.kind)))
-    if where.doc_paths is not None:
-        must.append(m.FieldCondition(key="doc_path", match=m.MatchAny(any=list(where.doc_paths))))
-    if where.doc_sha256 is not None:
-        must.append(
-            m.FieldCondition(key="doc_sha256", match=m.MatchAny(any=list(where.doc_sha256)))
-        )
-    if where.path_prefix is not None:
-        prefix = where.path_prefix.strip("/")
-        must.append(m.FieldCondition(key="path_prefixes", match=m.MatchValue(value=prefix)))
-    must_not = []
-    if where.exclude_doc_sha256:
-        excluded = list(where.exclude_doc_sha256)
-        must_not.append(m.FieldCondition(key="doc_sha256", match=m.MatchAny(any=excluded)))
-    if not must and not must_not:
-        return None
-    return m.Filter(must=must or None, must_not=must_not or None)
-
-
-def _as_lists(vectors: MultiVector) -> list[list[float]]:
-    return vectors.astype("float32").tolist()
-
-
-def _records(points: Any, channels: tuple[str, ...] = ()) -> list[ScoredRecord]:
-    return [
-        ScoredRecord(str(p.id), float(p.score), dict(p.payload or {}), channels) for p in points
-    ]
-
-
-def stored_point(id_: Any, payload: Any, vectors: Any) -> StoredPoint:
-    """Make a StoredPoint of an engine record: dense (list) vectors as float32 arrays."""
-    import numpy as np
-
-    dense = {}
-    for name, v in (vectors or {}).items():
-        if isinstance(v, list) and v and not isinstance(v[0], list):  # one plain vector
-            dense[name] = np.asarray(v, dtype=np.float32).reshape(1, -1)
-        elif isinstance(v, list):  # multi-vectors; sparse ones are objects
-            dense[name] = np.asarray(v, dtype=np.float32).reshape(len(v), -1)
-    return StoredPoint(str(id_), dict(payload or {}), dense)
 
 
 def _fingerprint(shard: Path) -> list[list[Any]]:
@@ -246,7 +170,7 @@ class EdgeStore:
         self._made_folder = False
         self._wait_s = wait_s
         self._unsealed = 0  # points written since the appendable segment was sealed
-        self._seals: bool | None = None
+        self._seals = False  # the collection's spec says (create, bind)
         self._m = _edge()
         if lock_now or (self.folder / _SHARD).exists():
             self._lock()
@@ -312,64 +236,41 @@ class EdgeStore:
             raise StoreError(f"{self.folder}: index already exists")
         with engine_errors(self.folder, "create the index"):
             self._shard = self._create_shard(self.folder / _SHARD, spec)
+        self._seals = spec.segmented
 
     def _create_shard(self, path: Path, spec: CollectionSpec) -> Any:
         m = self._m
-        dtype, rerank_dtype, candidate_dtype = (
-            getattr(m.VectorStorageDatatype, name.capitalize()) for name in spec.datatypes()
-        )
-        graph_m, on_disk = spec.candidate_graph_m, spec.on_disk
-        maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim)
-        vectors = {}
-        for rerank, candidates, coarse, dim in dense_layout(spec):
-            if spec.single and rerank == PAGES:  # one plain vector per page, with a graph
-                vectors[rerank] = m.EdgeVectorParams(
-                    size=dim,
-                    distance=m.Distance.Dot,
-                    datatype=dtype,
-                    hnsw_config=m.HnswIndexConfig(
-                        m=spec.hnsw_m,
-                        ef_construct=spec.hnsw_ef_construct,
-                        full_scan_threshold=10_000,
-                    ),
-                )
-                continue
-            vectors[rerank] = m.EdgeVectorParams(
-                size=dim,
-                distance=m.Distance.Dot,
-                on_disk=on_disk,
-                multivector_config=maxsim,
-                datatype=rerank_dtype,
-                hnsw_config=m.HnswIndexConfig(
-                    m=0, ef_construct=spec.hnsw_ef_construct, full_scan_threshold=10_000
-                ),
-            )
-            first = [candidates] if coarse is None else [candidates, coarse]
-            for name in first:  # scanned per query: in RAM, or mapped (format 6 on)
-                vectors[name] = m.EdgeVectorParams(
-                    size=dim,
-                    distance=m.Distance.Dot,
-                    on_disk=spec.first_stage_on_disk,
-                    multivector_config=maxsim,
-                    datatype=candidate_dtype,
-                    hnsw_config=m.HnswIndexConfig(
-                        m=graph_m,
-                        ef_construct=spec.hnsw_ef_construct,
-                        full_scan_threshold=10_000,  # KB, Qdrant's default
-                    ),
-                )
+        segments = MAX_SEGMENTS if spec.segmented else None  # see SEGMENT_POINTS
         config = m.EdgeConfig(
-            vectors=vectors,
+            vectors={v.name: self._vector_params(v) for v in spec.vectors()},
             sparse_vectors={BM25: m.EdgeSparseVectorParams(modifier=m.Modifier.Idf)},
-            on_disk_payload=on_disk,  # page text and the rest: read for hits only
+            on_disk_payload=spec.payload_on_disk,
             optimizers=m.EdgeOptimizersConfig(
-                default_segment_number=MAX_SEGMENTS, indexing_threshold=SEAL_MIN_KB
+                default_segment_number=segments, indexing_threshold=SEAL_MIN_KB
             ),
         )
         shard = m.EdgeShard.create(str(path), config)
-        for name in _KEYWORD_FIELDS:
+        for name in KEYWORD_FIELDS:
             shard.update(m.UpdateOperation.create_field_index(name, m.PayloadSchemaType.Keyword))
         return shard
+
+    def _vector_params(self, v: VectorSpec) -> Any:
+        """Qdrant Edge's parameters of one named vector of the layout."""
+        m = self._m
+        return m.EdgeVectorParams(
+            size=v.dim,
+            distance=m.Distance.Dot,
+            on_disk=v.on_disk,
+            datatype=getattr(m.VectorStorageDatatype, v.datatype.capitalize()),
+            multivector_config=(
+                m.MultiVectorConfig(comparator=m.MultiVectorComparator.MaxSim) if v.multi else None
+            ),
+            hnsw_config=m.HnswIndexConfig(
+                m=v.hnsw_m,
+                ef_construct=v.hnsw_ef_construct,
+                full_scan_threshold=10_000,  # KB, Qdrant's default
+            ),
+        )
 
     def rebuild(self, spec: CollectionSpec, ids: Sequence[str]) -> None:
         """Copy the points with these ids into a fresh shard that replaces this one.
@@ -408,7 +309,7 @@ class EdgeStore:
         shutil.rmtree(damaged_path)
         with engine_errors(self.folder, "open the rebuilt index"):
             self._shard = m.EdgeShard.load(str(self.folder / _SHARD))
-        self._seals, self._unsealed = None, 0  # the fresh shard's own configuration
+        self._seals, self._unsealed = spec.segmented, 0
         logger.info("%s: rebuilt with %d points", self.folder, len(ids))
 
     def close(self) -> None:
@@ -456,18 +357,17 @@ class EdgeStore:
             if durable:
                 shard.flush()
         self._unsealed += len(points)
-        if self._unsealed >= SEGMENT_POINTS and self._sealed_as_it_grows():
+        if self._unsealed >= SEGMENT_POINTS and self._seals:
             self.optimize()
 
-    def _sealed_as_it_grows(self) -> bool:
-        if self._seals is None:
-            self._seals = _made_to_seal(self.folder / _SHARD)
-        return self._seals
+    def bind(self, spec: CollectionSpec) -> None:
+        """Seal segments as the index grows where its format says so (SEGMENT_POINTS)."""
+        self._seals = spec.segmented
 
     def _vector(self, v: MultiVector | SparseVector) -> Any:
         if isinstance(v, SparseVector):
             return self._m.SparseVector(list(v.indices), list(v.values))
-        return _as_lists(v)
+        return vector_list(v)
 
     def delete(self, where: PayloadFilter, *, durable: bool = True) -> None:
         shard = self._require()
@@ -570,138 +470,41 @@ class EdgeStore:
             records = shard.retrieve(list(ids), True, True)
             return [stored_point(r.id, r.payload, r.vector) for r in records]
 
-    def _dense(
-        self,
-        query: MultiVector,
-        limit: int,
-        candidates: int | None,
-        flt: Any,
-        channel: str,
-        first_stage: str = "exact",
-        single: bool = False,
-        coarse: int | None = None,
-        coarse_query: int | None = None,
-    ) -> tuple[Any, list[Any] | None, Any]:
-        """Build a dense channel: query on its rerank vectors, prefetch on its candidates."""
+    def search(self, requests: Sequence[Request]) -> list[list[ScoredRecord]]:
         m = self._m
-        rerank, pooled = DENSE_VECTORS[channel]
-        if single:  # one vector: candidates from its graph (or a scan), scored as they come
-            flat = _as_lists(query.reshape(1, -1))[0]
-            exact = candidates is None or first_stage == "exact"
-            stage1 = m.Prefetch(
-                limit=max(candidates or 0, limit),
-                query=m.Query.Nearest(flat, using=rerank),
-                filter=flt,
-                params=m.SearchParams(exact=True) if exact else None,
-            )
-            return m.Query.Nearest(flat, using=rerank), [stage1], None
-        vectors = _as_lists(query)
-        if candidates is None:
-            return m.Query.Nearest(vectors, using=rerank), None, flt
-        limit = max(candidates, limit)
-        exact = m.SearchParams(exact=True)
-        if coarse is not None:  # the coarse scan brings pages for the candidate vectors
-            stage0 = m.Prefetch(
-                limit=max(coarse, limit),
-                query=m.Query.Nearest(
-                    _as_lists(coarse_query_vectors(query, coarse_query)),
-                    using=COARSE_VECTORS[channel],
-                ),
-                filter=flt,
-                params=exact,
-            )
-            stage1 = m.Prefetch(
-                limit=limit, query=m.Query.Nearest(vectors, using=pooled), prefetches=[stage0]
-            )
-            return m.Query.Nearest(vectors, using=rerank), [stage1], None
-        stage1 = m.Prefetch(
-            limit=limit,
-            query=m.Query.Nearest(vectors, using=pooled),
+        batch = [self._request(r) for r in requests]
+        shard = self._require()
+        with engine_errors(self.folder, "search"):
+            results = shard.query_batch(m.QueryBatchRequest(batch))
+        return [scored_records(points) for points in results]
+
+    def _request(self, request: Request) -> Any:
+        """Qdrant Edge's request for one planned request (pagelens.plan)."""
+        query, prefetches, flt, params = self._node(request.root)
+        return self._m.QueryRequest(
+            limit=request.root.limit,
+            query=query,
+            prefetches=prefetches,
             filter=flt,
-            params=exact if first_stage == "exact" else None,
+            params=params,
+            with_payload=request.with_payload,
         )
-        return m.Query.Nearest(vectors, using=rerank), [stage1], None
 
-    def _channels(self, query: HybridQuery, flt: Any) -> list[tuple[Any, list[Any] | None, Any]]:
+    def _node(self, node: Stage | Fusion) -> tuple[Any, list[Any] | None, Any, Any]:
+        """(query, prefetches, filter, search params) of a planned stage or fusion."""
         m = self._m
-        out = [
-            self._dense(
-                v,
-                query.channel_limit,
-                query.candidates,
-                flt,
-                name,
-                query.first_stage,
-                single=query.single and name == DENSE,
-                coarse=query.coarse,
-                coarse_query=query.coarse_query,
-            )
-            for name, v in dense_queries(query)
-        ]
-        if query.sparse is not None:
-            sparse = m.SparseVector(list(query.sparse.indices), list(query.sparse.values))
-            out.append((m.Query.Nearest(sparse, using=BM25), None, flt))
-        return out
+        inputs = [self._prefetch(s) for s in node.inputs] or None
+        if isinstance(node, Fusion):
+            if node.method == "rrf":
+                weights = list(node.weights) if node.weights is not None else None
+                return m.Fusion.Rrf(k=node.rrf_k, weights=weights), inputs, None, None
+            return m.Fusion.Dbsf(), inputs, None, None
+        query = m.Query.Nearest(self._vector(node.vector), using=node.using)
+        params = m.SearchParams(exact=True) if node.exact else None
+        return query, inputs, build_filter(m, node.where), params
 
-    def query(
-        self,
-        queries: Sequence[MultiVector],
-        *,
-        k: int,
-        candidates: int | None,
-        where: PayloadFilter | None = None,
-        channel: str = DENSE,
-        first_stage: str = "exact",
-    ) -> list[list[ScoredRecord]]:
-        m = self._m
-        flt = build_filter(m, where)
-        requests = []
-        for query in queries:
-            scoring, prefetches, outer = self._dense(
-                query, k, candidates, flt, channel, first_stage
-            )
-            requests.append(
-                m.QueryRequest(
-                    limit=k, query=scoring, prefetches=prefetches, filter=outer, with_payload=True
-                )
-            )
-        shard = self._require()
-        with engine_errors(self.folder, "search"):
-            results = shard.query_batch(m.QueryBatchRequest(requests))
-        return [_records(points) for points in results]
-
-    def hybrid(
-        self, queries: Sequence[HybridQuery], *, k: int, where: PayloadFilter | None = None
-    ) -> list[list[ScoredRecord]]:
-        m = self._m
-        flt = build_filter(m, where)
-
-        def build(query: HybridQuery) -> tuple[Any, list[Any]]:
-            channels = self._channels(query, flt)
-            own = [
-                m.QueryRequest(
-                    limit=query.channel_limit, query=s, prefetches=p, filter=o, with_payload=False
-                )
-                for s, p, o in channels
-            ]
-            if len(channels) == 1:
-                s, p, o = channels[0]
-                fused = m.QueryRequest(limit=k, query=s, prefetches=p, filter=o, with_payload=True)
-                return fused, own
-            fusion = (
-                m.Fusion.Rrf(k=query.rrf_k, weights=channel_weights(query))
-                if query.fusion == "rrf"
-                else m.Fusion.Dbsf()
-            )
-            prefetches = [
-                m.Prefetch(limit=query.channel_limit, query=s, prefetches=p, filter=o)
-                for s, p, o in channels
-            ]
-            fused = m.QueryRequest(limit=k, query=fusion, prefetches=prefetches, with_payload=True)
-            return fused, own
-
-        requests, layout = plan_hybrid(queries, build)
-        shard = self._require()
-        with engine_errors(self.folder, "search"):
-            results = shard.query_batch(m.QueryBatchRequest(requests))
-        return hybrid_records([_records(points) for points in results], layout)
+    def _prefetch(self, stage: Stage) -> Any:
+        query, prefetches, flt, params = self._node(stage)
+        return self._m.Prefetch(
+            limit=stage.limit, query=query, prefetches=prefetches, filter=flt, params=params
+        )

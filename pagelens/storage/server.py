@@ -12,28 +12,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from pagelens.errors import PagelensError, StoreError, check_whole
+from pagelens.plan import Fusion, Request, Stage
 from pagelens.storage.base import (
-    BM25,
-    COARSE_VECTORS,
-    DENSE,
-    DENSE_VECTORS,
-    PAGES,
-    CollectionSpec,
-    HybridQuery,
     PayloadFilter,
     PointRecord,
     ScoredRecord,
     SparseVector,
     StoredPoint,
-    channel_weights,
-    coarse_query_vectors,
-    dense_layout,
-    dense_queries,
+    build_filter,
     engine_errors,
-    hybrid_records,
-    plan_hybrid,
+    scored_records,
+    stored_point,
+    vector_list,
 )
-from pagelens.storage.edge import _KEYWORD_FIELDS, _as_lists, _records, build_filter, stored_point
+from pagelens.storage.layout import BM25, KEYWORD_FIELDS, CollectionSpec, VectorSpec
 from pagelens.types import MultiVector
 
 logger = logging.getLogger(__name__)
@@ -109,40 +101,7 @@ class ServerStore:
         if self._exists:
             raise StoreError(f"{self.location}: collection {self.collection!r} already exists")
         m = self._m
-        dtype, rerank_dtype, candidate_dtype = (
-            getattr(m.Datatype, name.upper()) for name in spec.datatypes()
-        )
-        graph_m, on_disk = spec.candidate_graph_m, spec.on_disk
-        maxsim = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
-        vectors = {}
-        for rerank, candidates, coarse, dim in dense_layout(spec):
-            if spec.single and rerank == PAGES:  # one plain vector per page, with a graph
-                vectors[rerank] = m.VectorParams(
-                    size=dim,
-                    distance=m.Distance.DOT,
-                    datatype=dtype,
-                    hnsw_config=m.HnswConfigDiff(
-                        m=spec.hnsw_m, ef_construct=spec.hnsw_ef_construct
-                    ),
-                )
-                continue
-            vectors[rerank] = m.VectorParams(
-                size=dim,
-                distance=m.Distance.DOT,
-                on_disk=on_disk,
-                multivector_config=maxsim,
-                datatype=rerank_dtype,
-                hnsw_config=m.HnswConfigDiff(m=0, ef_construct=spec.hnsw_ef_construct),
-            )
-            for name in [candidates] if coarse is None else [candidates, coarse]:
-                vectors[name] = m.VectorParams(
-                    size=dim,
-                    distance=m.Distance.DOT,
-                    on_disk=spec.first_stage_on_disk,
-                    multivector_config=maxsim,
-                    datatype=candidate_dtype,
-                    hnsw_config=m.HnswConfigDiff(m=graph_m, ef_construct=spec.hnsw_ef_construct),
-                )
+        vectors = {v.name: self._vector_params(v) for v in spec.vectors()}
         with engine_errors(self.location, "create the collection"):
             self._client.create_collection(
                 self.collection,
@@ -151,14 +110,31 @@ class ServerStore:
                 shard_number=self.cluster.shards,
                 replication_factor=self.cluster.replicas,
                 write_consistency_factor=self.cluster.write_consistency,
-                on_disk_payload=on_disk,
+                on_disk_payload=spec.payload_on_disk,
             )
             if not self._local:  # local mode has no payload indexes (and warns)
-                for name in _KEYWORD_FIELDS:
+                for name in KEYWORD_FIELDS:
                     self._client.create_payload_index(
                         self.collection, name, field_schema=m.PayloadSchemaType.KEYWORD
                     )
         self._exists = True
+
+    def _vector_params(self, v: VectorSpec) -> Any:
+        """qdrant-client's parameters of one named vector of the layout."""
+        m = self._m
+        return m.VectorParams(
+            size=v.dim,
+            distance=m.Distance.DOT,
+            on_disk=v.on_disk,
+            datatype=getattr(m.Datatype, v.datatype.upper()),
+            multivector_config=(
+                m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM) if v.multi else None
+            ),
+            hnsw_config=m.HnswConfigDiff(m=v.hnsw_m, ef_construct=v.hnsw_ef_construct),
+        )
+
+    def bind(self, spec: CollectionSpec) -> None:
+        """Nothing to do: a server lays out segments itself."""
 
     def close(self) -> None:
         with engine_errors(self.location, "close the connection"):
@@ -191,7 +167,7 @@ class ServerStore:
     def _vector(self, v: MultiVector | SparseVector) -> Any:
         if isinstance(v, SparseVector):
             return self._m.SparseVector(indices=list(v.indices), values=list(v.values))
-        return _as_lists(v)
+        return vector_list(v)
 
     def delete(self, where: PayloadFilter, *, durable: bool = True) -> None:
         self._require()
@@ -270,128 +246,32 @@ class ServerStore:
             )
         return [stored_point(r.id, r.payload, r.vector) for r in records]
 
-    def _dense(
-        self,
-        query: MultiVector,
-        limit: int,
-        candidates: int | None,
-        flt: Any,
-        channel: str,
-        first_stage: str = "exact",
-        single: bool = False,
-        coarse: int | None = None,
-        coarse_query: int | None = None,
-    ) -> dict[str, Any]:
-        """Build a dense channel: MaxSim on its rerank vectors, two-stage through its candidates."""
-        m = self._m
-        rerank, pooled = DENSE_VECTORS[channel]
-        if single:  # one vector: candidates from its graph (or a scan), scored as they come
-            flat = _as_lists(query.reshape(1, -1))[0]
-            exact = candidates is None or first_stage == "exact"
-            stage1 = m.Prefetch(
-                query=flat,
-                using=rerank,
-                limit=max(candidates or 0, limit),
-                filter=flt,
-                params=m.SearchParams(exact=True) if exact else None,
-            )
-            return {"query": flat, "using": rerank, "prefetch": [stage1]}
-        vectors = _as_lists(query)
-        if candidates is None:
-            return {"query": vectors, "using": rerank, "filter": flt}
-        limit = max(candidates, limit)
-        exact = m.SearchParams(exact=True)
-        if coarse is not None:  # the coarse scan brings pages for the candidate vectors
-            stage0 = m.Prefetch(
-                query=_as_lists(coarse_query_vectors(query, coarse_query)),
-                using=COARSE_VECTORS[channel],
-                limit=max(coarse, limit),
-                filter=flt,
-                params=exact,
-            )
-            stage1 = m.Prefetch(query=vectors, using=pooled, limit=limit, prefetch=[stage0])
-            return {"query": vectors, "using": rerank, "prefetch": [stage1]}
-        stage1 = m.Prefetch(
-            query=vectors,
-            using=pooled,
-            limit=limit,
-            filter=flt,
-            params=exact if first_stage == "exact" else None,
-        )
-        return {"query": vectors, "using": rerank, "prefetch": [stage1]}
-
-    def _channels(self, query: HybridQuery, flt: Any) -> list[dict[str, Any]]:
-        m = self._m
-        out = [
-            self._dense(
-                v,
-                query.channel_limit,
-                query.candidates,
-                flt,
-                name,
-                query.first_stage,
-                single=query.single and name == DENSE,
-                coarse=query.coarse,
-                coarse_query=query.coarse_query,
-            )
-            for name, v in dense_queries(query)
-        ]
-        if query.sparse is not None:
-            sparse = m.SparseVector(
-                indices=list(query.sparse.indices), values=list(query.sparse.values)
-            )
-            out.append({"query": sparse, "using": BM25, "filter": flt})
-        return out
-
-    def query(
-        self,
-        queries: Sequence[MultiVector],
-        *,
-        k: int,
-        candidates: int | None,
-        where: PayloadFilter | None = None,
-        channel: str = DENSE,
-        first_stage: str = "exact",
-    ) -> list[list[ScoredRecord]]:
+    def search(self, requests: Sequence[Request]) -> list[list[ScoredRecord]]:
         self._require()
         m = self._m
-        flt = build_filter(m, where)
-        requests = [
-            m.QueryRequest(
-                **self._dense(q, k, candidates, flt, channel, first_stage),
-                limit=k,
-                with_payload=True,
-            )
-            for q in queries
+        batch = [
+            m.QueryRequest(**self._node(r.root), limit=r.root.limit, with_payload=r.with_payload)
+            for r in requests
         ]
         with engine_errors(self.location, "search"):
-            responses = self._client.query_batch_points(self.collection, requests=requests)
-        return [_records(r.points) for r in responses]
+            responses = self._client.query_batch_points(self.collection, requests=batch)
+        return [scored_records(r.points) for r in responses]
 
-    def hybrid(
-        self, queries: Sequence[HybridQuery], *, k: int, where: PayloadFilter | None = None
-    ) -> list[list[ScoredRecord]]:
-        self._require()
+    def _node(self, node: Stage | Fusion) -> dict[str, Any]:
+        """qdrant-client's fields of a planned stage or fusion (pagelens.plan)."""
         m = self._m
-        flt = build_filter(m, where)
-
-        def build(query: HybridQuery) -> tuple[Any, list[Any]]:
-            channels = self._channels(query, flt)
-            own = [
-                m.QueryRequest(**c, limit=query.channel_limit, with_payload=False) for c in channels
-            ]
-            if len(channels) == 1:
-                return m.QueryRequest(**channels[0], limit=k, with_payload=True), own
-            fusion = (
-                m.RrfQuery(rrf=m.Rrf(k=query.rrf_k, weights=channel_weights(query)))
-                if query.fusion == "rrf"
-                else m.FusionQuery(fusion=m.Fusion.DBSF)
-            )
-            prefetch = [m.Prefetch(**c, limit=query.channel_limit) for c in channels]
-            fused = m.QueryRequest(prefetch=prefetch, query=fusion, limit=k, with_payload=True)
-            return fused, own
-
-        requests, layout = plan_hybrid(queries, build)
-        with engine_errors(self.location, "search"):
-            responses = self._client.query_batch_points(self.collection, requests=requests)
-        return hybrid_records([_records(r.points) for r in responses], layout)
+        inputs = [m.Prefetch(**self._node(s), limit=s.limit) for s in node.inputs] or None
+        if isinstance(node, Fusion):
+            if node.method == "rrf":
+                weights = list(node.weights) if node.weights is not None else None
+                query: Any = m.RrfQuery(rrf=m.Rrf(k=node.rrf_k, weights=weights))
+            else:
+                query = m.FusionQuery(fusion=m.Fusion.DBSF)
+            return {"query": query, "prefetch": inputs}
+        return {
+            "query": self._vector(node.vector),
+            "using": node.using,
+            "filter": build_filter(m, node.where),
+            "params": m.SearchParams(exact=True) if node.exact else None,
+            "prefetch": inputs,
+        }
