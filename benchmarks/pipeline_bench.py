@@ -36,9 +36,10 @@ from common import MMLONGBENCH_PDFS, command_line, default_out, table, write_jso
 
 from pagelens.encoders.base import EncoderSpec
 from pagelens.index import Index, IndexSettings
+from pagelens.pipeline.cores import available_cores
 from pagelens.pipeline.discover import discover
 from pagelens.pipeline.job import _page_records, _pooled, index_paths
-from pagelens.pipeline.overlap import MAX_POOL_WORKERS, PipelineSettings, available_cores
+from pagelens.pipeline.overlap import MAX_POOL_WORKERS, PipelineSettings
 from pagelens.pipeline.render import RenderSettings, probe, render_pages
 from pagelens.pipeline.text import TextSettings, extract_text
 from pagelens.types import MultiVector, Page
