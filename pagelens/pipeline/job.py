@@ -255,23 +255,6 @@ def _page_records(
     return out
 
 
-def _store_batch(
-    index: Index,
-    encoder: Encoder,
-    batch: Sequence[Page],
-    settings: IndexSettings,
-    times: StageTimes,
-    source: str = "",
-    text_encoder: Encoder | None = None,
-) -> list[PageError]:
-    """Encode, pool and store one batch of pages, in this thread; return the pages that failed.
-
-    A page that failed (to load, or to encode) is stored without vectors, its
-    error in the payload, so its document can still be committed whole.
-    """
-    return _hand_over(Inline(), index, encoder, batch, settings, times, source, text_encoder)
-
-
 def _hand_over(
     sink: Sink,
     index: Index,
