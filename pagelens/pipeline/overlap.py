@@ -242,7 +242,7 @@ def _start_method() -> Any:
 def _warm_up() -> None:
     import scipy.cluster.hierarchy  # noqa: F401
 
-    import pagelens.pipeline.job  # noqa: F401  # what pooling calls, with scipy
+    import pagelens.pipeline.stages  # noqa: F401  # what pooling calls (pool_page)
 
 
 def _release_inherited_locks() -> None:
