@@ -36,10 +36,12 @@ from common import MMLONGBENCH_PDFS, command_line, default_out, table, write_jso
 
 from pagelens.encoders.base import EncoderSpec
 from pagelens.index import Index, IndexSettings
+from pagelens.pipeline.cores import available_cores
 from pagelens.pipeline.discover import discover
-from pagelens.pipeline.job import _page_records, _pooled, index_paths
-from pagelens.pipeline.overlap import MAX_POOL_WORKERS, PipelineSettings, available_cores
+from pagelens.pipeline.job import index_paths
+from pagelens.pipeline.overlap import MAX_POOL_WORKERS, PipelineSettings
 from pagelens.pipeline.render import RenderSettings, probe, render_pages
+from pagelens.pipeline.stages import page_records, pool_page
 from pagelens.pipeline.text import TextSettings, extract_text
 from pagelens.types import MultiVector, Page
 
@@ -120,7 +122,7 @@ def stage_costs(paths: list[Path], render: RenderSettings, store_dir: Path) -> d
     settings = IndexSettings()
     factors = (settings.pool_factor, settings.candidate_factor, settings.coarse_factor)
     c0, w0 = _cpu(), time.perf_counter()
-    pooled = [_pooled(bank[i % len(bank)], factors) for i in range(n)]
+    pooled = [pool_page(bank[i % len(bank)], factors) for i in range(n)]
     out["pool"] = {"cpu_s": (_cpu() - c0) / n, "wall_s": (time.perf_counter() - w0) / n}
     with Index.open(store_dir) as index:
         index.prepare(StandIn(0).spec, settings, None)
@@ -129,7 +131,7 @@ def stage_costs(paths: list[Path], render: RenderSettings, store_dir: Path) -> d
             batch = pages[start : start + render.batch_pages]
             errors = dict.fromkeys(range(len(batch)))
             dense = {i: pooled[start + i] for i in range(len(batch))}
-            index.add_pages(_page_records(batch, errors, dense, None, settings))
+            index.add_pages(page_records(batch, errors, dense, None, settings))
         out["store"] = {"cpu_s": (_cpu() - c0) / n, "wall_s": (time.perf_counter() - w0) / n}
     return out
 

@@ -116,9 +116,9 @@ def test_a_moved_or_changed_file_gets_no_boxes(minilm_index):
 def test_an_ocr_page_takes_its_boxes_from_tesseract(tmp_path):
     from PIL import Image, ImageDraw, ImageFont
 
-    from pagelens.pipeline.text import _tesseract_problem
+    from pagelens.pipeline.text import tesseract_problem
 
-    problem = _tesseract_problem("tesseract", "eng")
+    problem = tesseract_problem("tesseract", "eng")
     if problem is not None:
         pytest.skip(problem)
     (tmp_path / "pdfs").mkdir()

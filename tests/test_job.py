@@ -524,19 +524,19 @@ def test_text_channel_needs_an_index_with_one(index, corpus):
 
 def test_text_cache_serves_a_second_index(tmp_path, monkeypatch):
     """Page texts (and OCR) are read once for every index of the same files."""
-    import pagelens.pipeline.job as job
+    import pagelens.pipeline.stages as stages
     from pagelens.pipeline.text import PageText, TextCache, TextSettings
     from tests.fakes import FakeTextEncoder
 
     root = _text_corpus(tmp_path)
     calls = []
-    real = job.extract_text
+    real = stages.extract_text
 
     def counting(path, *args, **kwargs):
         calls.append(path)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(job, "extract_text", counting)
+    monkeypatch.setattr(stages, "extract_text", counting)
     cache, text = TextCache(tmp_path / "texts"), TextSettings(ocr="never")
     results = []
     for name in ("one", "two"):

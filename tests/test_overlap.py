@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from pagelens.index import Index
-from pagelens.pipeline.job import _encode, index_paths
+from pagelens.pipeline.job import index_paths
 from pagelens.pipeline.overlap import PipelineSettings, Writer
 from pagelens.pipeline.render import RenderSettings
+from pagelens.pipeline.stages import encode
 from tests import pdf_factory as pf
 from tests.fakes import FakeEncoder
 
@@ -101,7 +102,7 @@ def _pages(tmp_path, n):
 def test_an_out_of_memory_batch_is_split_in_halves_down_to_what_fits(tmp_path, error):
     pages = _pages(tmp_path, 8)
     enc = _OutOfMemoryAbove(2, error=error)
-    out = _encode(enc, pages)
+    out = encode(enc, pages)
     assert enc.calls == [8, 4, 2, 2, 4, 2, 2]  # halves, not pages one by one
     assert all(not isinstance(v, str) for v in out)
     want = FakeEncoder().encode_pages(pages)

@@ -17,9 +17,10 @@ cluster (or the cores of one machine):
 6. the driver writes a document's commit record once every one of its pages is
    acknowledged as stored.
 
-The stage functions are the single-process job's own (``_encode``,
-:func:`~pagelens.pipeline.job.stored_pages`, ``_page_stream``), so the index is
-the same: the same point ids, payloads, manifest, skipped files and page errors.
+The stage functions (:mod:`pagelens.pipeline.stages`) and the run's bookkeeping
+(:class:`~pagelens.pipeline.run.RunState`) are the single-process job's own, so
+the index is the same: the same point ids, payloads, manifest, skipped files and
+page errors.
 Crash safety is the same too: a document's pending mark is written before its
 first page, and its commit record after its last; a re-run resumes it.
 
@@ -47,19 +48,17 @@ from pagelens.encoders.base import Encoder, EncoderSpec, reads_text
 from pagelens.errors import InputError, MissingExtraError, PagelensError, check_whole
 from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.discover import Discovery, discover
-from pagelens.pipeline.job import (
+from pagelens.pipeline.job import check_found
+from pagelens.pipeline.render import RenderSettings, probe
+from pagelens.pipeline.run import (
     IndexReport,
     PageError,
+    RunSetup,
+    RunState,
     StageTimes,
-    _effective,
-    _encode,
-    _Encoding,
-    _page_stream,
-    _Run,
-    check_found,
-    stored_pages,
+    effective_settings,
 )
-from pagelens.pipeline.render import RenderSettings, probe
+from pagelens.pipeline.stages import encode_batch, page_stream, store_pages, stored_pages
 from pagelens.pipeline.text import TextCache, TextSettings
 from pagelens.storage.layout import StoredPage
 from pagelens.storage.server import ClusterSpec
@@ -241,7 +240,7 @@ class _Encoded:
     page: Page
     source: str
     dense: MultiVector | str | None  # None: the page had an error before encoding
-    text: MultiVector | str | None
+    text_channel: MultiVector | str | None  # the text encoder's (None: none, or that error)
     encode_s: float
 
 
@@ -276,9 +275,12 @@ def _column(items: Sequence[Any]) -> dict[str, np.ndarray]:
 
 
 def _render(
-    batch: Mapping[str, Any], how: _Encoding, text_cache: TextCache | None, pages_per_block: int
+    batch: Mapping[str, Any], how: RunSetup, text_cache: TextCache | None, pages_per_block: int
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Render the pages of each document, in blocks; end each document with a _DocEnd."""
+    """Render the pages of each document, in blocks; end each document with a _DocEnd.
+
+    The make stage, :func:`~pagelens.pipeline.stages.page_stream`, in a CPU task.
+    """
     for task in _items(batch):
         doc, times = task.doc, StageTimes()
         t0 = time.perf_counter()
@@ -289,7 +291,7 @@ def _render(
         try:
             info = probe(doc, how.render)
             page_count = info.page_count
-            for page in _page_stream(how, doc, info, task.first, times, text_cache):
+            for page in page_stream(how, doc, info, task.first, times, text_cache):
                 block.append((page, doc.source))
                 emitted.append(page.page_number)
                 if len(block) == pages_per_block:
@@ -306,7 +308,10 @@ def _render(
 
 
 class _EncodeActor:
-    """One model (and text model) per actor; encodes pages, passes other rows through."""
+    """One model (and text model) per actor; encodes pages, passes other rows through.
+
+    The encode stage, :func:`~pagelens.pipeline.stages.encode_batch`, in an actor.
+    """
 
     def __init__(
         self, loader: Callable[[], Encoder], text_loader: Callable[[], Encoder] | None
@@ -318,24 +323,24 @@ class _EncodeActor:
         items = _items(batch)
         rows = [i for i, item in enumerate(items) if isinstance(item, tuple)]
         pages: list[Page] = [items[i][0] for i in rows]
-        good = [j for j, p in enumerate(pages) if p.error is None]
         t0 = time.perf_counter()
-        dense = dict(zip(good, _encode(self.encoder, [pages[j] for j in good]), strict=True))
-        text: dict[int, MultiVector | str] = {}
-        if self.text_encoder is not None:
-            text = dict(
-                zip(good, _encode(self.text_encoder, [pages[j] for j in good]), strict=True)
-            )
+        dense, text_channel = encode_batch(self.encoder, self.text_encoder, pages)
+        text_channel = text_channel or {}
         share = (time.perf_counter() - t0) / max(len(pages), 1)
         out = list(items)
         for j, i in enumerate(rows):
             page, source = items[i]
-            out[i] = _Encoded(replace(page, image=None), source, dense.get(j), text.get(j), share)
+            out[i] = _Encoded(
+                replace(page, image=None), source, dense.get(j), text_channel.get(j), share
+            )
         return _column(out)
 
 
 def _pool(batch: Mapping[str, Any], settings: IndexSettings, single: bool) -> dict[str, np.ndarray]:
-    """Pool encoded pages into StoredPage records (per document: one source each)."""
+    """Pool encoded pages into StoredPage records (per document: one source each).
+
+    The pool stage, :func:`~pagelens.pipeline.stages.stored_pages`, in a CPU task.
+    """
     items = _items(batch)
     out = list(items)
     by_source: dict[str, list[int]] = {}
@@ -346,8 +351,11 @@ def _pool(batch: Mapping[str, Any], settings: IndexSettings, single: bool) -> di
         t0 = time.perf_counter()
         encoded = [items[i] for i in where]
         dense = {j: e.dense for j, e in enumerate(encoded) if e.dense is not None}
-        text = {j: e.text for j, e in enumerate(encoded) if e.text is not None}
-        records = stored_pages([e.page for e in encoded], dense, text, settings, single, source)
+        text_channel = {
+            j: e.text_channel for j, e in enumerate(encoded) if e.text_channel is not None
+        }
+        pages = [e.page for e in encoded]
+        records = stored_pages(pages, dense, text_channel, settings, single, source)
         share = (time.perf_counter() - t0) / len(where)
         # stored_pages lists failed pages first: match records to pages by page number
         by_page = {(r.page.doc_sha256, r.page.page_number): r for r in records}
@@ -401,14 +409,18 @@ def _through_writer(batch: Mapping[str, Any], writer: Any) -> dict[str, np.ndarr
 
 
 def _write(index: Index, records: Sequence[StoredPage], begun: set[str]) -> None:
-    """Mark each new document pending (before its first page), then store the pages."""
+    """Mark each new document pending (before its first page), then store the pages.
+
+    The store stage, :func:`~pagelens.pipeline.stages.store_pages`, in a write worker
+    or the writer actor.
+    """
     for record in records:
         page = record.page
         if page.doc_sha256 not in begun:
             index.begin_document(Document(record.source, page.doc_path, page.doc_sha256, 0))
             begun.add(page.doc_sha256)
     if records:
-        index.add_pages(records, durable=False)  # made durable by the document's commit
+        store_pages(index, records)  # made durable by the document's commit
 
 
 class _IndexOwner:
@@ -582,12 +594,12 @@ def index_paths_ray(
         if changes:
             base = settings or (built.settings if built else IndexSettings())
             settings = replace(base, **changes)
-        settings = _effective(index, enc, settings, text_enc)
+        settings = effective_settings(index, enc, settings, text_enc)
         index.prepare(enc.spec, settings, text_enc.spec if text_enc else None)
         render, text_settings = render or RenderSettings(), text_settings or TextSettings()
-        how = _Encoding(enc, text_enc, settings, render, text_settings)
+        how = RunSetup(enc, text_enc, settings, render, text_settings)
         cache = TextCache(text_cache) if isinstance(text_cache, (str, os.PathLike)) else text_cache
-        run = _Run(index, how, cache, found)
+        run = RunState(index, how, cache, found)
         tasks = [_task(index, run, doc) for doc in found.documents if run.admit(doc)]
         if tasks:
             loaders = (loader, text_loader)
@@ -641,7 +653,7 @@ def _open_for_driver(ray: Any, target: IndexTarget) -> tuple[Index, Any]:
     return cast(Index, remote), owner
 
 
-def _task(index: Index, run: _Run, doc: Document) -> _DocTask:
+def _task(index: Index, run: RunState, doc: Document) -> _DocTask:
     """Plan one document: from its first page, or after the pages an earlier run stored."""
     pending_path = run.pending.get(doc.sha256)
     if pending_path is None:
@@ -660,7 +672,7 @@ def _run_pipeline(
     ray: Any,
     target: IndexTarget,
     owner: Any,
-    run: _Run,
+    run: RunState,
     tasks: list[_DocTask],
     loaders: tuple[Callable[[], Encoder], Callable[[], Encoder] | None],
     options: RayOptions,
@@ -754,7 +766,7 @@ def _heard(item: Any, progress: _Progress, times: StageTimes) -> list[str]:
     return touched
 
 
-def _settle(index: Index, run: _Run, progress: _Progress, sha: str) -> None:
+def _settle(index: Index, run: RunState, progress: _Progress, sha: str) -> None:
     """Commit (or skip) a document once every page it sent is stored."""
     end = progress.ends.get(sha)
     if end is None or sha not in progress.docs:
@@ -777,7 +789,7 @@ def _settle(index: Index, run: _Run, progress: _Progress, sha: str) -> None:
     run.settle(doc, len(end.emitted), failed)
 
 
-def _in_discovery_order(run: _Run, found: Discovery) -> None:
+def _in_discovery_order(run: RunState, found: Discovery) -> None:
     """Order what the run reports as the single-process job does: by discovery."""
     order = {d.path: i for i, d in enumerate(found.documents)}
     run.indexed.sort(key=lambda p: order.get(p, -1))

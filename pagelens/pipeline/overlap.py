@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from pagelens.errors import check_whole
+from pagelens.pipeline.cores import available_cores
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +41,6 @@ MAX_BATCHES_IN_FLIGHT = 4
 # Pooling processes on a large machine: 8 Ward-pool about 150 pages/s of 744 vectors,
 # beyond what one GPU encodes; more would only take cores from rendering.
 MAX_POOL_WORKERS = 8
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -249,7 +242,7 @@ def _start_method() -> Any:
 def _warm_up() -> None:
     import scipy.cluster.hierarchy  # noqa: F401
 
-    import pagelens.pipeline.job  # noqa: F401  # what pooling calls, with scipy
+    import pagelens.pipeline.stages  # noqa: F401  # what pooling calls (pool_page)
 
 
 def _release_inherited_locks() -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from pagelens.errors import InputError, PagelensError, check_whole
 from pagelens.pipeline import poppler
+from pagelens.pipeline.cores import available_cores
 from pagelens.types import Document, Page
 
 if TYPE_CHECKING:
@@ -54,8 +55,6 @@ def default_render_threads() -> int:
     about 35 for pooling and 3 for storing: benchmarks/README.md), so it gets the
     cores but the encoder's thread and one for pooling and storing.
     """
-    from pagelens.pipeline.overlap import available_cores
-
     return max(2, min(16, available_cores() - 2))
 
 

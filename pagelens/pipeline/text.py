@@ -56,7 +56,7 @@ _OCR_MODES = ("auto", "never", "always")
 _MAX_BAD_FRACTION = 0.1  # U+FFFD, private use, control, unassigned
 _MIN_ALNUM_FRACTION = 0.5  # after collapsing repeated-character runs
 _SCAN_COVERAGE = 0.8  # image area / page area above which a page may be a scan
-_OCR_MAX_PIXELS = 20_000_000  # a huge page is OCR'd at a lower dpi
+_OCR_MAX_PIXELS = 20_000_000  # a huge page is OCR'd at a lower dpi (see ocr_dpi)
 _REPEATS = re.compile(r"(.)\1{2,}", re.S)
 _PAGE_SIZE = re.compile(r"^Page\s+(\d+)\s+size:\s+([\d.]+)\s+x\s+([\d.]+)", re.M)
 # Whitespace that may separate words; the C0 separators U+001C..U+001F count as control.
@@ -435,7 +435,7 @@ class _Job:
 
     def _tesseract_problem(self) -> str | None:
         """Why tesseract cannot OCR in ``ocr_lang`` here, or ``None`` if it can."""
-        return _tesseract_problem(self.settings.tesseract_cmd, self.settings.ocr_lang)
+        return tesseract_problem(self.settings.tesseract_cmd, self.settings.ocr_lang)
 
     def _require_tesseract(self) -> None:
         problem = self._tesseract_problem()
@@ -466,9 +466,7 @@ class _Job:
         s = self.settings
         if size == (0.0, 0.0):
             return None, "poppler cannot load this page"
-        dpi = float(s.ocr_dpi)
-        if size is not None and size[0] * size[1] * (dpi / 72) ** 2 > _OCR_MAX_PIXELS:
-            dpi = math.floor(72 * math.sqrt(_OCR_MAX_PIXELS / (size[0] * size[1])))
+        dpi = ocr_dpi(s.ocr_dpi, size)
         stem = os.path.join(tmp, f"p{n}")
         args = ["-r", f"{dpi:g}", "-gray", "-f", str(n), "-l", str(n), "-singlefile"]
         proc, error = self._poppler("pdftoppm", [*args, *self._password_args(), self.path, stem])
@@ -536,7 +534,24 @@ def _clean(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.replace("\f", "").splitlines()).strip("\n")
 
 
-def _tesseract_problem(cmd: str, lang: str) -> str | None:
+def ocr_dpi(dpi: float, page_size_pt: tuple[float, float] | None) -> float:
+    """Pick the resolution to OCR a page at: ``dpi``, lower for a page too large for it.
+
+    A page whose image at ``dpi`` would exceed :data:`_OCR_MAX_PIXELS` is OCR'd at
+    the (whole) dpi that fits; a page of unknown or empty size keeps ``dpi``. The
+    explanation's word boxes (:func:`pagelens.pipeline.words.ocr_words`) use the
+    same rule, so that they are the words the index read.
+    """
+    dpi = float(dpi)
+    if page_size_pt is None or page_size_pt[0] * page_size_pt[1] <= 0:
+        return dpi
+    w, h = page_size_pt
+    if w * h * (dpi / 72) ** 2 > _OCR_MAX_PIXELS:
+        return math.floor(72 * math.sqrt(_OCR_MAX_PIXELS / (w * h)))
+    return dpi
+
+
+def tesseract_problem(cmd: str, lang: str) -> str | None:
     """Why ``cmd`` cannot OCR ``lang`` (binary or language data missing), else ``None``."""
     exe = shutil.which(cmd)
     if exe is None:

@@ -11,7 +11,6 @@ and height, origin at its top left, so they fit a page image of any resolution.
 from __future__ import annotations
 
 import html
-import math
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 
 from pagelens.errors import InputError, PagelensError
 from pagelens.pipeline import poppler
-from pagelens.pipeline.text import _OCR_MAX_PIXELS, TextSettings, _tesseract_problem
+from pagelens.pipeline.text import TextSettings, ocr_dpi, tesseract_problem
 
 _PAGE = re.compile(r'<page width="([\d.]+)" height="([\d.]+)">')
 _WORD = re.compile(
@@ -93,14 +92,10 @@ def ocr_words(
 
     """
     s = settings or TextSettings()
-    problem = _tesseract_problem(s.tesseract_cmd, s.ocr_lang)
+    problem = tesseract_problem(s.tesseract_cmd, s.ocr_lang)
     if problem is not None:
         raise PagelensError(problem)
-    dpi = float(s.ocr_dpi)
-    if page_size_pt is not None and page_size_pt[0] * page_size_pt[1] > 0:
-        w, h = page_size_pt
-        if w * h * (dpi / 72) ** 2 > _OCR_MAX_PIXELS:
-            dpi = math.floor(72 * math.sqrt(_OCR_MAX_PIXELS / (w * h)))
+    dpi = ocr_dpi(s.ocr_dpi, page_size_pt)
     with tempfile.TemporaryDirectory(prefix="pagelens-words-") as tmp:
         stem = os.path.join(tmp, "page")
         args = ["-r", f"{dpi:g}", "-gray", "-f", str(page), "-l", str(page), "-singlefile"]
