@@ -17,9 +17,14 @@ These tests pin what that costs and what it keeps, on every backend:
 - an index sealed into segments answers as the same pages in one segment do, and
   an index made before segments is not sealed;
 - two-stage search equals exact search when the candidates cover the corpus;
-- indexes of formats 1, 2 and 3 (earlier releases) are read and searched as they
-  were, format 1's graph first stage included; an unknown format is refused with
-  how to rebuild.
+- a server's collection of format 2 or 3 is searched as those formats were; an
+  unknown format is refused with how to rebuild.
+
+Embedded indexes that earlier releases really wrote, one set per manifest format,
+are opened and searched in test_legacy_fixtures.py. Here ``_legacy`` has today's
+code lay out an older format's collection: a float twin (format 1 with fp16 off),
+a server's collection (no fixture holds one), or the layout of a format that a
+repair rebuilds.
 """
 
 from __future__ import annotations
@@ -87,7 +92,10 @@ def _open(kind: str, folder: Path) -> Index:
 
 
 def _legacy(index: Index, settings: IndexSettings, fmt: int = 1) -> None:
-    """Make ``index`` an index of an older manifest format, as an earlier release did."""
+    """Lay out ``index`` in an older manifest format, as today's code creates that format.
+
+    What earlier releases really wrote is in tests/fixtures/legacy (test_legacy_fixtures).
+    """
     manifest = Manifest(SPEC, settings, "0.1.0", "2026-11-30T00:00:00+00:00", format=fmt)
     index.store.create(manifest.collection_spec())
     index.restore_manifest(manifest)
@@ -247,45 +255,19 @@ def test_the_coarse_stage_scans_with_the_pooled_query(kind, tmp_path):
     index.close()
 
 
-def test_an_index_of_format_1_is_read_and_searched_as_it_was(tmp_path):
-    pages = _pages(seed=5)
-    queries = _queries(pages)
-    settings = IndexSettings(pool_factor=1, candidate_factor=4)
-    folder = tmp_path / "old"
-    with Index.open(folder) as old:
-        _legacy(old, settings)
-        _fill(old, pages, settings)
-    with Index.open(folder) as index:  # opened afresh: the manifest is read back
-        assert index.manifest.format == 1 and index.has_candidate_graph
-        assert index.manifest.collection_spec().datatype("pooled") == "float32"
-        ids = [f"doc{i // 10}.pdf#{i % 10 + 1}" for i in range(N_PAGES)]
-        for q, row in zip(queries, _ranking(index, queries, candidates=None), strict=True):
-            oracle = dict(zip(ids, _oracle(q, pages), strict=True))
-            assert [p for p, _ in row] == sorted(oracle, key=lambda p: -oracle[p])[:10]
-            for page_id, score in row:
-                assert score == pytest.approx(oracle[page_id], abs=2e-3)  # fp16 storage
-        # the graph it was built with still serves, when asked for
-        walked = _ranking(index, queries, candidates=60, first_stage="hnsw")
-        assert walked == _ranking(index, queries, candidates=60, first_stage="exact")
-        info = index.info()
-        assert info.bytes_per_page == pytest.approx(
-            (info.vectors_per_page * 2 + info.pooled_vectors_per_page * 4) * DIM
-        )
-
-
 @pytest.mark.parametrize("fmt", [2, 3])
-def test_a_compact_index_of_either_format_answers_as_the_oracle_does(kind, fmt, tmp_path):
-    """Formats 2 (fp16 candidates) and 3 read and search as they did: no coarse stage."""
+def test_a_server_collection_of_format_2_or_3_answers_as_the_oracle_does(fmt):
+    """Formats 2 (fp16 candidates) and 3 search as they did on a server: no coarse stage.
+
+    Embedded indexes of these formats, as their releases wrote them, are
+    test_legacy_fixtures' format-2 and format-3.
+    """
     pages = _pages(seed=9)
     queries = _queries(pages)
     settings = IndexSettings(pool_factor=1, candidate_factor=4)
-    folder = tmp_path / f"format{fmt}"
-    index = _open(kind, folder)
+    index = Index.open(location=":memory:")
     _legacy(index, settings, fmt)
     _fill(index, pages, settings)
-    if kind == "edge":  # opened afresh: the manifest is read back
-        index.close()
-        index = Index.open(folder)
     spec = index.manifest.collection_spec()
     assert index.manifest.format == fmt and not spec.candidate_graph
     assert spec.datatype("pooled") == ("turbo8" if fmt == 3 else "float16")
