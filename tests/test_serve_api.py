@@ -293,7 +293,7 @@ def test_the_image_cache_keeps_under_its_cap_least_recently_used_first(served, t
     lens = app.state.lens
     doc = _doc(client, "a.pdf")
     images = PageImages(lens, tmp_path / "lru", max_bytes=10**9)
-    one, two = page_hit(lens, doc, 1), page_hit(lens, doc, 2)
+    one, two = page_hit(lens.index, doc, 1), page_hit(lens.index, doc, 2)
     assert images.png(one, 25).startswith(PNG)
     time.sleep(0.01)
     images.png(two, 25)
@@ -340,7 +340,7 @@ def test_explain_highlights_the_words_maxsim_picked(served):
     # each token's score is its MaxSim term: its best similarity over the page's tokens
     encoder = app.state.lens.encoder()
     (q,) = encoder.encode_queries([query])
-    hit = page_hit(app.state.lens, doc, 1)
+    hit = page_hit(app.state.lens.index, doc, 1)
 
     from pagelens.types import Page
 

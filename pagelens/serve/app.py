@@ -34,12 +34,11 @@ from pagelens.errors import (
     SourceGoneError,
     StoreError,
 )
-from pagelens.explain import find_document
 from pagelens.pipeline.text import TextSettings
 from pagelens.search import CHANNELS, FUSIONS, SearchFilter, index_channels
 from pagelens.serve.jobs import JobBusyError, JobManager
 from pagelens.serve.locking import ServedLens
-from pagelens.serve.pages import PageImages, document_pages, page_hit
+from pagelens.serve.pages import PageImages, page_hit
 from pagelens.types import Hit
 
 logger = logging.getLogger(__name__)
@@ -477,7 +476,7 @@ def create_app(
 
     @api.get("/documents/{doc}", tags=["documents"])
     def document(doc: str) -> dict[str, Any]:
-        record = find_document(lens.index, doc)
+        record = lens.index.find_document(doc)
         pages = [
             {
                 "page": int(p["page_number"]),
@@ -488,13 +487,13 @@ def create_app(
                 "snippet": snippet(p.get("text"), ""),
                 "image": f"/pages/{record.doc_sha256}/{int(p['page_number'])}/image",
             }
-            for p in document_pages(lens, record)
+            for p in lens.index.document_pages(record)
         ]
         return {**_document(record), "pages": pages}
 
     @api.delete("/documents/{doc}", tags=["documents"])
     def delete_document(doc: str) -> dict[str, Any]:
-        record = find_document(lens.index, doc)
+        record = lens.index.find_document(doc)
         removed = lens.delete(record.doc_sha256)
         return {"deleted": record.doc_path, "doc": record.doc_sha256, "pages": removed}
 
@@ -509,7 +508,7 @@ def create_app(
     def page_image(doc: str, page: int, dpi: Annotated[int, Query(ge=1)] = 100) -> Response:
         if not lim.min_dpi <= dpi <= lim.max_dpi:
             raise ApiError(422, f"dpi={dpi} is out of range {lim.min_dpi} to {lim.max_dpi}")
-        hit = page_hit(lens, doc, page)
+        hit = page_hit(lens.index, doc, page)
         data = images.png(hit, dpi)
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
