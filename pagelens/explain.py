@@ -35,7 +35,10 @@ from pagelens.storage.base import DENSE, TEXT
 from pagelens.types import Hit, Page
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pagelens.encoders.base import Encoder
+    from pagelens.pipeline.words import Word
 
 Kind = Literal["heatmap", "boxes"]
 
@@ -292,7 +295,6 @@ def _explain_visual(
 
 def _explain_text(encoder: Encoder, hit: Hit, query: str, channel: str) -> Explanation:
     from pagelens.pipeline.images import source_file
-    from pagelens.pipeline.words import align_words, layer_words, ocr_words
 
     token_spans = _need(encoder, "token_spans")
     path = source_file(hit)  # checks the source's sha256, as for a page image
@@ -323,13 +325,33 @@ def _explain_text(encoder: Encoder, hit: Hit, query: str, channel: str) -> Expla
             f"encoder {encoder.spec.model_id!r} gave {len(page_vectors)} page vectors for "
             f"{len(spans)} tokens"
         )
+    words = _page_words(path, hit, words_from)
+    sims = vectors @ page_vectors.T  # (m, n)
+    maps, word_boxes = _matches(tokens, text, spans, words, sims)
+    return replace(empty, maps=maps, boxes=word_boxes, score=float(sims.max(axis=1).sum()))
+
+
+def _page_words(path: Path, hit: Hit, words_from: str) -> list[Word]:
+    """Return the page's words with their boxes: from OCR, or from the text layer."""
+    from pagelens.pipeline.words import layer_words, ocr_words
+
     if words_from == "ocr":
         size = (float(hit.payload.get("width_pt", 0)), float(hit.payload.get("height_pt", 0)))
-        words = ocr_words(str(path), hit.page_number, page_size_pt=size)
-    else:
-        words = layer_words(str(path), hit.page_number)
+        return ocr_words(str(path), hit.page_number, page_size_pt=size)
+    return layer_words(str(path), hit.page_number)
+
+
+def _matches(
+    tokens: list[tuple[str, bool]],
+    text: str,
+    spans: list[tuple[int, int]],
+    words: list[Word],
+    sims: np.ndarray,
+) -> tuple[list[TokenMap], list[WordBox]]:
+    """Trace each query token's best page token (``sims``: ``(m, n)``) to its word."""
+    from pagelens.pipeline.words import align_words
+
     word_of = _token_words(spans, align_words(text, words))  # page token -> word index
-    sims = vectors @ page_vectors.T  # (m, n)
     best = sims.argmax(axis=1)
     boxes: dict[int, list[int]] = {}  # word -> query tokens matched there
     for j, t in enumerate(best):
@@ -364,7 +386,7 @@ def _explain_text(encoder: Encoder, hit: Hit, query: str, channel: str) -> Expla
                 match=text[start:end],
             )
         )
-    return replace(empty, maps=maps, boxes=word_boxes, score=float(scores.sum()))
+    return maps, word_boxes
 
 
 def _token_words(
