@@ -149,3 +149,17 @@ def test_an_error_is_the_same_object_from_json_and_http(minilm_index):
     with TestClient(build_app(minilm_index)) as client:
         http = client.get("/search", params={"q": "q", "channels": "visual"})
     assert http.status_code == 400 and http.json() == cli
+
+
+def test_the_readme_shows_the_wire_format_as_it_is():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### Wire format (JSON)") :]
+    match = re.search(r"```json\n(.*?)```", section, re.S)
+    assert match, "the README's wire format section has no json block"
+    example = json.loads(match.group(1))
+    assert set(example) == SEARCH_FIELDS and example["schema_version"] == SCHEMA_VERSION
+    (hit,) = example["results"][0]["hits"]
+    assert set(hit) == HIT_FIELDS | {"image"}
