@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,16 @@ from pagelens.encoders import DEFAULT_MODEL
 from pagelens.errors import PagelensError
 from pagelens.search import DEFAULT_CANDIDATES, DEFAULT_K
 from pagelens.types import display_path
+from pagelens.wire import (
+    document_results,
+    error_dict,
+    page_results,
+    parse_channels,
+    parse_weights,
+    search_response,
+    snippet,
+    tagged,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -170,15 +181,25 @@ def shown(text: str) -> str:
 
 
 @contextmanager
-def _reporting(interrupted: str = "interrupted") -> Iterator[None]:
-    """Turn a PagelensError into ``error: ...`` and Ctrl-C or SIGTERM into a message."""
+def _reporting(interrupted: str = "interrupted", *, as_json: bool = False) -> Iterator[None]:
+    """Turn a PagelensError into ``error: ...`` and Ctrl-C or SIGTERM into a message.
+
+    With ``as_json`` the error is also printed on stdout as the wire format's error
+    object (``{"schema_version": 1, "error": "..."}``), for scripts.
+    """
     try:
         yield
     except PagelensError as exc:
+        if as_json:
+            _echo_json(error_dict(str(exc)))
         _fail(exc)
     except KeyboardInterrupt:
         typer.secho(interrupted, err=True)
         raise typer.Exit(code=130) from None
+
+
+def _echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
 
 
 def _progress() -> bool:
@@ -279,7 +300,8 @@ def index_cmd(
     from pagelens.pipeline.text import TextSettings
 
     _logging(verbose, quiet)
-    with _reporting("interrupted: committed documents are kept; run again to resume"):
+    interrupted = "interrupted: committed documents are kept; run again to resume"
+    with _reporting(interrupted, as_json=as_json):
         text_settings = TextSettings(ocr=ocr)  # type: ignore[arg-type]  # it checks the value
         render = RenderSettings(
             dpi=dpi, max_pixels=max_pixels, password=password, timeout_s=timeout
@@ -325,12 +347,7 @@ def index_cmd(
                 prune=prune,
                 progress=_progress(),
             )
-    if as_json:
-        out = asdict(report)
-        out["pages_per_second"] = report.pages_per_second
-        typer.echo(json.dumps(out, indent=2))
-        return
-    _print_index_report(report)
+    _show_index_report(report, as_json)
 
 
 RayOpt = Annotated[
@@ -397,9 +414,7 @@ def _target(
 
 def _show_index_report(report: Any, as_json: bool) -> None:
     if as_json:
-        out = asdict(report)
-        out["pages_per_second"] = report.pages_per_second
-        typer.echo(json.dumps(out, indent=2))
+        _echo_json(tagged({**asdict(report), "pages_per_second": report.pages_per_second}))
         return
     _print_index_report(report)
 
@@ -427,28 +442,6 @@ def _print_index_report(report: Any) -> None:
         typer.echo(f"  removed the pages of {shown(path)}, left incomplete by an earlier run")
 
 
-def _channels(text: str) -> list[str]:
-    return [c.strip() for c in text.split(",") if c.strip()]
-
-
-def _weights(text: str | None) -> dict[str, float] | None:
-    """Parse ``bm25=2`` or ``dense=1,bm25=2`` into channel weights."""
-    if text is None:
-        return None
-    out: dict[str, float] = {}
-    for item in text.split(","):
-        name, sep, value = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise PagelensError(
-                f"--weights takes channel=number pairs like dense=1,bm25=2; got {text!r}"
-            ) from None
-    return out
-
-
 SearchChannelsOpt = Annotated[
     str | None,
     typer.Option(
@@ -465,13 +458,7 @@ WaitOpt = Annotated[
 ]
 
 
-SNIPPET_CHARS = 120
-
-
-def snippet(text: str | None, limit: int = SNIPPET_CHARS) -> str:
-    """Cut a page's text to its start, on one line, for a hit (empty without text)."""
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+SHOWN_SNIPPET_CHARS = 120  # of a page's text, under a hit in the human output
 
 
 @app.command("search")
@@ -510,28 +497,39 @@ def search_cmd(
     from pagelens.search import SearchFilter, SearchOptions, check_queries, index_channels
 
     _logging(verbose, quiet)
-    with _reporting():
+    with _reporting(as_json=as_json):
         check_queries(queries)  # before any model is loaded
         options = SearchOptions(
             k=k,
             candidates=candidates or None,  # --candidates 0: exact search (candidates=None)
-            channels=tuple(_channels(channels)) if channels else None,
+            channels=tuple(parse_channels(channels) or ()) if channels else None,
             fusion=fusion,
-            weights=_weights(weights),
+            weights=parse_weights(weights),
             first_stage=first_stage,
             filter=SearchFilter(tuple(doc) if doc else None, prefix) if doc or prefix else None,
         )
         with _open(index, url, api_key, collection, wait=wait) as idx:
             lens = Lens(idx, model=model, text_model=text_model, device=device)
+            t0 = time.perf_counter()
             if documents:
                 ranked = [lens.search_documents(q, k=k, options=options) for q in queries]
-                _print_documents(queries, ranked, as_json)
-                return
-            results = lens.search(queries, options)
+            else:
+                results = lens.search(queries, options)
+            ms = (time.perf_counter() - t0) * 1000
             chosen = list(options.channels or index_channels(idx))
     if as_json:
-        typer.echo(json.dumps(_hits_json(queries, results, chosen, fusion), indent=2))
-        return
+        found = document_results(queries, ranked) if documents else page_results(queries, results)
+        _echo_json(search_response(found, channels=chosen, fusion=fusion, k=k, milliseconds=ms))
+    elif documents:
+        _print_documents(queries, ranked)
+    else:
+        _print_hits(queries, results, chosen, fusion)
+
+
+def _print_hits(
+    queries: list[str], results: list[list[Any]], chosen: list[str], fusion: str
+) -> None:
+    """Print each question's hits, with the start of the page's text."""
     typer.echo("channels: " + "+".join(chosen) + (f" ({fusion})" if len(chosen) > 1 else ""))
     for q, hits in zip(queries, results, strict=True):
         typer.echo(shown(q))
@@ -541,48 +539,16 @@ def search_cmd(
                 f"  {rank:>2}. {h.score:8.3f}  {shown(h.doc_path)}  page {h.page_number}{found}"
             )
             if h.text:
-                typer.echo(f"      {shown(snippet(h.text))}")
+                typer.echo(f"      {shown(snippet(h.text, limit=SHOWN_SNIPPET_CHARS) or '')}")
 
 
-def _print_documents(queries: list[str], ranked: list[list[Any]], as_json: bool) -> None:
+def _print_documents(queries: list[str], ranked: list[list[Any]]) -> None:
     """Print documents ranked by their best pages (``search --documents``)."""
-    if as_json:
-        rows = [
-            {"query": q, "documents": [d.to_dict() for d in docs]}
-            for q, docs in zip(queries, ranked, strict=True)
-        ]
-        typer.echo(json.dumps(rows, indent=2))
-        return
     for q, docs in zip(queries, ranked, strict=True):
         typer.echo(shown(q))
         for rank, d in enumerate(docs, 1):
             pages = ", ".join(f"{h.page_number} ({h.score:.3f})" for h in d.pages)
             typer.echo(f"  {rank:>2}. {d.score:8.3f}  {shown(d.doc_path)}  pages {pages}")
-
-
-def _hits_json(
-    queries: list[str], results: list[list[Any]], chosen: list[str], fusion: str
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "query": q,
-            "channels_searched": chosen,
-            "fusion": fusion if len(chosen) > 1 else None,
-            "hits": [
-                {
-                    "channels": list(h.channels),
-                    "doc_path": h.doc_path,
-                    "page_number": h.page_number,
-                    "score": h.score,
-                    "doc_sha256": h.doc_sha256,
-                    "source": h.source,
-                    "snippet": snippet(h.text) if h.text else None,
-                }
-                for h in hits
-            ],
-        }
-        for q, hits in zip(queries, results, strict=True)
-    ]
 
 
 @app.command("info")
@@ -598,10 +564,10 @@ def info_cmd(
 ) -> None:
     """Show the manifest, counts and bytes per page of an index."""
     _logging(verbose, quiet)
-    with _reporting(), _open(index, url, api_key, collection, wait=wait) as idx:
+    with _reporting(as_json=as_json), _open(index, url, api_key, collection, wait=wait) as idx:
         info = idx.info()
     if as_json:
-        typer.echo(json.dumps(info.to_dict(), indent=2))
+        _echo_json(tagged(info.to_dict()))
         return
     typer.echo(f"index:      {info.location}")
     if info.manifest is None:
@@ -674,10 +640,10 @@ def ls_cmd(
 ) -> None:
     """List the documents of an index: pages, and the path as recorded (what delete takes)."""
     _logging(verbose, quiet)
-    with _reporting(), _open(index, url, api_key, collection, wait=wait) as idx:
+    with _reporting(as_json=as_json), _open(index, url, api_key, collection, wait=wait) as idx:
         docs = idx.documents()
     if as_json:
-        typer.echo(json.dumps([asdict(d) for d in docs], indent=2))
+        _echo_json(tagged({"documents": [d.to_dict() for d in docs]}))
         return
     for d in docs:
         failed = f"  ({d.failed_pages} without vectors)" if d.failed_pages else ""
@@ -706,12 +672,11 @@ def check_cmd(
     """
     from pagelens.storage.check import check_index, repair_index
 
-    with _reporting(), _open(index, url, api_key, collection, verify=True) as idx:
+    with _reporting(as_json=as_json), _open(index, url, api_key, collection, verify=True) as idx:
         repaired = repair_index(idx) if repair else None
         report = check_index(idx)
     if as_json:
-        out = {**report.to_dict(), "repair": repaired.to_dict() if repaired else None}
-        typer.echo(json.dumps(out, indent=2))
+        _echo_json(tagged({**report.to_dict(), "repair": repaired.to_dict() if repaired else None}))
     else:
         if repaired is not None:
             if repaired.manifest_rebuilt:
@@ -742,7 +707,7 @@ def models_cmd(as_json: JsonOpt = False) -> None:
     entries = catalog()
     out = catalog_json(entries)
     if as_json:
-        typer.echo(json.dumps(out, indent=2))
+        _echo_json(tagged(out))
         return
     typer.echo(f"colpali-engine: {out['colpali_engine'] or 'not installed'}")
     typer.echo(f"{'family':<15} {'installed':<22} {'model':<34} {'params':<7} vectors/page")
@@ -912,7 +877,7 @@ def eval_run_cmd(
         "interrupted: the evaluation index keeps what was committed (in --cache-dir); "
         "run again to resume"
     )
-    with _reporting(interrupted):
+    with _reporting(interrupted, as_json=as_json):
         run = run_eval(
             EvalRunSpec(
                 dataset=dataset,
@@ -932,9 +897,9 @@ def eval_run_cmd(
                 scope=scope,
                 breakdown_fields=breakdown,
                 candidates=candidates or None,  # 0 on the command line: exact search
-                channels=_channels(channels),
+                channels=parse_channels(channels) or [],
                 fusion=fusion,
-                weights=_weights(weights),
+                weights=parse_weights(weights),
                 first_stage=first_stage,
                 cache_dir=cache_dir,
                 url=url,
@@ -970,7 +935,7 @@ def eval_compare_cmd(
     """Side-by-side table of runs with a paired randomisation test per metric."""
     from pagelens.eval.report import CompareOptions, compare_files
 
-    with _reporting():
+    with _reporting(as_json=as_json):
         options = CompareOptions(
             metrics=metric, scopes=scope, n_resamples=resamples, seed=seed, alpha=alpha
         )

@@ -28,20 +28,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pagelens.encoders.base import reads_text
-from pagelens.errors import (
-    DocumentNotFoundError,
-    EncoderError,
-    PagelensError,
-    PageNotFoundError,
-)
-from pagelens.storage.base import PayloadFilter
+from pagelens.errors import EncoderError, PagelensError
+from pagelens.index import Index, hit_from_payload
+from pagelens.search import check_queries
 from pagelens.storage.layout import DENSE, TEXT
-from pagelens.types import Hit, Page, display_path
+from pagelens.types import Hit, Page
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pagelens.encoders.base import Encoder
-    from pagelens.index import DocumentRecord, Index
-    from pagelens.lens import Lens
+    from pagelens.pipeline.words import Word
 
 Kind = Literal["heatmap", "boxes"]
 
@@ -106,9 +103,9 @@ class Explanation:
     text encoder, has no maps and no boxes (and ``score`` 0).
     """
 
-    doc: str  # the document's path as the index records it
+    doc_path: str  # the document's path as the index records it
     doc_sha256: str
-    page: int
+    page_number: int
     channel: str  # "dense" or "text"
     kind: Kind
     query: str
@@ -126,7 +123,8 @@ class Explanation:
 
 
 def explain(
-    lens: Lens,
+    index: Index,
+    encoder: Encoder | None,
     doc: str,
     page: int,
     query: str,
@@ -137,8 +135,12 @@ def explain(
     """Show which parts of page ``page`` of ``doc`` matched which tokens of ``query``.
 
     Args:
-        lens: an open index (:func:`pagelens.open`); its encoders are loaded as needed.
-        doc: the document's path as the index records it (``pagelens ls``), or its sha256.
+        index: an open index.
+        encoder: the channel's encoder, the one the index was built with: its
+            encoder for ``"dense"``, its text encoder for ``"text"`` (``None``:
+            the index has none; an error names what is missing).
+        doc: the document's path as the index records it (``pagelens ls``), its
+            sha256, or its file's absolute path.
         page: the page number, 1-based.
         query: the question.
         channel: ``"dense"`` (the index's encoder; the default) or ``"text"`` (its
@@ -146,70 +148,52 @@ def explain(
         dpi: resolution the page is rendered at for a visual encoder; the default is
             the indexing default (150), so that the model sees the page as it did then.
 
+    :meth:`pagelens.lens.Lens.explain` loads the channel's encoder for you.
+
     Raises:
         DocumentNotFoundError: no such document in the index.
         PageNotFoundError: ``page`` is not a page of the document.
         SourceGoneError: the indexed file is no longer where it was (moved, deleted).
         SourceChangedError: the file holds other bytes than those indexed.
         EncoderError: an encoder that gives one vector per page (nothing to map).
-        PagelensError: an empty query, or a channel the index lacks.
+        PagelensError: an empty query, a channel the index lacks, or an encoder
+            other than the channel's.
 
     Examples:
         >>> import pagelens, tempfile
         >>> from pagelens.explain import explain
         >>> with pagelens.open(tempfile.mkdtemp(), model="minilm") as lens:
-        ...     explain(lens, "report.pdf", 1, "revenue")
+        ...     explain(lens.index, None, "report.pdf", 1, "revenue")
         Traceback (most recent call last):
         ...
         pagelens.errors.DocumentNotFoundError: no document 'report.pdf' in index ...
 
     """
-    from pagelens.search import check_queries
-
-    (query,) = check_queries([query])
-    record = find_document(lens.index, doc)
-    _check_page(record, page)
-    channel = _channel(lens.index, channel)
-    encoder = _encoder(lens, channel)
-    payload = _page_payload(lens.index, record, page)
-    hit = Hit(
-        doc_path=record.doc_path,
-        page_number=page,
-        score=0.0,
-        doc_sha256=record.doc_sha256,
-        payload=payload,
-        source=record.source or None,
-    )
-    if reads_text(encoder):
-        return _explain_text(encoder, hit, query, channel)
-    return _explain_visual(encoder, hit, query, channel, dpi)
+    hit, channel = _locate(index, doc, page, query, channel)
+    checked = _encoder(index, encoder, channel)
+    if reads_text(checked):
+        return _explain_text(checked, hit, query, channel)
+    return _explain_visual(checked, hit, query, channel, dpi)
 
 
-def find_document(index: Index, doc: str) -> DocumentRecord:
-    """Return the commit record of a document named by its recorded path or sha256.
+def check_request(
+    index: Index, doc: str, page: int, query: str, *, channel: str | None = None
+) -> str:
+    """Check a request to explain, before any model loads; return its channel.
 
     Raises:
-        DocumentNotFoundError: the index holds no such (fully indexed) document.
+        PagelensError: as :func:`explain` does for an empty query, an unknown
+            document or page, or a channel the index lacks.
 
     """
-    if not isinstance(doc, str) or not doc:
-        raise DocumentNotFoundError(f"a document is named by its path or sha256, got {doc!r}")
-    shown = display_path(doc)
-    for record in index.documents():
-        if shown in (record.doc_path, record.doc_sha256):
-            return record
-    raise DocumentNotFoundError(
-        f"no document {shown!r} in index {index.location}: `pagelens ls` lists the documents "
-        "as recorded (their paths, relative to the folder indexed)"
-    )
+    return _locate(index, doc, page, query, channel)[1]
 
 
-def _check_page(record: DocumentRecord, page: object) -> None:
-    if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= record.page_count:
-        raise PageNotFoundError(
-            f"page {page!r} is not a page of {record.doc_path!r}: it has pages "
-            f"1 to {record.page_count}"
-        )
+def _locate(index: Index, doc: str, page: int, query: str, channel: str | None) -> tuple[Hit, str]:
+    """Return the page to explain (as a hit) and the channel, or say what is wrong."""
+    check_queries([query])
+    hit = hit_from_payload(index.page(index.find_document(doc), page))
+    return hit, _channel(index, channel)
 
 
 def _channel(index: Index, channel: str | None) -> str:
@@ -226,24 +210,15 @@ def _channel(index: Index, channel: str | None) -> str:
     return chosen
 
 
-def _encoder(lens: Lens, channel: str) -> Encoder:
+def _encoder(index: Index, encoder: Encoder | None, channel: str) -> Encoder:
     """Return the channel's encoder, checked to be the one that built the index."""
+    if encoder is None:
+        raise PagelensError(f"the {channel} channel of index {index.location} needs its encoder")
     if channel == DENSE:
-        encoder = lens.encoder()
-        lens.index.check_encoder(encoder.spec)
-        return encoder
-    text_encoder = lens.text_encoder()
-    if text_encoder is None:  # _channel checked the manifest; a Lens loads the index's
-        raise PagelensError(f"index {lens.index.location} has no text encoder")
-    lens.index.check_text_encoder(text_encoder.spec)
-    return text_encoder
-
-
-def _page_payload(index: Index, record: DocumentRecord, page: int) -> dict[str, Any]:
-    for payload in index.pages(PayloadFilter(doc_sha256=(record.doc_sha256,))):
-        if int(payload.get("page_number", 0)) == page:
-            return payload
-    raise PageNotFoundError(f"page {page} of {record.doc_path!r} is not stored in the index")
+        index.check_encoder(encoder.spec)
+    else:
+        index.check_text_encoder(encoder.spec)
+    return encoder
 
 
 def _page(hit: Hit, **fields: Any) -> Page:
@@ -303,9 +278,9 @@ def _explain_visual(
             )
         )
     return Explanation(
-        doc=hit.doc_path,
+        doc_path=hit.doc_path,
         doc_sha256=hit.doc_sha256,
-        page=hit.page_number,
+        page_number=hit.page_number,
         channel=channel,
         kind="heatmap",
         query=query,
@@ -320,7 +295,6 @@ def _explain_visual(
 
 def _explain_text(encoder: Encoder, hit: Hit, query: str, channel: str) -> Explanation:
     from pagelens.pipeline.images import source_file
-    from pagelens.pipeline.words import align_words, layer_words, ocr_words
 
     token_spans = _need(encoder, "token_spans")
     path = source_file(hit)  # checks the source's sha256, as for a page image
@@ -328,9 +302,9 @@ def _explain_text(encoder: Encoder, hit: Hit, query: str, channel: str) -> Expla
     words_from = "ocr" if hit.payload.get("text_source") == "ocr" else "layer"
     vectors, tokens = _query(encoder, query)
     empty = Explanation(
-        doc=hit.doc_path,
+        doc_path=hit.doc_path,
         doc_sha256=hit.doc_sha256,
-        page=hit.page_number,
+        page_number=hit.page_number,
         channel=channel,
         kind="boxes",
         query=query,
@@ -351,13 +325,33 @@ def _explain_text(encoder: Encoder, hit: Hit, query: str, channel: str) -> Expla
             f"encoder {encoder.spec.model_id!r} gave {len(page_vectors)} page vectors for "
             f"{len(spans)} tokens"
         )
+    words = _page_words(path, hit, words_from)
+    sims = vectors @ page_vectors.T  # (m, n)
+    maps, word_boxes = _matches(tokens, text, spans, words, sims)
+    return replace(empty, maps=maps, boxes=word_boxes, score=float(sims.max(axis=1).sum()))
+
+
+def _page_words(path: Path, hit: Hit, words_from: str) -> list[Word]:
+    """Return the page's words with their boxes: from OCR, or from the text layer."""
+    from pagelens.pipeline.words import layer_words, ocr_words
+
     if words_from == "ocr":
         size = (float(hit.payload.get("width_pt", 0)), float(hit.payload.get("height_pt", 0)))
-        words = ocr_words(str(path), hit.page_number, page_size_pt=size)
-    else:
-        words = layer_words(str(path), hit.page_number)
+        return ocr_words(str(path), hit.page_number, page_size_pt=size)
+    return layer_words(str(path), hit.page_number)
+
+
+def _matches(
+    tokens: list[tuple[str, bool]],
+    text: str,
+    spans: list[tuple[int, int]],
+    words: list[Word],
+    sims: np.ndarray,
+) -> tuple[list[TokenMap], list[WordBox]]:
+    """Trace each query token's best page token (``sims``: ``(m, n)``) to its word."""
+    from pagelens.pipeline.words import align_words
+
     word_of = _token_words(spans, align_words(text, words))  # page token -> word index
-    sims = vectors @ page_vectors.T  # (m, n)
     best = sims.argmax(axis=1)
     boxes: dict[int, list[int]] = {}  # word -> query tokens matched there
     for j, t in enumerate(best):
@@ -392,7 +386,7 @@ def _explain_text(encoder: Encoder, hit: Hit, query: str, channel: str) -> Expla
                 match=text[start:end],
             )
         )
-    return replace(empty, maps=maps, boxes=word_boxes, score=float(scores.sum()))
+    return maps, word_boxes
 
 
 def _token_words(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,14 +12,16 @@ from typing import Any
 
 from pagelens.encoders.base import EncoderSpec
 from pagelens.errors import (
+    DocumentNotFoundError,
     IndexMismatchError,
     InputError,
     PagelensError,
+    PageNotFoundError,
     StoreError,
     check_whole,
 )
 from pagelens.plan import HybridQuery, run_queries
-from pagelens.storage.base import PayloadFilter, PointRecord, ScoredRecord, Store
+from pagelens.storage.base import PayloadFilter, PointRecord, ScoredRecord
 from pagelens.storage.layout import (
     COUNTED,
     KIND_DOCUMENT,
@@ -38,7 +40,8 @@ from pagelens.storage.layout import (
     source_from_payload,
     source_payload,
 )
-from pagelens.types import Document, display_path
+from pagelens.storage.store import Store
+from pagelens.types import Document, Hit, display_path
 from pagelens.version import package_version
 
 logger = logging.getLogger(__name__)
@@ -174,6 +177,10 @@ class DocumentRecord:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"commit record is damaged: {exc!r} in {payload!r}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the record as plain data: the wire shape of a document (its field names)."""
+        return asdict(self)
 
 
 def recorded_manifest(payload: dict[str, Any]) -> Manifest | None:
@@ -611,32 +618,89 @@ class Index:
         }
         self.store.set_payload(PayloadFilter(doc_sha256=(doc_sha256,)), payload)
 
-    def delete_document(self, doc: str) -> int:
-        """Delete a document; returns pages removed.
+    def find_document(self, doc: str) -> DocumentRecord:
+        """Return the commit record of one fully indexed document.
 
         ``doc`` is its path as the index records it (``pagelens ls``), its sha256,
         or the absolute path of the indexed file.
 
         Raises:
-            PagelensError: no such document in the index.
+            DocumentNotFoundError: the index holds no such (fully indexed) document.
 
         """
-        doc = display_path(doc)
-        source = os.path.abspath(doc) if os.path.isabs(doc) else None
-        matches = [
+        matches = self._matching(doc)
+        if not matches:
+            raise self._not_found(doc)
+        return matches[0]
+
+    def _matching(self, doc: str) -> list[DocumentRecord]:
+        """Every commit record ``doc`` names (see :meth:`find_document`), by path."""
+        if not isinstance(doc, str) or not doc:
+            raise DocumentNotFoundError(
+                f"a document is named by its path, sha256 or file's absolute path, got {doc!r}"
+            )
+        shown = display_path(doc)
+        source = display_path(os.path.abspath(doc)) if os.path.isabs(doc) else None
+        return [
             r
             for r in self.documents()
-            if doc in (r.doc_path, r.doc_sha256) or (source and r.source == source)
+            if shown in (r.doc_path, r.doc_sha256)
+            or (source is not None and r.source and display_path(r.source) == source)
         ]
+
+    def _not_found(self, doc: str) -> DocumentNotFoundError:
+        return DocumentNotFoundError(
+            f"no document {display_path(doc)!r} in index {self.location}: `pagelens ls` lists "
+            "the documents as recorded (their paths, relative to the folder indexed); a "
+            "document is also named by its sha256 or its file's absolute path"
+        )
+
+    def page(self, record: DocumentRecord, page_number: int) -> dict[str, Any]:
+        """Return the stored payload of one page of a committed document.
+
+        Raises:
+            PageNotFoundError: ``page_number`` is not a whole number from 1 to the
+                document's page count, or that page is not stored (damage: run
+                ``pagelens check``).
+
+        """
+        n = page_number
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= record.page_count:
+            raise PageNotFoundError(
+                f"page {page_number!r} is not a page of {record.doc_path!r}: it has pages "
+                f"1 to {record.page_count}"
+            )
+        for payload in self.pages(PayloadFilter(doc_sha256=(record.doc_sha256,))):
+            if int(payload.get("page_number", 0)) == page_number:
+                return payload
+        raise PageNotFoundError(
+            f"page {page_number} of {record.doc_path!r} is not stored in the index "
+            "(run `pagelens check`)"
+        )
+
+    def document_pages(self, record: DocumentRecord) -> list[dict[str, Any]]:
+        """Return the stored payloads of a document's pages, by page number."""
+        pages = self.pages(PayloadFilter(doc_sha256=(record.doc_sha256,)))
+        return sorted(pages, key=lambda p: int(p["page_number"]))
+
+    def delete_document(self, doc: str) -> int:
+        """Delete a document; returns pages removed.
+
+        ``doc`` names it as for :meth:`find_document`; a document left half-indexed
+        (pages but no commit record) is found by its recorded path too.
+
+        Raises:
+            DocumentNotFoundError: no such document in the index.
+
+        """
+        matches = self._matching(doc)
         if not matches:
             # also catch a half-indexed document (pages but no commit record)
-            pages = self.count_pages(PayloadFilter(doc_paths=(doc,)))
+            where = PayloadFilter(doc_paths=(display_path(doc),))
+            pages = self.count_pages(where)
             if pages == 0:
-                raise PagelensError(
-                    f"no document {doc!r} in index {self.location}: `pagelens ls` lists "
-                    "the documents as recorded"
-                )
-            self.store.delete(PayloadFilter(doc_paths=(doc,)))
+                raise self._not_found(doc)
+            self.store.delete(where)
             return pages
         removed = 0
         for record in matches:
@@ -682,6 +746,26 @@ class Index:
             text_vectors_per_page=counts["text_vectors"] / pages if pages else 0.0,
             coarse_vectors_per_page=counts["coarse_vectors"] / pages if pages else 0.0,
         )
+
+
+def hit_from_payload(
+    payload: Mapping[str, Any], *, score: float = 0.0, channels: tuple[str, ...] = ()
+) -> Hit:
+    """Make the :class:`~pagelens.types.Hit` of a stored page payload.
+
+    The one place a page's payload (as :func:`_page_point` lays it out) becomes a
+    hit: for a search's results, a served page image, a page to explain.
+    """
+    return Hit(
+        doc_path=str(payload["doc_path"]),
+        page_number=int(payload["page_number"]),
+        score=score,
+        doc_sha256=str(payload["doc_sha256"]),
+        payload=payload,
+        channels=channels,
+        source=source_from_payload(payload) or None,
+        text=payload.get("text"),
+    )
 
 
 def _per_page(total: float | None, pages: int) -> float | None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pagelens.encoders import DEFAULT_MODEL, Encoder, load_encoder
+from pagelens.explain import Explanation, check_request, explain
 from pagelens.index import DocumentRecord, Index, IndexInfo
 from pagelens.search import DENSE, TEXT, SearchOptions, index_channels, merge_options, search
 from pagelens.types import Hit
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from pagelens.aggregate import DocumentHit
-    from pagelens.explain import Explanation
     from pagelens.pipeline.job import IndexReport
     from pagelens.pipeline.render import RenderSettings
     from pagelens.pipeline.text import TextCache, TextSettings
@@ -233,10 +233,13 @@ class Lens:
     def explain(
         self, doc: str, page: int, query: str, *, channel: str | None = None, dpi: int | None = None
     ) -> Explanation:
-        """Show which parts of a page matched which query tokens: see :mod:`pagelens.explain`."""
-        from pagelens.explain import explain
+        """Show which parts of a page matched which query tokens: see :mod:`pagelens.explain`.
 
-        return explain(self, doc, page, query, channel=channel, dpi=dpi)
+        The request is checked first: a bad one loads no model.
+        """
+        chosen = check_request(self.index, doc, page, query, channel=channel)
+        encoder = self.text_encoder() if chosen == TEXT else self.encoder()
+        return explain(self.index, encoder, doc, page, query, channel=chosen, dpi=dpi)
 
     def documents(self) -> list[DocumentRecord]:
         """List the documents indexed, with their page counts and recorded paths."""

@@ -3,7 +3,7 @@
 A search asks for :class:`HybridQuery` objects (one per question: which
 channels, how many candidates, which fusion); :func:`plan_queries` lays each out
 as engine requests built of :class:`Stage` and :class:`Fusion` nodes, and a
-:class:`~pagelens.storage.base.Store` translates those nodes into its engine's
+:class:`~pagelens.storage.store.Store` translates those nodes into its engine's
 own requests (Qdrant Edge's ``Query``/``Prefetch``, qdrant-client's
 ``QueryRequest``/``Prefetch``) and runs them in one batch. Which stage scans
 what, with which question vectors and limits, is decided here alone.
@@ -144,7 +144,7 @@ class Plan:
 
 
 class Searchable(Protocol):
-    """What runs a plan: a :class:`~pagelens.storage.base.Store`."""
+    """What runs a plan: a :class:`~pagelens.storage.store.Store`."""
 
     def search(self, requests: Sequence[Request]) -> list[list[ScoredRecord]]: ...
 

@@ -28,10 +28,10 @@ import numpy as np
 from pagelens.bm25 import bm25_queries
 from pagelens.encoders.base import Encoder
 from pagelens.errors import PagelensError, check_whole
-from pagelens.index import Index
+from pagelens.index import Index, hit_from_payload
 from pagelens.plan import FIRST_STAGES, FUSIONS, HybridQuery
-from pagelens.storage.base import PayloadFilter, ScoredRecord, SparseVector
-from pagelens.storage.layout import BM25, DENSE, TEXT, source_from_payload
+from pagelens.storage.base import PayloadFilter, SparseVector
+from pagelens.storage.layout import BM25, DENSE, TEXT
 from pagelens.types import Hit, MultiVector, display_path
 
 CHANNELS = (DENSE, TEXT, BM25)
@@ -256,20 +256,6 @@ def index_channels(index: Index) -> tuple[str, ...]:
     return tuple(held)
 
 
-def _hit(record: ScoredRecord) -> Hit:
-    p = record.payload
-    return Hit(
-        doc_path=str(p["doc_path"]),
-        page_number=int(p["page_number"]),
-        score=record.score,
-        doc_sha256=str(p["doc_sha256"]),
-        payload=p,
-        channels=record.channels,
-        source=source_from_payload(p) or None,
-        text=p.get("text"),
-    )
-
-
 def _check_index(
     index: Index, opts: SearchOptions, encoder: Encoder | None, text_encoder: Encoder | None
 ) -> None:
@@ -406,4 +392,7 @@ def _run(index: Index, opts: SearchOptions, rows: Sequence[_Row]) -> list[list[H
         for d, t, s in rows
     ]
     results = index.hybrid(requests, k=opts.k, where=where)
-    return [[_hit(r) for r in records] for records in results]
+    return [
+        [hit_from_payload(r.payload, score=r.score, channels=r.channels) for r in records]
+        for records in results
+    ]

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from pagelens.wire import snippet
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -74,6 +76,31 @@ class Hit:
     def page_id(self) -> str:
         """``<doc path>#<page number>``: the corpus-id form evaluation sets use."""
         return f"{self.doc_path}#{self.page_number}"
+
+    def to_dict(self, *, query: str | None = None) -> dict[str, Any]:
+        """Return the hit as plain data, in the wire format (:mod:`pagelens.wire`).
+
+        ``snippet`` is a piece of the page's text (``None`` without text), cut
+        around the first word of ``query`` the page holds, else from its start.
+        ``payload`` and the full ``text`` are left out.
+
+        Examples:
+            >>> hit = Hit("a.pdf", 2, 0.75, "ab12", channels=("dense",), text="Total revenue")
+            >>> hit.to_dict()
+            {'doc_path': 'a.pdf', 'page_number': 2, 'score': 0.75, 'doc_sha256': 'ab12', ...}
+            >>> hit.to_dict()["channels"], hit.to_dict()["snippet"]
+            (['dense'], 'Total revenue')
+
+        """
+        return {
+            "doc_path": self.doc_path,
+            "page_number": self.page_number,
+            "score": self.score,
+            "doc_sha256": self.doc_sha256,
+            "channels": list(self.channels),
+            "source": self.source,
+            "snippet": snippet(self.text, query),
+        }
 
 
 def display_path(path: str) -> str:

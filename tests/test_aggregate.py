@@ -115,7 +115,7 @@ def test_cli_search_documents(three_docs, monkeypatch):
     assert "pages 1 (" in lines[1] and "3 (" in lines[1]
     out = runner.invoke(app, [*args, "--json", "-k", "1"])
     assert out.exit_code == 0, out.output
-    (row,) = json.loads(out.output)
+    (row,) = json.loads(out.output)["results"]
     assert row["query"] == "revenue" and [d["doc_path"] for d in row["documents"]] == ["alpha.pdf"]
 
 

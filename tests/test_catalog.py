@@ -63,5 +63,5 @@ def test_models_command_prints_a_table_and_json() -> None:
     as_json = runner.invoke(app, ["models", "--json"])
     assert as_json.exit_code == 0, as_json.output
     data = json.loads(as_json.output)
-    assert data == json.loads(json.dumps(catalog_json(catalog())))
+    assert data == {"schema_version": 1, **json.loads(json.dumps(catalog_json(catalog())))}
     assert [f["family"] for f in data["families"]] == [f.name for f in FAMILIES]

@@ -38,7 +38,7 @@ def test_index_search_info_delete(tmp_path, model):
     assert report["skipped"] == [{"path": "empty.pdf", "cause": "empty file"}]
     # search needs no --model: the manifest names it
     hits = json.loads(_run("search", "revenue", "staff", "-k", "2", "--index", idx, "--json"))
-    assert [len(q["hits"]) for q in hits] == [2, 2]
+    assert hits["schema_version"] == 1 and [len(q["hits"]) for q in hits["results"]] == [2, 2]
     info = json.loads(_run("info", "--index", idx, "--json"))
     assert (info["documents"], info["pages"]) == (2, 5)
     assert info["manifest"]["encoder"]["family"] == "colqwen2_5"
@@ -79,8 +79,8 @@ def test_text_channel_from_the_cli(tmp_path, model):
     out = json.loads(
         _run("search", "revenue region", "--index", idx, "--channels", "bm25", "--json")
     )
-    assert [h["page_number"] for h in out[0]["hits"]] == [1]
-    assert out[0]["hits"][0]["channels"] == ["bm25"]
+    assert [h["page_number"] for h in out["results"][0]["hits"]] == [1]
+    assert out["results"][0]["hits"][0]["channels"] == ["bm25"]
     hybrid = _run(
         "search",
         "hiring",
@@ -118,7 +118,8 @@ def test_text_model_beside_the_visual_one(tmp_path, model):
     out = json.loads(
         _run("search", "hiring staff", "--index", idx, "--channels", "text", "-k", "1", "--json")
     )
-    assert out[0]["hits"][0]["page_number"] == 2 and out[0]["hits"][0]["channels"] == ["text"]
+    (top, *_) = out["results"][0]["hits"]
+    assert top["page_number"] == 2 and top["channels"] == ["text"]
     fused = _run(
         "search", "revenue by region", "--index", idx, "--channels", "dense,text,bm25", "-k", "2"
     )

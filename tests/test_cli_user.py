@@ -73,7 +73,7 @@ def test_skips_are_printed_once_names_escaped_and_raw_in_json(tmp_path):
     hits = _cli("search", "alpha", "--index", idx)
     assert "new\\nline.pdf  page" in hits.stdout and "new\nline" not in hits.stdout
     raw = json.loads(_cli("search", "alpha", "--index", idx, "--json").stdout)
-    assert raw[0]["hits"][0]["doc_path"] == "new\nline.pdf"  # JSON keeps values raw
+    assert raw["results"][0]["hits"][0]["doc_path"] == "new\nline.pdf"  # JSON keeps values raw
 
 
 def test_a_mistyped_path_or_an_empty_folder_creates_no_index(tmp_path):
@@ -129,7 +129,7 @@ def test_search_uses_every_channel_the_index_holds_and_says_so(tmp_path):
             app, ["-q", "search", "revenue", "--index", idx, "--channels", "bm25", "--json"]
         ).stdout
     )
-    assert one[0]["channels_searched"] == ["bm25"]
+    assert one["channels"] == ["bm25"]
 
 
 def test_colpali_engines_fastplaid_notice_is_not_printed(tmp_path, model):

@@ -68,9 +68,9 @@ def _hit(lens: pagelens.Lens, page: int) -> Hit:
 def test_maps_are_maxsim_over_the_patch_grid(indexed, family):
     root = indexed(family)
     with pagelens.open(root / "idx", device="cpu") as lens:
-        e = explain(lens, "a.pdf", 2, QUERY)
         encoder = lens.encoder()
         assert isinstance(encoder, ColPaliEngineEncoder)
+        e = explain(lens.index, encoder, "a.pdf", 2, QUERY)  # the functional layer: no Lens
         # the oracle: the same vectors, scored by numpy
         image = page_image(_hit(lens, 2), dpi=150)
         page = Page("x" * 64, "a.pdf", 2, 2, image=image)
@@ -138,20 +138,20 @@ def test_unknown_document_and_bad_pages(indexed):
     root = indexed("colpali")
     with pagelens.open(root / "idx", device="cpu") as lens:
         with pytest.raises(DocumentNotFoundError, match="no document 'b.pdf'"):
-            explain(lens, "b.pdf", 1, QUERY)
+            lens.explain("b.pdf", 1, QUERY)
         for page in (0, 3, -1, True, "1", 1.0):
             with pytest.raises(PageNotFoundError, match="pages 1 to 2"):
-                explain(lens, "a.pdf", page, QUERY)  # type: ignore[arg-type]
+                lens.explain("a.pdf", page, QUERY)  # type: ignore[arg-type]
         sha = lens.documents()[0].doc_sha256
-        assert explain(lens, sha, 1, QUERY).doc == "a.pdf"  # a document by its sha256 too
+        assert lens.explain(sha, 1, QUERY).doc_path == "a.pdf"  # a document by its sha256 too
         with pytest.raises(PagelensError, match="empty"):
-            explain(lens, "a.pdf", 1, "   ")
+            lens.explain("a.pdf", 1, "   ")
         with pytest.raises(PagelensError, match="no text channel"):
-            explain(lens, "a.pdf", 1, QUERY, channel="text")
+            lens.explain("a.pdf", 1, QUERY, channel="text")
         with pytest.raises(PagelensError, match="channel must be"):
-            explain(lens, "a.pdf", 1, QUERY, channel="bm25")
+            lens.explain("a.pdf", 1, QUERY, channel="bm25")
         with pytest.raises(PagelensError, match="dpi must be a whole number >= 1, got 0"):
-            explain(lens, "a.pdf", 1, QUERY, dpi=0)
+            lens.explain("a.pdf", 1, QUERY, dpi=0)
 
 
 def test_a_moved_or_changed_source_is_refused(indexed):
@@ -163,12 +163,12 @@ def test_a_moved_or_changed_source_is_refused(indexed):
         src.rename(moved)
         try:
             with pytest.raises(SourceGoneError, match="no longer exists") as gone:
-                explain(lens, "a.pdf", 1, QUERY)
+                lens.explain("a.pdf", 1, QUERY)
             assert isinstance(gone.value, InputError)
             src.write_bytes(original.replace(b"Total revenue", b"Total expense"))
             with pytest.raises(SourceChangedError, match="changed since it was indexed"):
-                explain(lens, "a.pdf", 1, QUERY)
+                lens.explain("a.pdf", 1, QUERY)
         finally:
             src.write_bytes(original)
             moved.unlink()
-        assert isinstance(explain(lens, "a.pdf", 1, QUERY), Explanation)
+        assert isinstance(lens.explain("a.pdf", 1, QUERY), Explanation)

@@ -60,7 +60,7 @@ def _page_text(lens: pagelens.Lens) -> str:
 
 def test_revenue_lights_up_the_word_revenue_where_the_pdf_put_it(minilm_index):
     with pagelens.open(minilm_index / "idx") as lens:
-        e = explain(lens, "report.pdf", 1, "revenue")
+        e = explain(lens.index, lens.encoder(), "report.pdf", 1, "revenue")
         oracle = _oracle(lens, _page_text(lens), "revenue")
     assert e.kind == "boxes" and e.words_from == "layer" and e.grid is None
     assert e.query_tokens == ["revenue"] and [m.match for m in e.maps] == ["revenue"]
@@ -79,7 +79,7 @@ def test_revenue_lights_up_the_word_revenue_where_the_pdf_put_it(minilm_index):
 def test_each_query_token_names_the_word_maxsim_picked(minilm_index):
     query = "how many staff did the cat see"
     with pagelens.open(minilm_index / "idx") as lens:
-        e = explain(lens, "report.pdf", 1, query)
+        e = lens.explain("report.pdf", 1, query)
         oracle = _oracle(lens, _page_text(lens), query)
     assert len(e.maps) == len(oracle) == len(e.query_tokens) > 3
     for m, (piece, score) in zip(e.maps, oracle, strict=True):
@@ -95,6 +95,21 @@ def test_each_query_token_names_the_word_maxsim_picked(minilm_index):
     assert cat.y0 < 300 / H < cat.y1
 
 
+def test_explain_takes_the_index_and_the_channels_encoder(minilm_index):
+    from pagelens.errors import IndexMismatchError, PagelensError
+    from tests.fakes import FakeEncoder
+
+    with pagelens.open(minilm_index / "idx") as lens:
+        by_path = explain(lens.index, lens.encoder(), "report.pdf", 1, "revenue")
+        absolute = str((minilm_index / "pdfs" / "report.pdf").resolve())
+        by_file = explain(lens.index, lens.encoder(), absolute, 1, "revenue")
+        assert by_file == by_path and by_path.doc_path == "report.pdf"
+        with pytest.raises(IndexMismatchError, match="refusing encoder"):
+            explain(lens.index, FakeEncoder(), "report.pdf", 1, "revenue")
+        with pytest.raises(PagelensError, match="dense channel .* needs its encoder"):
+            explain(lens.index, None, "report.pdf", 1, "revenue")
+
+
 def test_a_moved_or_changed_file_gets_no_boxes(minilm_index):
     from pagelens.errors import SourceChangedError, SourceGoneError
 
@@ -104,10 +119,10 @@ def test_a_moved_or_changed_file_gets_no_boxes(minilm_index):
         try:
             src.rename(src.with_name("elsewhere.pdf"))
             with pytest.raises(SourceGoneError, match="report.pdf: file no longer exists"):
-                explain(lens, "report.pdf", 1, "revenue")
+                lens.explain("report.pdf", 1, "revenue")
             src.write_bytes(original.replace(b"revenue", b"expense"))
             with pytest.raises(SourceChangedError, match="report.pdf: file changed"):
-                explain(lens, "report.pdf", 1, "revenue")
+                lens.explain("report.pdf", 1, "revenue")
         finally:
             src.write_bytes(original)
             src.with_name("elsewhere.pdf").unlink(missing_ok=True)
@@ -130,7 +145,7 @@ def test_an_ocr_page_takes_its_boxes_from_tesseract(tmp_path):
     page.save(tmp_path / "pdfs" / "scan.pdf", "PDF", resolution=150.0)
     with pagelens.open(tmp_path / "idx", model="minilm") as lens:
         lens.add([tmp_path / "pdfs"], progress=False)
-        e = explain(lens, "scan.pdf", 1, "revenue")
+        e = lens.explain("scan.pdf", 1, "revenue")
         (payload,) = list(lens.index.pages())
     assert payload["text_source"] == "ocr" and e.words_from == "ocr"
     (box,) = e.boxes
@@ -150,8 +165,8 @@ def test_text_channel_beside_a_visual_encoder(tmp_path):
     with pagelens.open(tmp_path / "idx", model=str(model), text_model="minilm") as lens:
         lens.add([tmp_path / "pdfs"], progress=False)
     with pagelens.open(tmp_path / "idx", device="cpu") as lens:
-        text = explain(lens, "report.pdf", 1, "revenue", channel="text")
-        dense = explain(lens, "report.pdf", 1, "revenue")
+        text = lens.explain("report.pdf", 1, "revenue", channel="text")
+        dense = lens.explain("report.pdf", 1, "revenue")
     assert (text.channel, text.kind, text.boxes[0].word) == ("text", "boxes", "revenue")
     assert (dense.channel, dense.kind) == ("dense", "heatmap") and dense.grid is not None
 

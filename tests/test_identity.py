@@ -45,7 +45,7 @@ def test_an_index_built_with_a_relative_path_is_searched_from_anywhere(
     monkeypatch.chdir(elsewhere)
     found = runner.invoke(app, ["-q", "search", "revenue", "--index", idx, "--json"])
     assert found.exit_code == 0, found.output
-    assert json.loads(found.stdout)[0]["hits"]
+    assert json.loads(found.stdout)["results"][0]["hits"]
     absolute = str(workspace / "models" / "tiny")
     again = runner.invoke(
         app, ["-q", "search", "revenue", "--index", idx, "--model", absolute, "--json"]

@@ -128,3 +128,75 @@ def test_unknown_search_options_are_named(tmp_path):
     with pagelens.open(tmp_path / "idx", model="minilm") as lens:
         with pytest.raises(pagelens.PagelensError, match=r"unknown search options \['kk'\]"):
             lens.search(["q"], kk=3)
+
+
+def _fake_lens(tmp_path, monkeypatch, loaded: list[str]) -> pagelens.Lens:
+    """An index of a.pdf (2 pages) and b.pdf (1) built with the fake encoder, reopened."""
+    from pagelens import lens as lens_module
+
+    def fake_load(name, **kwargs):
+        loaded.append(name)
+        return FakeEncoder(model_id=name)
+
+    monkeypatch.setattr(lens_module, "load_encoder", fake_load)
+    folder = tmp_path / "pdfs"
+    folder.mkdir()
+    pf.text_pdf(folder / "a.pdf", 2, prefix="Alpha")
+    pf.text_pdf(folder / "b.pdf", 1, prefix="Beta")
+    with pagelens.open(tmp_path / "idx", model="fake-model") as lens:
+        lens.add([folder], progress=False)
+    loaded.clear()
+    return pagelens.open(tmp_path / "idx")
+
+
+def test_find_document_by_recorded_path_sha256_or_absolute_file(tmp_path, monkeypatch):
+    with _fake_lens(tmp_path, monkeypatch, []) as lens:
+        index = lens.index
+        record = index.find_document("a.pdf")
+        assert (record.doc_path, record.page_count) == ("a.pdf", 2)
+        assert index.find_document(record.doc_sha256) == record
+        assert index.find_document(str((tmp_path / "pdfs" / "a.pdf").resolve())) == record
+        for missing in ("c.pdf", "pdfs/a.pdf", str(tmp_path / "pdfs" / "c.pdf"), "0" * 64):
+            with pytest.raises(pagelens.DocumentNotFoundError, match="no document .*pagelens ls"):
+                index.find_document(missing)
+        with pytest.raises(pagelens.DocumentNotFoundError, match="named by its path"):
+            index.find_document("")
+        payload = index.page(record, 2)
+        assert (payload["doc_path"], payload["page_number"]) == ("a.pdf", 2)
+        for page in (0, 3, True, "1"):
+            with pytest.raises(pagelens.PageNotFoundError, match="pages 1 to 2"):
+                index.page(record, page)  # type: ignore[arg-type]
+        assert [p["page_number"] for p in index.document_pages(record)] == [1, 2]
+        # delete names documents the same way, with the same error
+        with pytest.raises(pagelens.DocumentNotFoundError, match="no document 'c.pdf'"):
+            lens.delete("c.pdf")
+        assert lens.delete(str(tmp_path / "pdfs" / "b.pdf")) == 1
+        assert [d.doc_path for d in lens.documents()] == ["a.pdf"]
+
+
+def test_one_function_makes_a_hit_of_a_stored_page(tmp_path, monkeypatch):
+    from pagelens.index import hit_from_payload
+
+    with _fake_lens(tmp_path, monkeypatch, []) as lens:
+        [[found]] = lens.search(["alpha"], channels=["dense"], k=1)
+        made = hit_from_payload(
+            lens.index.page(lens.index.find_document(found.doc_path), found.page_number),
+            score=found.score,
+            channels=found.channels,
+        )
+    assert made == found and made.payload == found.payload
+    assert made.source == str(tmp_path / "pdfs" / made.doc_path)
+
+
+def test_a_bad_explain_request_loads_no_model(tmp_path, monkeypatch):
+    loaded: list[str] = []
+    with _fake_lens(tmp_path, monkeypatch, loaded) as lens:
+        with pytest.raises(pagelens.DocumentNotFoundError):
+            lens.explain("c.pdf", 1, "alpha")
+        with pytest.raises(pagelens.PageNotFoundError):
+            lens.explain("a.pdf", 3, "alpha")
+        with pytest.raises(pagelens.PagelensError, match="no text channel"):
+            lens.explain("a.pdf", 1, "alpha", channel="text")
+        with pytest.raises(pagelens.PagelensError, match="empty"):
+            lens.explain("a.pdf", 1, " ")
+        assert loaded == []

@@ -66,14 +66,15 @@ def served(tmp_path_factory):
 
 def _doc(client: TestClient, path: str) -> str:
     docs = client.get("/documents", params={"limit": 100}).json()["documents"]
-    return next(d["doc"] for d in docs if d["doc_path"] == path)
+    return next(d["doc_sha256"] for d in docs if d["doc_path"] == path)
 
 
 def _is_json_error(response, status: int) -> str:
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"error"} and "Traceback" not in body["error"]
+    assert body["schema_version"] == 1 and set(body) == {"schema_version", "error"}
+    assert "Traceback" not in body["error"]
     return body["error"]
 
 
@@ -91,9 +92,9 @@ def test_the_job_reports_files_pages_speed_and_skipped_causes(served):
 # -- health --------------------------------------------------------------------------------
 def test_healthz_info_and_openapi(served):
     client, *_ = served
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"schema_version": 1, "status": "ok"}
     info = client.get("/info").json()
-    assert info["documents"] == 5 and info["pages"] == 6
+    assert info["schema_version"] == 1 and info["documents"] == 5 and info["pages"] == 6
     assert info["channels"] == ["dense", "bm25"] and info["model"] == "minilm"
     assert info["limits"]["max_k"] == 100
     docs = client.get("/docs")
@@ -130,10 +131,10 @@ def test_search_get_finds_the_page_with_channels_and_a_snippet(served):
     out = client.get("/search", params={"q": "democrats voted", "k": 3}).json()
     assert out["channels"] == ["dense", "bm25"] and out["fusion"] == "dbsf"
     top = out["results"][0]["hits"][0]
-    assert (top["doc_path"], top["page"]) == ("b.pdf", 1)
+    assert (top["doc_path"], top["page_number"]) == ("b.pdf", 1)
     assert set(top["channels"]) == {"dense", "bm25"}
     assert "democrats voted" in top["snippet"]
-    assert top["image"] == f"/pages/{top['doc']}/1/image"
+    assert top["image"] == f"/pages/{top['doc_sha256']}/1/image"
 
 
 def test_search_post_channels_fusion_weights_and_filters(served):
@@ -209,12 +210,17 @@ def test_malformed_json_is_a_422(served):
 def test_documents_ranked_by_their_best_pages(served):
     client, *_ = served
     out = client.get("/search/documents", params={"q": "Alpha revenue costs", "k": 2}).json()
-    first = out["documents"][0]
+    assert out["schema_version"] == 1 and out["k"] == 2
+    (found,) = out["results"]
+    assert found["query"] == "Alpha revenue costs"
+    first = found["documents"][0]
     assert first["doc_path"] == "a.pdf" and len(first["pages"]) == 2
     assert first["score"] == first["pages"][0]["score"] >= first["pages"][1]["score"]
-    assert len(out["documents"]) == 2
+    best = first["pages"][0]
+    assert best["image"] == f"/pages/{first['doc_sha256']}/{best['page_number']}/image"
+    assert len(found["documents"]) == 2
     post = client.post("/search/documents", json={"query": "democrats", "k": 1}).json()
-    assert [d["doc_path"] for d in post["documents"]] == ["b.pdf"]
+    assert [d["doc_path"] for d in post["results"][0]["documents"]] == ["b.pdf"]
     _is_json_error(client.get("/search/documents", params={"q": "x", "k": 500}), 422)
     _is_json_error(client.get("/search/documents", params={"q": " "}), 400)
 
@@ -231,10 +237,10 @@ def test_documents_are_listed_by_page_and_shown_with_their_pages(served):
     doc = _doc(client, "a.pdf")
     one = client.get(f"/documents/{doc}").json()
     assert one["doc_path"] == "a.pdf" and one["page_count"] == 2
-    assert [p["page"] for p in one["pages"]] == [1, 2]
+    assert [p["page_number"] for p in one["pages"]] == [1, 2]
     assert one["pages"][0]["text_source"] == "layer"
     assert "revenue" in one["pages"][0]["snippet"]
-    assert client.get("/documents/a.pdf").json()["doc"] == doc  # a path without '/' works too
+    assert client.get("/documents/a.pdf").json()["doc_sha256"] == doc  # a path without '/' too
     assert "no document" in _is_json_error(client.get("/documents/" + "0" * 64), 404)
     _is_json_error(client.get("/documents", params={"limit": 100000}), 422)
     _is_json_error(client.get("/documents", params={"offset": -1}), 422)
@@ -244,7 +250,7 @@ def test_deleting_a_document_removes_it_from_search(served):
     client, *_ = served
     doc = _doc(client, "gone.pdf")
     deleted = client.delete(f"/documents/{doc}").json()
-    assert deleted == {"deleted": "gone.pdf", "doc": doc, "pages": 1}
+    assert deleted == {"schema_version": 1, "deleted": "gone.pdf", "doc_sha256": doc, "pages": 1}
     _is_json_error(client.get(f"/documents/{doc}"), 404)
     _is_json_error(client.delete(f"/documents/{doc}"), 404)
     hits = client.get("/search", params={"q": "Epsilon vaccine trials", "k": 10}).json()
@@ -293,7 +299,7 @@ def test_the_image_cache_keeps_under_its_cap_least_recently_used_first(served, t
     lens = app.state.lens
     doc = _doc(client, "a.pdf")
     images = PageImages(lens, tmp_path / "lru", max_bytes=10**9)
-    one, two = page_hit(lens, doc, 1), page_hit(lens, doc, 2)
+    one, two = page_hit(lens.index, doc, 1), page_hit(lens.index, doc, 2)
     assert images.png(one, 25).startswith(PNG)
     time.sleep(0.01)
     images.png(two, 25)
@@ -340,7 +346,7 @@ def test_explain_highlights_the_words_maxsim_picked(served):
     # each token's score is its MaxSim term: its best similarity over the page's tokens
     encoder = app.state.lens.encoder()
     (q,) = encoder.encode_queries([query])
-    hit = page_hit(app.state.lens, doc, 1)
+    hit = page_hit(app.state.lens.index, doc, 1)
 
     from pagelens.types import Page
 
@@ -525,7 +531,7 @@ def test_the_serve_command_answers_on_loopback_and_stops_on_sigterm(tmp_path):
                 assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
                 assert time.monotonic() < deadline, "pagelens serve did not answer in 60 s"
                 time.sleep(0.2)
-        assert health.json() == {"status": "ok"}
+        assert health.json() == {"schema_version": 1, "status": "ok"}
         info = httpx.get(f"http://127.0.0.1:{port}/info", timeout=10).json()
         assert info["model"] == "minilm" and info["documents"] == 0
     finally:

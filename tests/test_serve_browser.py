@@ -184,3 +184,13 @@ def test_search_see_thumbnails_open_a_page_see_the_overlay(server, browser, tmp_
     browser.switch_to.active_element.send_keys(Keys.ESCAPE)
     wait.until(ec.visibility_of_element_located((By.ID, "pages-view")))
     assert browser.switch_to.active_element.text == first
+
+    # the documents tab: documents ranked by their best pages, each page a button
+    browser.find_element(By.ID, "tab-docs").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#doc-list .pages button"))
+    ranked = browser.find_element(By.ID, "doc-list").text
+    assert ranked.startswith("annual-report.pdf") and "page 1 (" in ranked
+    browser.find_element(By.CSS_SELECTOR, "#doc-list .pages button").click()
+    wait.until(ec.visibility_of_element_located((By.ID, "page-view")))
+    assert browser.find_element(By.ID, "page-title").text == "annual-report.pdf, page 1"
+    wait.until(lambda d: int(d.find_element(By.ID, "overlay").get_attribute("data-drawn") or 0) > 0)

@@ -65,7 +65,7 @@ from pagelens.storage.server import ClusterSpec
 from pagelens.types import Document, MultiVector, Page
 
 if TYPE_CHECKING:
-    from pagelens.storage.base import Store
+    from pagelens.storage.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -564,37 +564,15 @@ def index_paths_ray(
     start = time.perf_counter()
     options = options or RayOptions()
     ray = _ray()
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=options.address, log_to_driver=False)
+    started = _start(ray, options)
     found = paths if isinstance(paths, Discovery) else discover(paths)
     index, owner = _open_for_driver(ray, target)
     try:
         check_found(found, index, prune=prune)
-        built = index.manifest
-        loader = _loader(model, built.encoder.model_id if built else None, device, batch_size)
-        built_text = built.text_encoder.model_id if built and built.text_encoder else None
-        text_loader = (
-            _loader(text_model, built_text, device, batch_size)
-            if text_model is not None or built_text
-            else None
+        loaders, encoder_resources, enc, text_enc = _encoders(
+            ray, index, (model, text_model), device, batch_size, options
         )
-        encoder_resources = _encoder_resources(ray, options)
-        described = ray.get(
-            [
-                ray.remote(_describe).options(**encoder_resources).remote(lo)
-                for lo in (loader, text_loader)
-                if lo is not None
-            ]
-        )
-        enc = cast(Encoder, described[0])
-        text_enc = cast(Encoder, described[1]) if text_loader is not None else None
-        given: dict[str, Any] = {"pool_factor": pool_factor, "text": text}
-        changes = {k: v for k, v in given.items() if v is not None}
-        if changes:
-            base = settings or (built.settings if built else IndexSettings())
-            settings = replace(base, **changes)
-        settings = effective_settings(index, enc, settings, text_enc)
+        settings = _run_settings(index, (enc, text_enc), settings, pool_factor, text)
         index.prepare(enc.spec, settings, text_enc.spec if text_enc else None)
         render, text_settings = render or RenderSettings(), text_settings or TextSettings()
         how = RunSetup(enc, text_enc, settings, render, text_settings)
@@ -602,7 +580,6 @@ def index_paths_ray(
         run = RunState(index, how, cache, found)
         tasks = [_task(index, run, doc) for doc in found.documents if run.admit(doc)]
         if tasks:
-            loaders = (loader, text_loader)
             _run_pipeline(ray, target, owner, run, tasks, loaders, options, encoder_resources)
         if prune:
             run.prune()
@@ -612,6 +589,67 @@ def index_paths_ray(
         index.close()
         if started:
             ray.shutdown()
+
+
+def _start(ray: Any, options: RayOptions) -> bool:
+    """Start Ray here unless it runs already; whether this call started it."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=options.address, log_to_driver=False)
+    return True
+
+
+def _encoders(
+    ray: Any,
+    index: Index,
+    models: tuple[str | Callable[[], Encoder] | None, str | Callable[[], Encoder] | None],
+    device: str,
+    batch_size: int,
+    options: RayOptions,
+) -> tuple[
+    tuple[Callable[[], Encoder], Callable[[], Encoder] | None],
+    dict[str, Any],
+    Encoder,
+    Encoder | None,
+]:
+    """Give the encoders' loaders and resources, and the encoders as an actor describes them."""
+    model, text_model = models
+    built = index.manifest
+    loader = _loader(model, built.encoder.model_id if built else None, device, batch_size)
+    built_text = built.text_encoder.model_id if built and built.text_encoder else None
+    text_loader = (
+        _loader(text_model, built_text, device, batch_size)
+        if text_model is not None or built_text
+        else None
+    )
+    encoder_resources = _encoder_resources(ray, options)
+    described = ray.get(
+        [
+            ray.remote(_describe).options(**encoder_resources).remote(lo)
+            for lo in (loader, text_loader)
+            if lo is not None
+        ]
+    )
+    enc = cast(Encoder, described[0])
+    text_enc = cast(Encoder, described[1]) if text_loader is not None else None
+    return (loader, text_loader), encoder_resources, enc, text_enc
+
+
+def _run_settings(
+    index: Index,
+    encoders: tuple[Encoder, Encoder | None],
+    settings: IndexSettings | None,
+    pool_factor: int | None,
+    text: bool | None,
+) -> IndexSettings:
+    """Give ``settings`` (or the index's) with the options given, made effective for the run."""
+    given: dict[str, Any] = {"pool_factor": pool_factor, "text": text}
+    changes = {k: v for k, v in given.items() if v is not None}
+    if changes:
+        built = index.manifest
+        base = settings or (built.settings if built else IndexSettings())
+        settings = replace(base, **changes)
+    return effective_settings(index, encoders[0], settings, encoders[1])
 
 
 def _loader(
@@ -716,23 +754,7 @@ def _run_pipeline(
         fn_kwargs={"settings": how.settings, "single": how.encoder.spec.single},
         num_cpus=1,
     )
-    if target.direct:
-        ds = ds.map_batches(
-            _DirectWriter,
-            batch_size=options.write_pages,
-            batch_format="numpy",
-            fn_constructor_kwargs={"target": target},
-            compute=ActorPoolStrategy(size=options.writers),
-            num_cpus=0.25,
-        )
-    else:
-        ds = ds.map_batches(
-            _through_writer,
-            batch_size=options.write_pages,
-            batch_format="numpy",
-            fn_kwargs={"writer": owner},
-            num_cpus=0.25,
-        )
+    ds = _write_stage(ds, target, owner, options)
     progress = _Progress({t.doc.sha256: t.doc for t in tasks})
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for item in _items(batch):
@@ -743,6 +765,28 @@ def _run_pipeline(
             f"the pipeline ended with {len(progress.docs)} documents unsettled: "
             + ", ".join(sorted(d.path for d in progress.docs.values())[:5])
         )
+
+
+def _write_stage(ds: Any, target: IndexTarget, owner: Any, options: RayOptions) -> Any:
+    """Add the storing stage: writer actors on a server, or the driver's one writer."""
+    from ray.data import ActorPoolStrategy
+
+    if target.direct:
+        return ds.map_batches(
+            _DirectWriter,
+            batch_size=options.write_pages,
+            batch_format="numpy",
+            fn_constructor_kwargs={"target": target},
+            compute=ActorPoolStrategy(size=options.writers),
+            num_cpus=0.25,
+        )
+    return ds.map_batches(
+        _through_writer,
+        batch_size=options.write_pages,
+        batch_format="numpy",
+        fn_kwargs={"writer": owner},
+        num_cpus=0.25,
+    )
 
 
 def _heard(item: Any, progress: _Progress, times: StageTimes) -> list[str]:

@@ -21,12 +21,12 @@ from pagelens.errors import PagelensError
 from pagelens.index import Index
 from pagelens.lens import Lens
 from pagelens.search import DENSE, TEXT
-from pagelens.storage.base import Store
+from pagelens.storage.store import Store
 from pagelens.types import MultiVector, Page
 
 
 class LockedStore:
-    """A :class:`~pagelens.storage.base.Store` whose calls run one at a time.
+    """A :class:`~pagelens.storage.store.Store` whose calls run one at a time.
 
     Every method of the wrapped store is called under one lock, whatever the
     protocol grows to hold. A method that returns an iterator (``scroll``,

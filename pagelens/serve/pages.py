@@ -17,21 +17,18 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
 
-from pagelens.errors import PageNotFoundError, SourceChangedError, SourceGoneError
-from pagelens.explain import find_document
-from pagelens.index import DocumentRecord
+from pagelens.errors import SourceChangedError, SourceGoneError
+from pagelens.index import Index, hit_from_payload
 from pagelens.lens import Lens
 from pagelens.pipeline.discover import file_sha256
-from pagelens.storage.base import PayloadFilter
 from pagelens.storage.layout import source_from_payload
 from pagelens.types import Hit, display_path
 
 logger = logging.getLogger(__name__)
 
 
-def page_hit(lens: Lens, doc: str, page: int) -> Hit:
+def page_hit(index: Index, doc: str, page: int) -> Hit:
     """Make a :class:`~pagelens.types.Hit` for one page of a document (as a search gives).
 
     ``doc`` is the document's sha256 (or its path as recorded).
@@ -41,32 +38,7 @@ def page_hit(lens: Lens, doc: str, page: int) -> Hit:
         PageNotFoundError: the document has no such page.
 
     """
-    record = find_document(lens.index, doc)
-    if not 1 <= page <= record.page_count:
-        raise PageNotFoundError(
-            f"page {page} is not a page of {record.doc_path!r}: it has pages "
-            f"1 to {record.page_count}"
-        )
-    for payload in document_pages(lens, record):
-        if int(payload["page_number"]) == page:
-            return Hit(
-                doc_path=record.doc_path,
-                page_number=page,
-                score=0.0,
-                doc_sha256=record.doc_sha256,
-                payload=payload,
-                source=source_from_payload(payload) or None,
-                text=payload.get("text"),
-            )
-    raise PageNotFoundError(
-        f"page {page} of {record.doc_path!r} is not stored in the index (run `pagelens check`)"
-    )
-
-
-def document_pages(lens: Lens, record: DocumentRecord) -> list[dict[str, Any]]:
-    """Return a document's stored pages by page number (payloads as the index keeps them)."""
-    pages = lens.index.pages(PayloadFilter(doc_sha256=(record.doc_sha256,)))
-    return sorted(pages, key=lambda p: int(p["page_number"]))
+    return hit_from_payload(index.page(index.find_document(doc), page))
 
 
 class PageImages:

@@ -112,14 +112,14 @@ function renderGrid() {
   const grid = $("#grid");
   grid.replaceChildren();
   for (const hit of state.hits) {
-    const img = el("img", { alt: `${hit.doc_path}, page ${hit.page}`, loading: "lazy" });
+    const img = el("img", { alt: `${hit.doc_path}, page ${hit.page_number}`, loading: "lazy" });
     const chips = el("span");
     for (const c of hit.channels) chips.append(el("span", { class: "chip" }, c));
     const button = el("button", { class: "thumb", type: "button",
-        onclick: () => openPage(hit.doc, hit.page, hit.doc_path) },
+        onclick: () => openPage(hit.doc_sha256, hit.page_number, hit.doc_path) },
       img,
       el("span", { class: "doc" }, hit.doc_path),
-      el("span", { class: "meta" }, `page ${hit.page} · score ${hit.score.toFixed(3)}`),
+      el("span", { class: "meta" }, `page ${hit.page_number} · score ${hit.score.toFixed(3)}`),
       chips);
     grid.append(el("li", {}, button));
     loadImage(img, `${hit.image}?dpi=40`);
@@ -135,13 +135,14 @@ async function loadDocuments() {
     channels: chosenChannels().join(",") });
   try {
     const out = await (await api(`/search/documents?${params}`)).json();
-    if (!out.documents.length) list.append(el("li", {}, "No document matched."));
-    for (const doc of out.documents) {
+    const documents = out.results[0].documents;
+    if (!documents.length) list.append(el("li", {}, "No document matched."));
+    for (const doc of documents) {
       const pages = el("div", { class: "pages" });
       for (const p of doc.pages) {
         pages.append(el("button", { type: "button", class: "secondary",
-          onclick: () => openPage(doc.doc, p.page, doc.doc_path) },
-          `page ${p.page} (${p.score.toFixed(3)})`));
+          onclick: () => openPage(doc.doc_sha256, p.page_number, doc.doc_path) },
+          `page ${p.page_number} (${p.score.toFixed(3)})`));
       }
       list.append(el("li", {},
         el("strong", {}, doc.doc_path), ` · score ${doc.score.toFixed(3)}`, pages));

@@ -1,0 +1,1 @@
+"""The routes of ``pagelens serve``, one router per kind of thing served."""
