@@ -9,7 +9,7 @@ numpy arrays and plain dicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +99,20 @@ def stored_point(id_: Any, payload: Any, vectors: Any) -> StoredPoint:
         elif isinstance(v, list):  # multi-vectors; sparse ones are objects
             dense[name] = np.asarray(v, dtype=np.float32).reshape(len(v), -1)
     return StoredPoint(str(id_), dict(payload or {}), dense)
+
+
+def paged(fetch: Callable[[Any], tuple[Sequence[Any], Any]]) -> Iterator[Any]:
+    """Every record of a paged scroll: ``fetch(offset)`` gives a page and the next offset.
+
+    Both engines page a scroll alike (a first call with no offset, the last page's
+    next offset ``None``).
+    """
+    offset = None
+    while True:
+        records, offset = fetch(offset)
+        yield from records
+        if offset is None:
+            return
 
 
 def build_filter(m: Any, where: PayloadFilter | None) -> Any:

@@ -25,6 +25,7 @@ from pagelens.storage.base import (
     StoredPoint,
     build_filter,
     engine_errors,
+    paged,
     scored_records,
     stored_point,
     vector_list,
@@ -429,19 +430,22 @@ class EdgeStore:
 
     # -- reads ---------------------------------------------------------------------
     def scroll(self, where: PayloadFilter) -> Iterator[dict[str, Any]]:
+        for record in self._scroll(where, True, "read payloads"):
+            yield dict(record.payload or {})
+
+    def _scroll(self, where: PayloadFilter | None, payload: bool, doing: str) -> Iterator[Any]:
         m = self._m
         shard = self._require()
-        offset = None
         flt = build_filter(m, where)
-        while True:
-            with engine_errors(self.folder, "read payloads"):
-                records, offset = shard.scroll(
-                    m.ScrollRequest(offset=offset, limit=1000, filter=flt, with_payload=True)
-                )
-            for record in records:
-                yield dict(record.payload or {})
-            if offset is None:
-                return
+
+        def fetch(offset: Any) -> Any:
+            request = m.ScrollRequest(
+                offset=offset, limit=1000, filter=flt, with_payload=payload, with_vector=False
+            )
+            with engine_errors(self.folder, doing):
+                return shard.scroll(request)
+
+        yield from paged(fetch)
 
     def count(self, where: PayloadFilter) -> int:
         m = self._m
@@ -450,19 +454,8 @@ class EdgeStore:
             return int(shard.count(m.CountRequest(filter=build_filter(m, where), exact=True)))
 
     def point_ids(self) -> Iterator[str]:
-        m = self._m
-        shard = self._require()
-        offset = None
-        while True:
-            with engine_errors(self.folder, "list point ids"):
-                request = m.ScrollRequest(
-                    offset=offset, limit=1000, with_payload=False, with_vector=False
-                )
-                records, offset = shard.scroll(request)
-            for record in records:
-                yield str(record.id)
-            if offset is None:
-                return
+        for record in self._scroll(None, False, "list point ids"):
+            yield str(record.id)
 
     def retrieve(self, ids: Sequence[str]) -> list[StoredPoint]:
         shard = self._require()

@@ -21,6 +21,7 @@ from pagelens.storage.base import (
     StoredPoint,
     build_filter,
     engine_errors,
+    paged,
     scored_records,
     stored_point,
     vector_list,
@@ -205,18 +206,25 @@ class ServerStore:
         """Do nothing: a server builds its indexes in the background."""
 
     def scroll(self, where: PayloadFilter) -> Iterator[dict[str, Any]]:
+        for record in self._scroll(where, True, "read payloads"):
+            yield dict(record.payload or {})
+
+    def _scroll(self, where: PayloadFilter | None, payload: bool, doing: str) -> Iterator[Any]:
         self._require()
-        offset = None
         flt = build_filter(self._m, where)
-        while True:
-            with engine_errors(self.location, "read payloads"):
-                records, offset = self._client.scroll(
-                    self.collection, scroll_filter=flt, limit=1000, offset=offset, with_payload=True
+
+        def fetch(offset: Any) -> Any:
+            with engine_errors(self.location, doing):
+                return self._client.scroll(
+                    self.collection,
+                    scroll_filter=flt,
+                    limit=1000,
+                    offset=offset,
+                    with_payload=payload,
+                    with_vectors=False,
                 )
-            for record in records:
-                yield dict(record.payload or {})
-            if offset is None:
-                return
+
+        yield from paged(fetch)
 
     def count(self, where: PayloadFilter) -> int:
         self._require()
@@ -226,17 +234,8 @@ class ServerStore:
         return int(result.count)
 
     def point_ids(self) -> Iterator[str]:
-        self._require()
-        offset = None
-        while True:
-            with engine_errors(self.location, "list point ids"):
-                records, offset = self._client.scroll(
-                    self.collection, limit=1000, offset=offset, with_payload=False
-                )
-            for record in records:
-                yield str(record.id)
-            if offset is None:
-                return
+        for record in self._scroll(None, False, "list point ids"):
+            yield str(record.id)
 
     def retrieve(self, ids: Sequence[str]) -> list[StoredPoint]:
         self._require()
