@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pagelens.errors import MissingExtraError, StoreError
+from pagelens.errors import MissingExtraError, StoreError, check_whole
 from pagelens.storage.base import (
     BM25,
     COARSE_VECTORS,
@@ -228,6 +228,9 @@ class EdgeStore:
     the engine becomes a StoreError; ``verify=True`` always probes (``pagelens
     check``). Damage that leaves sizes and times alone (bit rot) is only found by
     ``pagelens check``.
+
+    ``segment_points``: seal the appendable segment each so many points written;
+    0 never seals (one segment until ``optimize``); ``None``: :data:`SEGMENT_POINTS`.
     """
 
     def __init__(
@@ -237,8 +240,12 @@ class EdgeStore:
         wait_s: float = 0.0,
         lock_now: bool = False,
         verify: bool = False,
+        segment_points: int | None = None,
     ) -> None:
         self.folder = Path(folder)
+        if segment_points is not None:
+            check_whole("segment_points (0: never seal)", segment_points, 0)
+        self._segment_points = segment_points
         if self.folder.exists() and not self.folder.is_dir():
             raise StoreError(f"{self.folder}: index location exists and is not a folder")
         self._lock_file: Any = None
@@ -394,7 +401,7 @@ class EdgeStore:
                     if points:
                         fresh.update(m.UpdateOperation.upsert_points(points))
                     unsealed += len(points)
-                    if unsealed >= SEGMENT_POINTS:  # segments, as upsert() leaves them
+                    if self._seals_at(unsealed):  # segments, as upsert() leaves them
                         fresh.flush()
                         self._optimize(fresh)
                         unsealed = 0
@@ -456,8 +463,12 @@ class EdgeStore:
             if durable:
                 shard.flush()
         self._unsealed += len(points)
-        if self._unsealed >= SEGMENT_POINTS and self._sealed_as_it_grows():
+        if self._seals_at(self._unsealed) and self._sealed_as_it_grows():
             self.optimize()
+
+    def _seals_at(self, unsealed: int) -> bool:
+        every = SEGMENT_POINTS if self._segment_points is None else self._segment_points
+        return 0 < every <= unsealed
 
     def _sealed_as_it_grows(self) -> bool:
         if self._seals is None:
