@@ -355,7 +355,7 @@ def _explain_text(encoder: Encoder, hit: Hit, query: str, channel: str) -> Expla
         words = ocr_words(str(path), hit.page_number, page_size_pt=size)
     else:
         words = layer_words(str(path), hit.page_number)
-    word_of = _token_words(spans, align_words(text, words))  # page token -> word index
+    word_of = token_words(spans, align_words(text, words))  # page token -> word index
     sims = vectors @ page_vectors.T  # (m, n)
     best = sims.argmax(axis=1)
     boxes: dict[int, list[int]] = {}  # word -> query tokens matched there
@@ -394,7 +394,7 @@ def _explain_text(encoder: Encoder, hit: Hit, query: str, channel: str) -> Expla
     return replace(empty, maps=maps, boxes=word_boxes, score=float(scores.sum()))
 
 
-def _token_words(
+def token_words(
     token_spans: list[tuple[int, int]], word_spans: list[tuple[int, int] | None]
 ) -> list[int | None]:
     """Return the word (index in ``word_spans``) each token starts in, or ``None``."""
