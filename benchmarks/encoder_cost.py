@@ -144,14 +144,14 @@ def build(name: str, fraction: float, device: str | None = None) -> tuple[Any, A
     import torch
 
     on = torch.device(device) if device else nullcontext()
-    from tests.tiny_models import _IDEFICS_SPECIALS, _tokenizer
+    from tests.tiny_models import IDEFICS_SPECIALS, tiny_tokenizer
 
     if name == "colsmol-256m":
         from colpali_engine.models import ColIdefics3, ColIdefics3Processor
         from transformers import Idefics3Config, Idefics3ImageProcessor
 
-        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *_IDEFICS_SPECIALS]
-        tok = _tokenizer(
+        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *IDEFICS_SPECIALS]
+        tok = tiny_tokenizer(
             specials, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
         )
         text = {**SMOL["text"], "model_type": "llama", "vocab_size": len(tok)}
@@ -185,7 +185,7 @@ def build(name: str, fraction: float, device: str | None = None) -> tuple[Any, A
             "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
             "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
         ]  # fmt: skip
-        tok = _tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+        tok = tiny_tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
         ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
         text = {
             **QWEN["text"],
@@ -227,10 +227,10 @@ def build(name: str, fraction: float, device: str | None = None) -> tuple[Any, A
         from colpali_engine.models import ColPali, ColPaliProcessor
         from transformers import PaliGemmaConfig, SiglipImageProcessor
 
-        from pagelens.encoders.colpali import _fix_paligemma_attention
+        from pagelens.encoders.colpali import fix_paligemma_attention
 
         specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
-        tok = _tokenizer(
+        tok = tiny_tokenizer(
             specials, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
         )
         size = PALI["vision"]["image_size"]
@@ -259,7 +259,7 @@ def build(name: str, fraction: float, device: str | None = None) -> tuple[Any, A
         )
         with on:
             model = ColPali(config)
-        _fix_paligemma_attention(model)
+        fix_paligemma_attention(model)
         return model, proc, "colpali"
 
     raise SystemExit(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")

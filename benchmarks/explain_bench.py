@@ -21,7 +21,7 @@ from pathlib import Path
 from common import MMLONGBENCH_PDFS, command_line, default_out, median, table, write_json
 
 import pagelens
-from pagelens.explain import _token_words, explain
+from pagelens.explain import explain, token_words
 from pagelens.pipeline.words import align_words, layer_words, ocr_words
 
 DOCS = [
@@ -51,7 +51,7 @@ def coverage(lens: pagelens.Lens, payload: dict, source: str) -> tuple[int, int]
         words = ocr_words(source, page, page_size_pt=size)
     else:
         words = layer_words(source, page)
-    located = _token_words(spans, align_words(text, words))
+    located = token_words(spans, align_words(text, words))
     return len(spans), sum(w is not None for w in located)
 
 

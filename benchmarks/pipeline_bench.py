@@ -35,12 +35,13 @@ import numpy as np
 from common import MMLONGBENCH_PDFS, command_line, default_out, table, write_json
 
 from pagelens.encoders.base import EncoderSpec
-from pagelens.index import Index, IndexSettings
+from pagelens.index import Index, IndexSettings, PageVectors, StoredPage
 from pagelens.pipeline.discover import discover
-from pagelens.pipeline.job import _page_records, _pooled, index_paths
+from pagelens.pipeline.job import index_paths
 from pagelens.pipeline.overlap import MAX_POOL_WORKERS, PipelineSettings, available_cores
 from pagelens.pipeline.render import RenderSettings, probe, render_pages
 from pagelens.pipeline.text import TextSettings, extract_text
+from pagelens.pooling import ward_pool
 from pagelens.types import MultiVector, Page
 
 # papers, a survey report, brochures, a consulting report: 114 pages
@@ -98,6 +99,12 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _pooled(vectors: MultiVector, factors: tuple[int, int, int]) -> PageVectors:
+    """One page's rerank, candidate and coarse vectors, as the indexing job pools them."""
+    stored, candidates, coarse = ward_pool(vectors, list(factors))
+    return PageVectors(stored, candidates, int(vectors.shape[0]), coarse)
+
+
 def stage_costs(paths: list[Path], render: RenderSettings, store_dir: Path) -> dict[str, Any]:
     """CPU seconds per page of each CPU stage, measured alone."""
     found = discover(paths)
@@ -127,9 +134,7 @@ def stage_costs(paths: list[Path], render: RenderSettings, store_dir: Path) -> d
         c0, w0 = _cpu(), time.perf_counter()
         for start in range(0, n, render.batch_pages):
             batch = pages[start : start + render.batch_pages]
-            errors = dict.fromkeys(range(len(batch)))
-            dense = {i: pooled[start + i] for i in range(len(batch))}
-            index.add_pages(_page_records(batch, errors, dense, None, settings))
+            index.add_pages([StoredPage(p, dense=pooled[start + i]) for i, p in enumerate(batch)])
         out["store"] = {"cpu_s": (_cpu() - c0) / n, "wall_s": (time.perf_counter() - w0) / n}
     return out
 

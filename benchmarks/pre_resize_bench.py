@@ -21,7 +21,7 @@ from common import MMLONGBENCH_PDFS, command_line, default_out, table, write_jso
 from encoder_cost import render
 
 from pagelens.encoders import load_encoder
-from pagelens.encoders.colpali import _pre_resize
+from pagelens.encoders.colpali import pre_resize_image
 
 
 def cpu_ms(fn: Any, pages: int, rounds: int) -> float:
@@ -53,14 +53,14 @@ def main() -> None:
     rows, results = [], []
     for budget in args.budgets:
         processor.image_processor.size["longest_edge"] = budget
-        small = [_pre_resize(image, processor) for image in images]
+        small = [pre_resize_image(image, processor) for image in images]
         full, pre = processor.process_images(images), processor.process_images(small)
         same = all(torch.equal(full[k], pre[k]) for k in full)
         n = len(images)
         alone = cpu_ms(lambda: processor.process_images(images), n, args.rounds)
-        resize = cpu_ms(lambda: [_pre_resize(i, processor) for i in images], n, args.rounds)
+        resize = cpu_ms(lambda: [pre_resize_image(i, processor) for i in images], n, args.rounds)
         both = cpu_ms(
-            lambda: processor.process_images([_pre_resize(i, processor) for i in images]),
+            lambda: processor.process_images([pre_resize_image(i, processor) for i in images]),
             n,
             args.rounds,
         )
