@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks.common import command_line, default_out, table, write_json
 
-PAGE_SHAPES = [(1275, 1650), (1650, 1275)]  # 150-dpi letter pages, portrait and landscape
+PAGE_SHAPES = ((1275, 1650), (1650, 1275))  # 150-dpi letter pages, portrait and landscape
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -23,11 +23,11 @@ from benchmarks.common import MMLONGBENCH_PDFS, command_line, default_out, media
 from pagelens.explain import explain, token_words
 from pagelens.pipeline.words import align_words, layer_words, ocr_words
 
-DOCS = [
+DOCS = (
     "2303.05039v2.pdf",  # a paper: two columns
     "Independents-Report.pdf",  # a survey report: charts, tables
     "reportq32015-151009093138-lva1-app6891_95.pdf",  # a slide deck
-]
+)
 
 
 def first_queries(queries: Path) -> dict[str, str]:
@@ -99,7 +99,7 @@ def explain_document(
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
-    parser.add_argument("--docs", nargs="+", default=DOCS)
+    parser.add_argument("--docs", nargs="+", default=list(DOCS))
     parser.add_argument(
         "--queries", type=Path, default=None, help="queries.jsonl (default: beside --pdf-dir)"
     )
