@@ -14,7 +14,7 @@ candidates, payload, ids) is not counted here.
 The Ward time per page is measured at the median and p90 vector counts, for one call
 of ``ward_pool(v, [factor, 16])`` (one linkage serves both, as in the indexing job).
 
-    python benchmarks/bytes_bench.py
+    python -m benchmarks.bytes_bench
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import hashlib
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from common import (
+
+from benchmarks.common import (
     MMLONGBENCH_PDFS,
     command_line,
     cpu_repeat,
@@ -36,7 +38,6 @@ from common import (
     table,
     write_json,
 )
-
 from pagelens.pipeline.render import RenderSettings, page_dpi, probe
 from pagelens.pooling import ward_pool
 from pagelens.types import Document
@@ -126,18 +127,9 @@ def unit_vectors(n: int, rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
-    ap.add_argument("--dpi", type=int, default=150)
-    ap.add_argument("--repeats", type=int, default=7, help="Ward timings per size")
-    ap.add_argument("--out", type=Path, default=default_out("bytes"))
-    args = ap.parse_args()
-
-    sizes = page_pixels(args.pdf_dir, args.dpi)
+def token_counts(sizes: list[tuple[int, int]]) -> dict[str, list[int]]:
+    """Visual tokens of every page, per model / processor setting."""
     by_size = Counter(sizes)
-    print(f"{len(sizes)} pages, {len(by_size)} distinct page sizes at {args.dpi} dpi")
-
     counts: dict[str, list[int]] = {}
     for name, max_pixels in QWEN_SETTINGS.items():
         per = {s: qwen_tokens(*s, max_pixels) for s in by_size}
@@ -145,59 +137,111 @@ def main() -> None:
     per = {s: smol_tokens(*s) for s in by_size}
     counts["colsmol-256m"] = [per[s] for s in sizes]
     counts["colpali-v1.3"] = [COLPALI_TOKENS] * len(sizes)
+    return counts
 
+
+def stored_bytes(model: str, ns: list[int], st: dict[str, float]) -> tuple[dict, list[list]]:
+    """Bytes per page stored at each pool factor (with and without candidates), and rows."""
+    cand = [math.ceil(n / CANDIDATE_FACTOR) * DIM * BYTES_FP16 for n in ns]
+    per_factor = {}
+    rows = []
+    for f in FACTORS:
+        stored = [math.ceil(n / f) * DIM * BYTES_FP16 for n in ns]
+        per_factor[f] = {
+            "rerank_bytes_mean": float(np.mean(stored)),
+            "rerank_bytes_median": float(np.median(stored)),
+            "with_candidates_bytes_mean": float(np.mean(stored) + np.mean(cand)),
+            "with_candidates_bytes_median": float(np.median(np.add(stored, cand))),
+        }
+        rows.append(
+            [
+                model,
+                f,
+                f"{st['median']:.0f}",
+                per_factor[f]["rerank_bytes_median"] / 1024,
+                per_factor[f]["with_candidates_bytes_median"] / 1024,
+                per_factor[f]["with_candidates_bytes_mean"] * 1e6 / 2**30,
+            ]
+        )
+    entry = {
+        "visual_tokens_per_page": st,
+        "candidate_bytes_median": float(np.median(cand)),
+        "factors": {str(f): v for f, v in per_factor.items()},
+    }
+    return entry, rows
+
+
+def ward_times(
+    st: dict[str, float], rng: np.random.Generator, repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Ward time at the median and p90 sizes; the count check guards the bytes claim."""
+    ward = {}
+    for label in ("median", "p90"):
+        n = int(st[label])
+        v = unit_vectors(n, rng)
+        got = ward_pool(v, [3, CANDIDATE_FACTOR])
+        if [g.shape[0] for g in got] != [math.ceil(n / 3), math.ceil(n / CANDIDATE_FACTOR)]:
+            raise SystemExit(f"ward_pool gave {[g.shape for g in got]} for n={n}")
+        fn = lambda v=v: ward_pool(v, [3, CANDIDATE_FACTOR])  # noqa: E731
+        secs = repeat(fn, repeats)
+        cpu = cpu_repeat(fn, repeats)
+        ward[label] = {
+            "vectors": n,
+            "wall_s_median": median(secs),
+            "cpu_s_median": median(cpu),
+            "wall_s": secs,
+            "cpu_s": cpu,
+        }
+    return ward
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
+    ap.add_argument("--dpi", type=int, default=150)
+    ap.add_argument("--repeats", type=int, default=7, help="Ward timings per size")
+    ap.add_argument("--out", type=Path, default=default_out("bytes"))
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    sizes = page_pixels(args.pdf_dir, args.dpi)
+    by_size = Counter(sizes)
+    print(f"{len(sizes)} pages, {len(by_size)} distinct page sizes at {args.dpi} dpi")
     rng = np.random.default_rng(0)
     results: dict[str, object] = {}
     rows = []
     time_rows = []
-    for model, ns in counts.items():
+    for model, ns in token_counts(sizes).items():
         st = stats(ns)
-        cand = [math.ceil(n / CANDIDATE_FACTOR) * DIM * BYTES_FP16 for n in ns]
-        per_factor = {}
-        for f in FACTORS:
-            stored = [math.ceil(n / f) * DIM * BYTES_FP16 for n in ns]
-            per_factor[f] = {
-                "rerank_bytes_mean": float(np.mean(stored)),
-                "rerank_bytes_median": float(np.median(stored)),
-                "with_candidates_bytes_mean": float(np.mean(stored) + np.mean(cand)),
-                "with_candidates_bytes_median": float(np.median(np.add(stored, cand))),
-            }
-            rows.append(
-                [
-                    model,
-                    f,
-                    f"{st['median']:.0f}",
-                    per_factor[f]["rerank_bytes_median"] / 1024,
-                    per_factor[f]["with_candidates_bytes_median"] / 1024,
-                    per_factor[f]["with_candidates_bytes_mean"] * 1e6 / 2**30,
-                ]
+        entry, factor_rows = stored_bytes(model, ns, st)
+        rows += factor_rows
+        ward = ward_times(st, rng, args.repeats)
+        for label, w in ward.items():
+            time_rows.append(
+                [model, label, w["vectors"], w["wall_s_median"] * 1000, w["cpu_s_median"] * 1000]
             )
-        # Ward time at the median and p90 sizes; the count check guards the bytes claim
-        ward = {}
-        for label in ("median", "p90"):
-            n = int(st[label])
-            v = unit_vectors(n, rng)
-            got = ward_pool(v, [3, CANDIDATE_FACTOR])
-            if [g.shape[0] for g in got] != [math.ceil(n / 3), math.ceil(n / CANDIDATE_FACTOR)]:
-                raise SystemExit(f"ward_pool gave {[g.shape for g in got]} for n={n}")
-            fn = lambda v=v: ward_pool(v, [3, CANDIDATE_FACTOR])  # noqa: E731
-            secs = repeat(fn, args.repeats)
-            cpu = cpu_repeat(fn, args.repeats)
-            ward[label] = {
-                "vectors": n,
-                "wall_s_median": median(secs),
-                "cpu_s_median": median(cpu),
-                "wall_s": secs,
-                "cpu_s": cpu,
-            }
-            time_rows.append([model, label, n, median(secs) * 1000, median(cpu) * 1000])
-        results[model] = {
-            "visual_tokens_per_page": st,
-            "candidate_bytes_median": float(np.median(cand)),
-            "factors": {str(f): v for f, v in per_factor.items()},
-            "ward_pool_time": ward,
-        }
+        results[model] = {**entry, "ward_pool_time": ward}
+    print_tables(rows, time_rows)
+    write_json(
+        args.out,
+        "bytes",
+        command_line(__spec__.name, argv),
+        {
+            "dpi": args.dpi,
+            "pages": len(sizes),
+            "dim": DIM,
+            "dtype": "float16",
+            "candidate_factor": CANDIDATE_FACTOR,
+            "page_sizes_px": {f"{w}x{h}": c for (w, h), c in by_size.most_common()},
+            "models": results,
+        },
+    )
+    return 0
 
+
+def print_tables(rows: list[list], time_rows: list[list]) -> None:
     print()
     print(
         table(
@@ -219,21 +263,7 @@ def main() -> None:
             time_rows,
         )
     )
-    write_json(
-        args.out,
-        "bytes",
-        command_line(),
-        {
-            "dpi": args.dpi,
-            "pages": len(sizes),
-            "dim": DIM,
-            "dtype": "float16",
-            "candidate_factor": CANDIDATE_FACTOR,
-            "page_sizes_px": {f"{w}x{h}": c for (w, h), c in by_size.most_common()},
-            "models": results,
-        },
-    )
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -18,12 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: children run from here
 RESULTS = ROOT / "benchmarks" / "results"
 MMLONGBENCH_PDFS = Path("/work/shared/datasets/mmlongbench-dev/pdfs")
-
-if str(ROOT) not in sys.path:  # run as `python benchmarks/<name>.py` from a source tree
-    sys.path.insert(0, str(ROOT))
 
 
 def default_out(name: str) -> Path:
@@ -177,11 +174,12 @@ def write_json(path: str | os.PathLike[str], name: str, command: str, results: A
     return out
 
 
-def command_line() -> str:
-    """The command that ran this script, for the JSON record."""
-    args = [Path(sys.argv[0]).as_posix()]
-    try:
-        args[0] = Path(sys.argv[0]).resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        pass
-    return " ".join(["python", *args, *sys.argv[1:]])
+def command_line(module: str, argv: Sequence[str] | None = None) -> str:
+    """The command that ran benchmark ``module`` with ``argv``, for the JSON record."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python", "-m", module, *args])
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """The command that runs benchmark ``module`` in a child process (from :data:`ROOT`)."""
+    return [sys.executable, "-m", module, *args]

@@ -24,9 +24,9 @@ CPU preprocessing share, peak GPU memory, and query encoding time (``--queries``
 questions from ``benchmarks/gpu/queries.json``). Pages can come from PNGs saved by
 ``--save-images`` (a machine without poppler): ``benchmarks/gpu/run_gpu_check.sh``.
 
-    python benchmarks/encoder_cost.py --pages 2
-    python benchmarks/encoder_cost.py --save-images .gpu-pages --pages 16
-    python benchmarks/encoder_cost.py --device cuda --images .gpu-pages --pages 16 \\
+    python -m benchmarks.encoder_cost --pages 2
+    python -m benchmarks.encoder_cost --save-images .gpu-pages --pages 16
+    python -m benchmarks.encoder_cost --device cuda --images .gpu-pages --pages 16 \\
         --batch-sizes 1 8 16 --out encoder_cost_gpu.json
 """
 
@@ -46,7 +46,16 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from common import MMLONGBENCH_PDFS, ROOT, command_line, default_out, median, table, write_json
+from benchmarks.common import (
+    MMLONGBENCH_PDFS,
+    ROOT,
+    command_line,
+    default_out,
+    median,
+    module_command,
+    table,
+    write_json,
+)
 
 # -- real architecture configs --------------------------------------------------------------
 # vidore/colSmol-256M = SmolVLM-256M (Idefics3) + LoRA + 128-d projection.
@@ -60,7 +69,7 @@ from common import MMLONGBENCH_PDFS, ROOT, command_line, default_out, median, ta
 #     (SmolVLM-256M preprocessor_config.json / processor_config.json, e.g.
 #     https://huggingface.co/moot20/SmolVLM-256M-Base-MLX-4bits/blob/main/preprocessor_config.json,
 #     https://huggingface.co/HuggingFaceTB/SmolVLM-256M-Instruct/blob/main/processor_config.json).
-SMOL = {
+SMOL: dict[str, Any] = {
     "text": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                  num_attention_heads=9, num_key_value_heads=3, head_dim=64,
                  max_position_embeddings=8192, rms_norm_eps=1e-5),
@@ -78,7 +87,7 @@ SMOL = {
 #   patch 14, merge 2, window 112, full attention in blocks 7/15/23/31, out_hidden 2048.
 #   processor: 28 px per merged token; max_pixels = 768 * 28 * 28 (colpali-engine's
 #   max_num_visual_tokens=768; see bytes_bench.py on why this value).
-QWEN = {
+QWEN: dict[str, Any] = {
     "text": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
                  num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=128000,
                  rms_norm_eps=1e-6),
@@ -94,7 +103,7 @@ QWEN = {
 #   text (Gemma-2B): hidden 2048, intermediate 16384, 18 layers, 8 heads, 1 kv head
 #   (head_dim 256, Gemma's); vision (SigLIP so400m): hidden 1152, intermediate 4304,
 #   27 layers, 16 heads, image 448, patch 14 -> 1024 image tokens; projection_dim 2048.
-PALI = {
+PALI: dict[str, Any] = {
     "text": dict(hidden_size=2048, intermediate_size=16384, num_hidden_layers=18,
                  num_attention_heads=8, num_key_value_heads=1, head_dim=256,
                  max_position_embeddings=8192),
@@ -140,129 +149,138 @@ def build(name: str, fraction: float, device: str | None = None) -> tuple[Any, A
 
     ``device``: where the model's weights are created (the processor stays on the CPU).
     """
-    sys.path.insert(0, str(ROOT))
     import torch
 
-    on = torch.device(device) if device else nullcontext()
-    from tests.tiny_models import _IDEFICS_SPECIALS, _tokenizer
+    builders = {"colsmol-256m": _smol, "colqwen2.5-3b": _qwen, "colpali-v1.3": _pali}
+    if name not in builders:
+        raise SystemExit(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    on: Any = torch.device(device) if device else nullcontext()
+    return builders[name](fraction, on)
 
-    if name == "colsmol-256m":
-        from colpali_engine.models import ColIdefics3, ColIdefics3Processor
-        from transformers import Idefics3Config, Idefics3ImageProcessor
 
-        specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *_IDEFICS_SPECIALS]
-        tok = _tokenizer(
-            specials, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
-        )
-        text = {**SMOL["text"], "model_type": "llama", "vocab_size": len(tok)}
-        text["num_hidden_layers"] = _scaled(text["num_hidden_layers"], fraction)
-        vision = {**SMOL["vision"]}
-        vision["num_hidden_layers"] = _scaled(vision["num_hidden_layers"], fraction)
-        config = Idefics3Config(
-            text_config={**text, "pad_token_id": tok.pad_token_id},
-            vision_config=vision,
-            scale_factor=SMOL["scale_factor"],
-            image_token_id=tok.convert_tokens_to_ids("<image>"),
-            pad_token_id=tok.pad_token_id,
-        )
-        with on:
-            model = ColIdefics3(config)
-        image_processor = Idefics3ImageProcessor(
-            size={"longest_edge": SMOL["longest_edge"]},
-            max_image_size={"longest_edge": SMOL["tile"]},
-            do_image_splitting=True,
-        )
-        proc = ColIdefics3Processor(
-            image_processor=image_processor, tokenizer=tok, image_seq_len=SMOL["image_seq_len"]
-        )
-        return model, proc, "colidefics3"
+def _smol(fraction: float, on: Any) -> tuple[Any, Any, str]:
+    from colpali_engine.models import ColIdefics3, ColIdefics3Processor
+    from transformers import Idefics3Config, Idefics3ImageProcessor
 
-    if name == "colqwen2.5-3b":
-        from colpali_engine.models import ColQwen2_5, ColQwen2_5_Processor
-        from transformers import Qwen2_5_VLConfig, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+    from tests.tiny_models import IDEFICS_SPECIALS, tiny_tokenizer
 
-        specials = [
-            "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
-            "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
-        ]  # fmt: skip
-        tok = _tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-        ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
-        text = {
-            **QWEN["text"],
-            "vocab_size": len(tok),
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": QWEN["rope_theta"],
-                "mrope_section": QWEN["mrope_section"],
-            },
-            "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-        }
-        text["num_hidden_layers"] = _scaled(text["num_hidden_layers"], fraction)
-        vision = {**QWEN["vision"]}
-        vision["depth"] = _scaled(vision["depth"], fraction)
-        vision["fullatt_block_indexes"] = [
-            i for i in QWEN["fullatt_block_indexes"] if i < vision["depth"]
-        ]
-        config = Qwen2_5_VLConfig(
-            text_config=text,
-            vision_config=vision,
-            image_token_id=ids["<|image_pad|>"],
-            video_token_id=ids["<|video_pad|>"],
-            vision_start_token_id=ids["<|vision_start|>"],
-            vision_end_token_id=ids["<|vision_end|>"],
-        )
-        with on:
-            model = ColQwen2_5(config)
-        image_processor = Qwen2VLImageProcessor(
-            min_pixels=QWEN["min_pixels"], max_pixels=QWEN["max_pixels"]
-        )
-        proc = ColQwen2_5_Processor(
-            image_processor=image_processor, tokenizer=tok, video_processor=Qwen2VLVideoProcessor()
-        )
-        return model, proc, "colqwen2_5"
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *IDEFICS_SPECIALS]
+    tok = tiny_tokenizer(
+        specials, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
+    )
+    text = {**SMOL["text"], "model_type": "llama", "vocab_size": len(tok)}
+    text["num_hidden_layers"] = _scaled(text["num_hidden_layers"], fraction)
+    vision = {**SMOL["vision"]}
+    vision["num_hidden_layers"] = _scaled(vision["num_hidden_layers"], fraction)
+    extra: dict[str, Any] = {"pad_token_id": tok.pad_token_id}
+    config = Idefics3Config(
+        text_config={**text, "pad_token_id": tok.pad_token_id},
+        vision_config=vision,
+        scale_factor=SMOL["scale_factor"],
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        **extra,
+    )
+    with on:
+        model = ColIdefics3(config)
+    image_processor = Idefics3ImageProcessor(
+        size={"longest_edge": SMOL["longest_edge"]},
+        max_image_size={"longest_edge": SMOL["tile"]},
+        do_image_splitting=True,
+    )
+    proc = ColIdefics3Processor(
+        image_processor=image_processor, tokenizer=tok, image_seq_len=SMOL["image_seq_len"]
+    )
+    return model, proc, "colidefics3"
 
-    if name == "colpali-v1.3":
-        from colpali_engine.models import ColPali, ColPaliProcessor
-        from transformers import PaliGemmaConfig, SiglipImageProcessor
 
-        from pagelens.encoders.colpali import _fix_paligemma_attention
+def _qwen(fraction: float, on: Any) -> tuple[Any, Any, str]:
+    from colpali_engine.models import ColQwen2_5, ColQwen2_5_Processor
+    from transformers import Qwen2_5_VLConfig, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-        specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
-        tok = _tokenizer(
-            specials, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
-        )
-        size = PALI["vision"]["image_size"]
-        image_processor = SiglipImageProcessor(size={"height": size, "width": size})
-        image_processor.image_seq_length = PALI["image_seq_length"]
-        proc = ColPaliProcessor(image_processor=image_processor, tokenizer=tok)
-        tok = proc.tokenizer
-        text = {
-            **PALI["text"],
-            "model_type": "gemma",
-            "vocab_size": len(tok),
-            "pad_token_id": tok.pad_token_id,
-            "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id,
-        }
-        text["num_hidden_layers"] = _scaled(text["num_hidden_layers"], fraction)
-        vision = {**PALI["vision"]}
-        vision["num_hidden_layers"] = _scaled(vision["num_hidden_layers"], fraction)
-        config = PaliGemmaConfig(
-            text_config=text,
-            vision_config=vision,
-            projection_dim=PALI["projection_dim"],
-            hidden_size=PALI["text"]["hidden_size"],
-            vocab_size=len(tok),
-            image_token_index=tok.convert_tokens_to_ids("<image>"),
-        )
-        with on:
-            model = ColPali(config)
-        _fix_paligemma_attention(model)
-        return model, proc, "colpali"
+    from tests.tiny_models import tiny_tokenizer
 
-    raise SystemExit(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    specials = [
+        "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+        "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    ]  # fmt: skip
+    tok = tiny_tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
+    text = {
+        **QWEN["text"],
+        "vocab_size": len(tok),
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": QWEN["rope_theta"],
+            "mrope_section": QWEN["mrope_section"],
+        },
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    text["num_hidden_layers"] = _scaled(text["num_hidden_layers"], fraction)
+    vision = {**QWEN["vision"]}
+    vision["depth"] = _scaled(vision["depth"], fraction)
+    vision["fullatt_block_indexes"] = [
+        i for i in QWEN["fullatt_block_indexes"] if i < vision["depth"]
+    ]
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    with on:
+        model = ColQwen2_5(config)
+    image_processor = Qwen2VLImageProcessor(
+        min_pixels=QWEN["min_pixels"], max_pixels=QWEN["max_pixels"]
+    )
+    proc = ColQwen2_5_Processor(
+        image_processor=image_processor, tokenizer=tok, video_processor=Qwen2VLVideoProcessor()
+    )
+    return model, proc, "colqwen2_5"
+
+
+def _pali(fraction: float, on: Any) -> tuple[Any, Any, str]:
+    from colpali_engine.models import ColPali, ColPaliProcessor
+    from transformers import PaliGemmaConfig, SiglipImageProcessor
+
+    from pagelens.encoders.colpali import fix_paligemma_attention
+    from tests.tiny_models import tiny_tokenizer
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
+    tok = tiny_tokenizer(
+        specials, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
+    size = PALI["vision"]["image_size"]
+    image_processor: Any = SiglipImageProcessor(size={"height": size, "width": size})
+    image_processor.image_seq_length = PALI["image_seq_length"]
+    proc = ColPaliProcessor(image_processor=image_processor, tokenizer=tok)
+    tok = proc.tokenizer
+    text = {
+        **PALI["text"],
+        "model_type": "gemma",
+        "vocab_size": len(tok),
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    text["num_hidden_layers"] = _scaled(text["num_hidden_layers"], fraction)
+    vision = {**PALI["vision"]}
+    vision["num_hidden_layers"] = _scaled(vision["num_hidden_layers"], fraction)
+    config = PaliGemmaConfig(
+        text_config=text,
+        vision_config=vision,
+        projection_dim=PALI["projection_dim"],
+        hidden_size=PALI["text"]["hidden_size"],
+        vocab_size=len(tok),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+    )
+    with on:
+        model = ColPali(config)
+    fix_paligemma_attention(model)
+    return model, proc, "colpali"
 
 
 def param_bytes(name: str) -> int:
@@ -380,7 +398,22 @@ def child(name: str, args: argparse.Namespace) -> None:
     build_s = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
     encoder = make_encoder(model, proc, family, name, "cpu", torch.float32)
-    pages = get_pages(args)
+    rows = time_pages(encoder, proc, get_pages(args))
+    print(
+        json.dumps(
+            {
+                "fraction": args.fraction,
+                "params": params,
+                "build_seconds": build_s,
+                "pages": rows,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def time_pages(encoder: Any, proc: Any, pages: list[Any]) -> list[dict[str, Any]]:
+    """Encode each page alone: its tokens, wall and CPU seconds (progress on stderr)."""
     rows = []
     for page in pages:
         inputs = proc.process_images([page.image])
@@ -401,17 +434,7 @@ def child(name: str, args: argparse.Namespace) -> None:
             }
         )
         print(json.dumps({"progress": rows[-1]}), file=sys.stderr, flush=True)
-    print(
-        json.dumps(
-            {
-                "fraction": args.fraction,
-                "params": params,
-                "build_seconds": build_s,
-                "pages": rows,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        )
-    )
+    return rows
 
 
 def _versions(torch: Any) -> dict[str, Any]:
@@ -440,28 +463,47 @@ def _log(event: str, **fields: Any) -> None:
     print(json.dumps({"progress": event, **fields}), file=sys.stderr, flush=True)
 
 
+def _gib(n: int) -> float:
+    return round(n / 2**30, 3)
+
+
+class Device:
+    """Where a batched child runs: synchronises and reads peak memory on a GPU, not on a CPU."""
+
+    def __init__(self, torch: Any, device: str) -> None:
+        self.torch, self.device = torch, device
+        self.cuda = device.startswith("cuda")
+
+    def sync(self) -> None:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def reset_peak(self) -> None:
+        if self.cuda:
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def info(self) -> dict[str, Any]:
+        cuda = self.torch.cuda
+        if not self.cuda:
+            return {}
+        return {
+            "gpu": cuda.get_device_name(self.device),
+            "gpu_capability": list(cuda.get_device_capability(self.device)),
+            "gpu_total_gib": _gib(cuda.get_device_properties(self.device).total_memory),
+        }
+
+
 def child_batched(name: str, args: argparse.Namespace) -> None:
     """Any device and dtype, per batch size; the GPU run (see the module docstring)."""
     import torch
 
-    device, dtype = args.device, getattr(torch, args.dtype)
-    cuda = device.startswith("cuda")
+    on = Device(torch, args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    def gib(n: int) -> float:
-        return round(n / 2**30, 3)
-
     result: dict[str, Any] = {"fraction": args.fraction, "versions": _versions(torch)}
-    if cuda:
-        result["gpu"] = torch.cuda.get_device_name(device)
-        result["gpu_capability"] = list(torch.cuda.get_device_capability(device))
-        result["gpu_total_gib"] = gib(torch.cuda.get_device_properties(device).total_memory)
+    result.update(on.info())
     result["torch_threads"] = torch.get_num_threads()
     t0 = time.perf_counter()
     pages = get_pages(args)
@@ -469,35 +511,17 @@ def child_batched(name: str, args: argparse.Namespace) -> None:
     _log("pages loaded", n=len(pages), seconds=round(result["load_pages_seconds"], 2))
 
     t0 = time.perf_counter()
-    model, proc, family = build(name, args.fraction, device=device)
-    model = model.to(dtype).eval()
-    sync()
+    model, proc, family = build(name, args.fraction, device=args.device)
+    model = model.to(getattr(torch, args.dtype)).eval()
+    on.sync()
     result["build_seconds"] = time.perf_counter() - t0
     result["params"] = sum(p.numel() for p in model.parameters())
     result["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
-    if cuda:
-        result["weights_gib"] = gib(torch.cuda.memory_allocated(device))
+    if on.cuda:
+        result["weights_gib"] = _gib(torch.cuda.memory_allocated(args.device))
     _log("built", params=result["params"], seconds=round(result["build_seconds"], 1))
-    encoder = make_encoder(model, proc, family, name, device, dtype)
-
-    # Per page, batch of one: tokens, and the processor's (CPU) share of encode_pages.
-    rows = []
-    for page in pages:
-        t = time.perf_counter()
-        inputs = proc.process_images([page.image])
-        rows.append(
-            {
-                "page": f"{page.doc_path}#{page.page_number}",
-                "image_px": list(page.image.size),
-                "visual_tokens": int((inputs["input_ids"] == encoder.image_token_id).sum()),
-                "sequence_tokens": int(inputs["attention_mask"].sum()),
-                "preprocess_seconds": time.perf_counter() - t,
-            }
-        )
-    result["pages"] = rows
-    result["visual_tokens_median"] = median([r["visual_tokens"] for r in rows])
-    result["sequence_tokens_median"] = median([r["sequence_tokens"] for r in rows])
-    result["preprocess_ms_per_page"] = 1000 * median([r["preprocess_seconds"] for r in rows])
+    encoder = make_encoder(model, proc, family, name, args.device, getattr(torch, args.dtype))
+    result.update(page_tokens(proc, encoder, pages))
     _log("preprocessed", ms_per_page=round(result["preprocess_ms_per_page"], 1))
 
     def late(what: str) -> bool:
@@ -510,79 +534,110 @@ def child_batched(name: str, args: argparse.Namespace) -> None:
 
     result["batches"] = {}
     for bs in args.batch_sizes:
-        if late(f"batch size {bs}"):
-            continue
-        encoder.batch_size = bs
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-        sync()
-        t = time.perf_counter()
-        encoder.encode_pages(pages[:bs])  # warm-up: one batch
-        sync()
-        warm = time.perf_counter() - t
-        seconds, vectors = [], []
-        for start in range(0, len(pages), bs):
-            batch = pages[start : start + bs]
-            sync()
-            t = time.perf_counter()
-            out = encoder.encode_pages(batch)
-            sync()
-            seconds.append(time.perf_counter() - t)
-            vectors.extend(int(v.shape[0]) for v in out)
-            _log("batch", batch_size=bs, pages=len(batch), seconds=round(seconds[-1], 4))
-        total = sum(seconds)
-        entry = {
-            "batch_size": bs,
-            "pages": len(pages),
-            "warmup_seconds": warm,
-            "batch_seconds": seconds,
-            "seconds": total,
-            "pages_per_second": len(pages) / total,
-            "ms_per_page": 1000 * total / len(pages),
-            "vectors_per_page_median": median(vectors),
-        }
-        if cuda:
-            entry["peak_gpu_gib"] = gib(torch.cuda.max_memory_allocated(device))
-            entry["peak_gpu_reserved_gib"] = gib(torch.cuda.max_memory_reserved(device))
-        result["batches"][str(bs)] = entry
-        _log("batch size done", **{k: entry[k] for k in ("batch_size", "ms_per_page")})
-
+        if not late(f"batch size {bs}"):
+            result["batches"][str(bs)] = time_batches(encoder, pages, bs, on)
     if args.queries and not late("queries"):
-        doc = json.loads(QUERIES.read_text(encoding="utf-8"))
-        texts = [q["query"] for q in doc["queries"]][: args.queries]
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        encoder.batch_size = len(texts)
-        encoder.encode_queries(texts)  # warm-up
-        sync()
-        t = time.perf_counter()
-        out = encoder.encode_queries(texts)
-        sync()
-        batch_s = time.perf_counter() - t
-        encoder.batch_size = 1
-        encoder.encode_queries(texts[:1])  # warm-up
-        single = []
-        for text in texts[:8]:
-            sync()
-            t = time.perf_counter()
-            encoder.encode_queries([text])
-            sync()
-            single.append(time.perf_counter() - t)
-        result["queries"] = {
-            "n": len(texts),
-            "batch_seconds": batch_s,
-            "ms_per_query_batched": 1000 * batch_s / len(texts),
-            "single_query_ms_median": 1000 * median(single),
-            "single_query_ms": [1000 * s for s in single],
-            # tokens of the tiny stand-in tokenizer: about 2-3x a real tokenizer's count
-            "vectors_per_query_median": median([int(v.shape[0]) for v in out]),
-        }
-        if cuda:
-            result["queries"]["peak_gpu_gib"] = gib(torch.cuda.max_memory_allocated(device))
-        _log("queries", ms_per_query=round(result["queries"]["ms_per_query_batched"], 2))
+        result["queries"] = time_queries(encoder, args.queries, on)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
+
+
+def page_tokens(proc: Any, encoder: Any, pages: list[Any]) -> dict[str, Any]:
+    """Per page, batch of one: tokens, and the processor's (CPU) share of encode_pages."""
+    rows: list[dict[str, Any]] = []
+    for page in pages:
+        t = time.perf_counter()
+        inputs = proc.process_images([page.image])
+        rows.append(
+            {
+                "page": f"{page.doc_path}#{page.page_number}",
+                "image_px": list(page.image.size),
+                "visual_tokens": int((inputs["input_ids"] == encoder.image_token_id).sum()),
+                "sequence_tokens": int(inputs["attention_mask"].sum()),
+                "preprocess_seconds": time.perf_counter() - t,
+            }
+        )
+    return {
+        "pages": rows,
+        "visual_tokens_median": median([r["visual_tokens"] for r in rows]),
+        "sequence_tokens_median": median([r["sequence_tokens"] for r in rows]),
+        "preprocess_ms_per_page": 1000 * median([r["preprocess_seconds"] for r in rows]),
+    }
+
+
+def time_batches(encoder: Any, pages: list[Any], bs: int, on: Device) -> dict[str, Any]:
+    """One warm-up batch, then every page in batches of ``bs``, synchronised around each."""
+    encoder.batch_size = bs
+    on.reset_peak()
+    on.sync()
+    t = time.perf_counter()
+    encoder.encode_pages(pages[:bs])  # warm-up: one batch
+    on.sync()
+    warm = time.perf_counter() - t
+    seconds: list[float] = []
+    vectors: list[int] = []
+    for start in range(0, len(pages), bs):
+        batch = pages[start : start + bs]
+        on.sync()
+        t = time.perf_counter()
+        out = encoder.encode_pages(batch)
+        on.sync()
+        seconds.append(time.perf_counter() - t)
+        vectors.extend(int(v.shape[0]) for v in out)
+        _log("batch", batch_size=bs, pages=len(batch), seconds=round(seconds[-1], 4))
+    total = sum(seconds)
+    entry = {
+        "batch_size": bs,
+        "pages": len(pages),
+        "warmup_seconds": warm,
+        "batch_seconds": seconds,
+        "seconds": total,
+        "pages_per_second": len(pages) / total,
+        "ms_per_page": 1000 * total / len(pages),
+        "vectors_per_page_median": median(vectors),
+    }
+    if on.cuda:
+        entry["peak_gpu_gib"] = _gib(on.torch.cuda.max_memory_allocated(on.device))
+        entry["peak_gpu_reserved_gib"] = _gib(on.torch.cuda.max_memory_reserved(on.device))
+    _log("batch size done", **{k: entry[k] for k in ("batch_size", "ms_per_page")})
+    return entry
+
+
+def time_queries(encoder: Any, n: int, on: Device) -> dict[str, Any]:
+    """``n`` real questions as one batch, then the first 8 one per call."""
+    doc = json.loads(QUERIES.read_text(encoding="utf-8"))
+    texts = [q["query"] for q in doc["queries"]][:n]
+    if on.cuda:
+        on.torch.cuda.reset_peak_memory_stats(on.device)
+    encoder.batch_size = len(texts)
+    encoder.encode_queries(texts)  # warm-up
+    on.sync()
+    t = time.perf_counter()
+    out = encoder.encode_queries(texts)
+    on.sync()
+    batch_s = time.perf_counter() - t
+    encoder.batch_size = 1
+    encoder.encode_queries(texts[:1])  # warm-up
+    single = []
+    for text in texts[:8]:
+        on.sync()
+        t = time.perf_counter()
+        encoder.encode_queries([text])
+        on.sync()
+        single.append(time.perf_counter() - t)
+    result: dict[str, Any] = {
+        "n": len(texts),
+        "batch_seconds": batch_s,
+        "ms_per_query_batched": 1000 * batch_s / len(texts),
+        "single_query_ms_median": 1000 * median(single),
+        "single_query_ms": [1000 * s for s in single],
+        # tokens of the tiny stand-in tokenizer: about 2-3x a real tokenizer's count
+        "vectors_per_query_median": median([int(v.shape[0]) for v in out]),
+    }
+    if on.cuda:
+        result["peak_gpu_gib"] = _gib(on.torch.cuda.max_memory_allocated(on.device))
+    _log("queries", ms_per_query=round(result["ms_per_query_batched"], 2))
+    return result
 
 
 def batched(args: argparse.Namespace) -> bool:
@@ -597,25 +652,38 @@ def batched(args: argparse.Namespace) -> bool:
 
 def run_child(name: str, fraction: float, args: argparse.Namespace) -> dict[str, Any]:
     """Run one model in a child process; its stderr is echoed live and kept as a tail."""
-    cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--child", name,
+    cmd = module_command(
+        __spec__.name, "--child", name,
         "--fraction", str(fraction), "--pages", str(args.pages),
         "--pdf-dir", str(args.pdf_dir), "--device", args.device, "--dtype", args.dtype,
         "--batch-sizes", *map(str, args.batch_sizes), "--queries", str(args.queries),
-    ]  # fmt: skip
+    )  # fmt: skip
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     if args.images:
         cmd += ["--images", str(args.images)]
     if batched(args):  # a soft deadline at 70% of the timeout: a slow model ends with some numbers
         cmd += ["--deadline", f"{time.time() + 0.7 * args.timeout:.0f}"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     print(f"  {name} at depth x{fraction:g} ...", flush=True)
+    start = time.perf_counter()
+    failed, stdout, tail = _watch(cmd, name, args.timeout)
+    extra = {"child_seconds": round(time.perf_counter() - start, 1)} if batched(args) else {}
+    if not failed:
+        try:
+            return {**json.loads(stdout.strip().splitlines()[-1]), **extra}
+        except (ValueError, IndexError):
+            failed = "no JSON result on stdout"
+    print(f"  {name} FAILED: {failed}", flush=True)
+    return {"failed": failed, "stderr_tail": tail, **extra}
+
+
+def _watch(cmd: list[str], name: str, timeout: float) -> tuple[str | None, str, list[str]]:
+    """Run ``cmd`` from the checkout: (why it failed or None, its stdout, its stderr's tail)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     tail: deque[str] = deque(maxlen=30)
     stdout: list[str] = []
-    start = time.perf_counter()
     with subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
     ) as proc:
 
         def pump_err() -> None:
@@ -632,25 +700,18 @@ def run_child(name: str, fraction: float, args: argparse.Namespace) -> dict[str,
         for pump in pumps:
             pump.start()
         try:
-            code = proc.wait(timeout=args.timeout)
+            code = proc.wait(timeout=timeout)
             failed = f"exit status {code}" if code else None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            failed = f"timed out after {args.timeout} s"
+            failed = f"timed out after {timeout} s"
         for pump in pumps:
             pump.join(timeout=10)
-    extra = {"child_seconds": round(time.perf_counter() - start, 1)} if batched(args) else {}
-    if not failed:
-        try:
-            return {**json.loads("".join(stdout).strip().splitlines()[-1]), **extra}
-        except (ValueError, IndexError):
-            failed = "no JSON result on stdout"
-    print(f"  {name} FAILED: {failed}", flush=True)
-    return {"failed": failed, "stderr_tail": list(tail), **extra}
+    return failed, "".join(stdout), list(tail)
 
 
-def main_batched(args: argparse.Namespace) -> None:
+def main_batched(args: argparse.Namespace, argv: list[str] | None) -> None:
     results: dict[str, Any] = {}
     doc: dict[str, Any] = {
         "device": args.device,
@@ -667,8 +728,14 @@ def main_batched(args: argparse.Namespace) -> None:
         for key in ("gpu", "versions"):
             if key in results[name] and key not in doc:
                 doc[key] = results[name][key]
-        write_json(args.out, "encoder_cost", command_line(), doc)  # partial results survive
+        # partial results survive
+        write_json(args.out, "encoder_cost", command_line(__spec__.name, argv), doc)
+    print()
+    print(f"{doc.get('gpu', args.device)}, {args.dtype}, {args.pages} real pages")
+    print(_batched_table(results, args.queries))
 
+
+def _batched_table(results: dict[str, Any], queries: int) -> str:
     rows = []
     for name, e in results.items():
         if "failed" in e:
@@ -692,30 +759,24 @@ def main_batched(args: argparse.Namespace) -> None:
                     f"{e['build_seconds']:.1f}",
                 ]
             )
-    print()
-    print(f"{doc.get('gpu', args.device)}, {args.dtype}, {args.pages} real pages")
-    print(
-        table(
-            [
-                "model",
-                "params",
-                "batch",
-                "visual tok/page",
-                "sequence",
-                "pages/s",
-                "ms/page",
-                "preprocess ms/page",
-                "peak GPU GiB",
-                f"ms/query (x{args.queries})",
-                "ms 1 query",
-                "build s",
-            ],
-            rows,
-        )
-    )
+    headers = [
+        "model",
+        "params",
+        "batch",
+        "visual tok/page",
+        "sequence",
+        "pages/s",
+        "ms/page",
+        "preprocess ms/page",
+        "peak GPU GiB",
+        f"ms/query (x{queries})",
+        "ms 1 query",
+        "build s",
+    ]
+    return table(headers, rows)
 
 
-def main() -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--pages", type=int, default=2, help=f"real pages per model (1-{len(PAGES)})")
@@ -743,7 +804,7 @@ def main() -> None:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--fraction", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     cpu = args.device == "cpu"
     if args.dtype is None:
         args.dtype = "float32" if cpu else "bfloat16"
@@ -753,16 +814,24 @@ def main() -> None:
         args.threads = 2
     if args.images:
         args.images = args.images.resolve()
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     if args.save_images:
         save_images(args.pdf_dir, args.pages, args.save_images)
-        return
-    if args.child:
+    elif args.child:
         (child_batched if batched(args) else child)(args.child, args)
-        return
-    if batched(args):
-        main_batched(args)
-        return
+    elif batched(args):
+        main_batched(args, argv)
+    else:
+        main_cpu(args, argv)
+    return 0
 
+
+def main_cpu(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """The reference run: each model on this CPU, full depth if it fits, else extrapolated."""
     import psutil
 
     results: dict[str, Any] = {}
@@ -778,30 +847,44 @@ def main() -> None:
         entry: dict[str, Any] = {"params": need // 4, "fp32_gib": need / 2**30}
         full = run_child(name, 1.0, args) if fits else {"failed": "not run: would not fit in RAM"}
         entry["full"] = full
-        if "failed" in full:
-            quarter = run_child(name, 0.25, args)
-            half = run_child(name, 0.5, args)
-            entry["quarter"], entry["half"] = quarter, half
-            if "failed" in quarter or "failed" in half:
-                entry["seconds_per_page"] = entry["cpu_s_per_page"] = None
-                entry["method"] = "failed"
-            else:
-                for key, out in (
-                    ("seconds", "seconds_per_page"),
-                    ("cpu_seconds", "cpu_s_per_page"),
-                ):
-                    tq = median([p[key] for p in quarter["pages"]])
-                    th = median([p[key] for p in half["pages"]])
-                    entry[out] = th + 2 * (th - tq)  # t(f) = a + b f, at f = 1
-                entry["method"] = "extrapolated from depth x1/4 and x1/2"
-                entry["pages"] = half["pages"]
-        else:
-            entry["seconds_per_page"] = median([p["seconds"] for p in full["pages"]])
-            entry["cpu_s_per_page"] = median([p["cpu_seconds"] for p in full["pages"]])
-            entry["method"] = "full model"
-            entry["pages"] = full["pages"]
+        entry.update(_per_page(full, name, args))
         results[name] = entry
+    print()
+    print(_cpu_table(results))
+    write_json(
+        args.out,
+        "encoder_cost",
+        command_line(__spec__.name, argv),
+        {"threads": args.threads, "dtype": "float32", "device": "cpu", "models": results},
+    )
 
+
+def _per_page(full: dict[str, Any], name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per page of the full model, or extrapolated from depth x1/4 and x1/2."""
+    entry: dict[str, Any] = {}
+    if "failed" not in full:
+        entry["seconds_per_page"] = median([p["seconds"] for p in full["pages"]])
+        entry["cpu_s_per_page"] = median([p["cpu_seconds"] for p in full["pages"]])
+        entry["method"] = "full model"
+        entry["pages"] = full["pages"]
+        return entry
+    quarter = run_child(name, 0.25, args)
+    half = run_child(name, 0.5, args)
+    entry["quarter"], entry["half"] = quarter, half
+    if "failed" in quarter or "failed" in half:
+        entry["seconds_per_page"] = entry["cpu_s_per_page"] = None
+        entry["method"] = "failed"
+        return entry
+    for key, out in (("seconds", "seconds_per_page"), ("cpu_seconds", "cpu_s_per_page")):
+        tq = median([p[key] for p in quarter["pages"]])
+        th = median([p[key] for p in half["pages"]])
+        entry[out] = th + 2 * (th - tq)  # t(f) = a + b f, at f = 1
+    entry["method"] = "extrapolated from depth x1/4 and x1/2"
+    entry["pages"] = half["pages"]
+    return entry
+
+
+def _cpu_table(results: dict[str, Any]) -> str:
     rows = []
     for name, e in results.items():
         pages = e.get("pages") or []
@@ -818,30 +901,19 @@ def main() -> None:
                 e["full"].get("peak_rss_mb", "-") if "failed" not in e["full"] else "-",
             ]
         )
-    print()
-    print(
-        table(
-            [
-                "model",
-                "params",
-                "visual tokens/page",
-                "sequence",
-                "wall s/page (fp32, 2 thr)",
-                "CPU s/page",
-                "pages/hour",
-                "how",
-                "peak RSS MB",
-            ],
-            rows,
-        )
-    )
-    write_json(
-        args.out,
-        "encoder_cost",
-        command_line(),
-        {"threads": args.threads, "dtype": "float32", "device": "cpu", "models": results},
-    )
+    headers = [
+        "model",
+        "params",
+        "visual tokens/page",
+        "sequence",
+        "wall s/page (fp32, 2 thr)",
+        "CPU s/page",
+        "pages/hour",
+        "how",
+        "peak RSS MB",
+    ]
+    return table(headers, rows)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

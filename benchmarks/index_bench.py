@@ -12,7 +12,7 @@ sampled over time, to show whether memory grows with the length of the document.
 ``pdftoppm`` runs in grandchildren and is not part of the child's RSS; its peak is
 sampled separately.
 
-    python benchmarks/index_bench.py --pages 1000 --short-pages 100
+    python -m benchmarks.index_bench --pages 1000 --short-pages 100
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from common import (
+from benchmarks.common import (
     MMLONGBENCH_PDFS,
     ROOT,
     command_line,
     default_out,
+    module_command,
     table,
     write_json,
 )
@@ -155,34 +157,52 @@ def _tree_rss(pid: int) -> tuple[int, int]:
         return 0, 0
 
 
-def run_child(pdf: Path, model: Path, index_dir: Path, threads: int) -> dict[str, object]:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--child",
-        str(pdf),
-        "--model",
-        str(model),
-        "--index",
-        str(index_dir),
-        "--threads",
-        str(threads),
-    ]
+class Watch:
+    """Sample a process's RSS (and its poppler children's) every quarter second, in a thread."""
+
+    def __init__(self, pid: int, t0: float) -> None:
+        self.pid, self.t0 = pid, t0
+        self.samples: list[tuple[float, int, int]] = []  # (seconds, own RSS, poppler RSS)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while not self.done.is_set():
+            own, kids = _tree_rss(self.pid)
+            if own:
+                self.samples.append((time.perf_counter() - self.t0, own, kids))
+            self.done.wait(0.25)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def summary(self, wall: float) -> dict[str, Any]:
+        mb = 1 / 2**20
+        rss = [s[1] for s in self.samples]
+        # RSS at the end of each quarter of the run: flat means memory does not grow with length
+        quarters = []
+        for q in (0.25, 0.5, 0.75, 1.0):
+            upto = [s[1] for s in self.samples if s[0] <= q * wall]
+            quarters.append(max(upto) * mb if upto else 0.0)
+        return {
+            "sampled_peak_rss_mb": max(rss) * mb if rss else 0.0,
+            "sampled_peak_rss_by_quarter_mb": quarters,
+            "sampled_peak_poppler_rss_mb": max((s[2] for s in self.samples), default=0) * mb,
+        }
+
+
+def run_child(pdf: Path, model: Path, index_dir: Path, threads: int) -> dict[str, Any]:
+    """Index ``pdf`` in a child process; its report, peak RSS (wait4) and sampled RSS."""
+    cmd = module_command(
+        __spec__.name, "--child", str(pdf), "--model", str(model), "--index", str(index_dir),
+        "--threads", str(threads),
+    )  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    samples: list[tuple[float, int, int]] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            own, kids = _tree_rss(proc.pid)
-            if own:
-                samples.append((time.perf_counter() - t0, own, kids))
-            done.wait(0.25)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    watch = Watch(proc.pid, t0)
     # read the pipes in threads so a chatty child cannot block; wait4 gives its own rusage
     out_chunks: list[bytes] = []
     err_chunks: list[bytes] = []
@@ -195,8 +215,7 @@ def run_child(pdf: Path, model: Path, index_dir: Path, threads: int) -> dict[str
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    done.set()
-    watcher.join()
+    watch.stop()
     for r in readers:
         r.join()
     if proc.returncode != 0:
@@ -204,24 +223,16 @@ def run_child(pdf: Path, model: Path, index_dir: Path, threads: int) -> dict[str
         raise SystemExit(f"child failed with exit status {proc.returncode}")
     report = json.loads(b"".join(out_chunks).decode().strip().splitlines()[-1])
     mb = 1 / 2**20
-    rss = [s[1] for s in samples]
-    # RSS at the end of each quarter of the run: flat means memory does not grow with length
-    quarters = []
-    for q in (0.25, 0.5, 0.75, 1.0):
-        upto = [s[1] for s in samples if s[0] <= q * wall]
-        quarters.append(max(upto) * mb if upto else 0.0)
     return {
         **report,
         "child_wall_s": wall,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux: kilobytes
-        "sampled_peak_rss_mb": max(rss) * mb if rss else 0.0,
-        "sampled_peak_rss_by_quarter_mb": quarters,
-        "sampled_peak_poppler_rss_mb": max((s[2] for s in samples), default=0) * mb,
+        **watch.summary(wall),
         "index_disk_mb": sum(f.stat().st_size for f in index_dir.rglob("*") if f.is_file()) * mb,
     }
 
 
-def main() -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
     ap.add_argument("--pages", type=int, default=1000)
@@ -231,12 +242,15 @@ def main() -> None:
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--index", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     if args.child:
         child(args.child, args.model, args.index, args.threads)
-        return
+        return 0
 
-    sys.path.insert(0, str(ROOT))
     from tests.tiny_models import build_tiny_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="index-bench-") as tmp_name:
@@ -244,22 +258,43 @@ def main() -> None:
         model = build_tiny_checkpoint("colqwen2_5", tmp / "model")
         runs = {}
         for label, pages in (("short", args.short_pages), ("long", args.pages)):
-            pdf = tmp / f"{label}-{pages}p.pdf"
-            sources = make_pdf(args.pdf_dir, pages, pdf)
-            index_dir = tmp / f"index-{label}"
-            print(f"indexing {pages} pages ({label}) ...", flush=True)
-            res = run_child(pdf, model, index_dir, args.threads)
-            res["sources"] = sources
-            res["pdf_mb"] = pdf.stat().st_size / 2**20
-            runs[label] = res
-            shutil.rmtree(index_dir)
-            print(
-                f"  {res['pages']} pages in {res['seconds']:.1f} s, "
-                f"{res['pages_per_second']:.2f} pages/s, peak RSS {res['peak_rss_mb']:.0f} MB",
-                flush=True,
-            )
-
+            runs[label] = index_run(args.pdf_dir, pages, label, model, tmp, args.threads)
     print()
+    print(runs_table(runs))
+    write_json(
+        args.out,
+        "index",
+        command_line(__spec__.name, argv),
+        {
+            "model": "tiny colqwen2_5 (tests/tiny_models.py), device cpu",
+            "threads": args.threads,
+            "runs": runs,
+        },
+    )
+    return 0
+
+
+def index_run(
+    pdf_dir: Path, pages: int, label: str, model: Path, tmp: Path, threads: int
+) -> dict[str, Any]:
+    """Make a PDF of ``pages`` pages and index it in a child process."""
+    pdf = tmp / f"{label}-{pages}p.pdf"
+    sources = make_pdf(pdf_dir, pages, pdf)
+    index_dir = tmp / f"index-{label}"
+    print(f"indexing {pages} pages ({label}) ...", flush=True)
+    res = run_child(pdf, model, index_dir, threads)
+    res["sources"] = sources
+    res["pdf_mb"] = pdf.stat().st_size / 2**20
+    shutil.rmtree(index_dir)
+    print(
+        f"  {res['pages']} pages in {res['seconds']:.1f} s, "
+        f"{res['pages_per_second']:.2f} pages/s, peak RSS {res['peak_rss_mb']:.0f} MB",
+        flush=True,
+    )
+    return res
+
+
+def runs_table(runs: dict[str, dict[str, Any]]) -> str:
     stage_names = ["render_wait", "encode", "pool", "store", "optimize"]
     rows = []
     for label, r in runs.items():
@@ -275,31 +310,17 @@ def main() -> None:
                 r["sampled_peak_poppler_rss_mb"],
             ]
         )
-    print(
-        table(
-            [
-                "run",
-                "pages",
-                "pages/s",
-                *(f"{s} ms/page" for s in stage_names),
-                "peak RSS MB",
-                "RSS by quarter MB",
-                "poppler RSS MB",
-            ],
-            rows,
-        )
-    )
-    write_json(
-        args.out,
-        "index",
-        command_line(),
-        {
-            "model": "tiny colqwen2_5 (tests/tiny_models.py), device cpu",
-            "threads": args.threads,
-            "runs": runs,
-        },
-    )
+    headers = [
+        "run",
+        "pages",
+        "pages/s",
+        *(f"{s} ms/page" for s in stage_names),
+        "peak RSS MB",
+        "RSS by quarter MB",
+        "poppler RSS MB",
+    ]
+    return table(headers, rows)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

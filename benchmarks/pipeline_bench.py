@@ -16,14 +16,13 @@ own thread, and capped by each stage's workers as they would be on that machine
 (render processes: all cores but two, 2 to 16; pooling processes: cores - 1, at most 8;
 the one writer thread).
 
-    python benchmarks/pipeline_bench.py --ms 10 25 100
+    python -m benchmarks.pipeline_bench --ms 10 25 100
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -32,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import MMLONGBENCH_PDFS, command_line, default_out, table, write_json
 
+from benchmarks.common import MMLONGBENCH_PDFS, command_line, default_out, table, write_json
 from pagelens.encoders.base import EncoderSpec
 from pagelens.index import Index, IndexSettings
 from pagelens.pipeline.cores import available_cores
@@ -41,8 +40,10 @@ from pagelens.pipeline.discover import discover
 from pagelens.pipeline.job import index_paths
 from pagelens.pipeline.overlap import MAX_POOL_WORKERS, PipelineSettings
 from pagelens.pipeline.render import RenderSettings, probe, render_pages
-from pagelens.pipeline.stages import page_records, pool_page
+from pagelens.pipeline.stages import pool_page
 from pagelens.pipeline.text import TextSettings, extract_text
+from pagelens.pooling import ward_pool
+from pagelens.storage.layout import PageVectors, StoredPage
 from pagelens.types import MultiVector, Page
 
 # papers, a survey report, brochures, a consulting report: 114 pages
@@ -100,6 +101,12 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def _pooled(vectors: MultiVector, factors: tuple[int, int, int]) -> PageVectors:
+    """One page's rerank, candidate and coarse vectors, as the indexing job pools them."""
+    stored, candidates, coarse = ward_pool(vectors, list(factors))
+    return PageVectors(stored, candidates, int(vectors.shape[0]), coarse)
+
+
 def stage_costs(paths: list[Path], render: RenderSettings, store_dir: Path) -> dict[str, Any]:
     """CPU seconds per page of each CPU stage, measured alone."""
     found = discover(paths)
@@ -129,9 +136,7 @@ def stage_costs(paths: list[Path], render: RenderSettings, store_dir: Path) -> d
         c0, w0 = _cpu(), time.perf_counter()
         for start in range(0, n, render.batch_pages):
             batch = pages[start : start + render.batch_pages]
-            errors = dict.fromkeys(range(len(batch)))
-            dense = {i: pooled[start + i] for i in range(len(batch))}
-            index.add_pages(page_records(batch, errors, dense, None, settings))
+            index.add_pages([StoredPage(p, dense=pooled[start + i]) for i, p in enumerate(batch)])
         out["store"] = {"cpu_s": (_cpu() - c0) / n, "wall_s": (time.perf_counter() - w0) / n}
     return out
 
@@ -206,10 +211,10 @@ def in_memory(paths: list[Path], n: int, ms: list[float], render: RenderSettings
     pages: list[Page] = []
     for doc in discover(paths).documents:
         for page in render_pages(doc, probe(doc, render), render):
-            doc, number = divmod(len(pages), 16)  # documents of 16 pages
-            count = min(16, n - doc * 16)
-            pages.append(replace(page, doc_sha256=f"{doc:064x}", page_number=number + 1,
-                                 page_count=count, doc_path=f"{doc}.pdf"))  # fmt: skip
+            d, number = divmod(len(pages), 16)  # documents of 16 pages
+            count = min(16, n - d * 16)
+            pages.append(replace(page, doc_sha256=f"{d:064x}", page_number=number + 1,
+                                 page_count=count, doc_path=f"{d}.pdf"))  # fmt: skip
             if len(pages) == n:
                 break
         if len(pages) == n:
@@ -234,7 +239,7 @@ def in_memory(paths: list[Path], n: int, ms: list[float], render: RenderSettings
     return runs
 
 
-def main() -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
     ap.add_argument("--docs", nargs="+", default=list(DOCS))
@@ -244,17 +249,47 @@ def main() -> None:
     ap.add_argument("--in-memory", type=int, default=48, help="pages; 0: skip that part")
     ap.add_argument("--in-memory-only", action="store_true")
     ap.add_argument("--out", type=Path, default=default_out("pipeline"))
-    args = ap.parse_args()
+    return ap.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     paths = [args.pdf_dir / d for d in args.docs]
     render = RenderSettings(dpi=args.dpi)
-    overlapped = PipelineSettings()
+    command = command_line(__spec__.name, argv)
     if args.in_memory_only:
         runs = in_memory(paths, args.in_memory, args.ms, render)
-        write_json(args.out, "pipeline_in_memory", command_line(), {"runs": runs})
-        return
+        write_json(args.out, "pipeline_in_memory", command, {"runs": runs})
+        return 0
     with tempfile.TemporaryDirectory(prefix="pipeline-bench-") as tmp:
         costs = stage_costs(paths, render, Path(tmp) / "store")
+    sat = saturation(costs)
+    print_costs(costs, sat)
+    runs = serial_against_overlapped(paths, args.ms, args.rounds, render)
+    print(
+        f"\nindex_paths over {costs['pages']} pages, stand-in encoder, {available_cores()} cores:"
+    )
+    print(rates_table(runs, args.ms))
+    memory = in_memory(paths, args.in_memory, args.ms, render) if args.in_memory else []
+    write_json(
+        args.out,
+        "pipeline",
+        command,
+        {
+            "docs": args.docs,
+            "dpi": args.dpi,
+            "render_threads": render.threads,
+            "pool_workers": PipelineSettings().workers(),
+            "stage_costs": costs,
+            "saturation": sat,
+            "runs": runs,
+            "in_memory_runs": memory,
+        },
+    )
+    return 0
+
+
+def print_costs(costs: dict[str, Any], sat: list[dict]) -> None:
     print(f"{costs['pages']} pages; CPU stages alone (this process + poppler children):")
     print(
         table(
@@ -265,7 +300,6 @@ def main() -> None:
             ],
         )
     )
-    sat = saturation(costs)
     print("\nsaturation (render + pool + store on cores - 1; text not counted):")
     print(
         table(
@@ -274,28 +308,37 @@ def main() -> None:
         )
     )
 
+
+def serial_against_overlapped(
+    paths: list[Path], ms: list[float], rounds: int, render: RenderSettings
+) -> list[dict]:
+    """``index_paths`` serial and overlapped for each stand-in speed, ``rounds`` times."""
     runs = []
-    for _ in range(args.rounds):
-        for ms in args.ms:
-            for pipeline in (PipelineSettings(pool_workers=0), overlapped):
-                r = run(paths, ms / 1000, pipeline, render)
+    for _ in range(rounds):
+        for m in ms:
+            for pipeline in (PipelineSettings(pool_workers=0), PipelineSettings()):
+                r = run(paths, m / 1000, pipeline, render)
                 runs.append(r)
                 mode = "overlapped" if r["overlapped"] else "serial"
                 print(
-                    f"  {ms:g} ms/page {mode}: {r['pages_per_s']:.1f} pages/s, busy "
+                    f"  {m:g} ms/page {mode}: {r['pages_per_s']:.1f} pages/s, busy "
                     f"{r['busy_share']:.0%}",
                     flush=True,
                 )
+    return runs
+
+
+def rates_table(runs: list[dict], ms: list[float]) -> str:
     rows = []
-    for ms in args.ms:
-        serial = [r for r in runs if r["ms_per_page"] == ms and not r["overlapped"]]
-        over = [r for r in runs if r["ms_per_page"] == ms and r["overlapped"]]
+    for m in ms:
+        serial = [r for r in runs if r["ms_per_page"] == m and not r["overlapped"]]
+        over = [r for r in runs if r["ms_per_page"] == m and r["overlapped"]]
         s_rate = float(np.median([r["pages_per_s"] for r in serial]))
         o_rate = float(np.median([r["pages_per_s"] for r in over]))
         rows.append(
             [
-                ms,
-                1000 / ms,
+                m,
+                1000 / m,
                 s_rate,
                 float(np.median([r["busy_share"] for r in serial])),
                 o_rate,
@@ -303,40 +346,17 @@ def main() -> None:
                 o_rate / s_rate,
             ]
         )
-    print(
-        f"\nindex_paths over {costs['pages']} pages, stand-in encoder, {available_cores()} cores:"
-    )
-    print(
-        table(
-            [
-                "stand-in ms/page",
-                "stand-in pages/s",
-                "serial pages/s",
-                "serial busy",
-                "overlapped pages/s",
-                "overlapped busy",
-                "overlapped / serial",
-            ],
-            rows,
-        )
-    )
-    memory = in_memory(paths, args.in_memory, args.ms, render) if args.in_memory else []
-    write_json(
-        args.out,
-        "pipeline",
-        command_line(),
-        {
-            "docs": args.docs,
-            "dpi": args.dpi,
-            "render_threads": render.threads,
-            "pool_workers": overlapped.workers(),
-            "stage_costs": costs,
-            "saturation": sat,
-            "runs": runs,
-            "in_memory_runs": memory,
-        },
-    )
+    headers = [
+        "stand-in ms/page",
+        "stand-in pages/s",
+        "serial pages/s",
+        "serial busy",
+        "overlapped pages/s",
+        "overlapped busy",
+        "overlapped / serial",
+    ]
+    return table(headers, rows)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -6,7 +6,7 @@ for (768 tokens of 28 x 28 px is colpali-engine's ColQwen2.5 setting). For each 
 whether the processor's output is bit-identical with the pre-resize, and the CPU
 milliseconds per page of the processor alone, of the pre-resize, and of both.
 
-    python benchmarks/pre_resize_bench.py
+    python -m benchmarks.pre_resize_bench
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import MMLONGBENCH_PDFS, command_line, default_out, table, write_json
-from encoder_cost import render
-
+from benchmarks.common import MMLONGBENCH_PDFS, command_line, default_out, table, write_json
+from benchmarks.encoder_cost import render
 from pagelens.encoders import load_encoder
-from pagelens.encoders.colpali import _pre_resize
+from pagelens.encoders.colpali import pre_resize_image
 
 
 def cpu_ms(fn: Any, pages: int, rounds: int) -> float:
@@ -32,14 +31,18 @@ def cpu_ms(fn: Any, pages: int, rounds: int) -> float:
     return (time.process_time() - t) / rounds / pages * 1000
 
 
-def main() -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
     ap.add_argument("--pages", type=int, default=8)
     ap.add_argument("--budgets", type=int, nargs="+", default=[768 * 28 * 28, 1280 * 28 * 28])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=default_out("pre_resize"))
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
 
     import torch
 
@@ -53,14 +56,14 @@ def main() -> None:
     rows, results = [], []
     for budget in args.budgets:
         processor.image_processor.size["longest_edge"] = budget
-        small = [_pre_resize(image, processor) for image in images]
+        small = [pre_resize_image(image, processor) for image in images]
         full, pre = processor.process_images(images), processor.process_images(small)
         same = all(torch.equal(full[k], pre[k]) for k in full)
         n = len(images)
         alone = cpu_ms(lambda: processor.process_images(images), n, args.rounds)
-        resize = cpu_ms(lambda: [_pre_resize(i, processor) for i in images], n, args.rounds)
+        resize = cpu_ms(lambda: [pre_resize_image(i, processor) for i in images], n, args.rounds)
         both = cpu_ms(
-            lambda: processor.process_images([_pre_resize(i, processor) for i in images]),
+            lambda: processor.process_images([pre_resize_image(i, processor) for i in images]),
             n,
             args.rounds,
         )
@@ -83,8 +86,9 @@ def main() -> None:
             rows,
         )
     )
-    write_json(args.out, "pre_resize", command_line(), results)
+    write_json(args.out, "pre_resize", command_line(__spec__.name, argv), results)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

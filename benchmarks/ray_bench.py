@@ -14,7 +14,7 @@ includes the fixed cost. Ray runs on a local instance with this machine's CPUs (
 own start, ``ray.init``, is timed apart). Per-stage seconds per page come from the
 reports (worker-seconds, summed over workers, for Ray).
 
-    python benchmarks/ray_bench.py --docs 6 --pages-per-doc 8
+    python -m benchmarks.ray_bench --docs 6 --pages-per-doc 8
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import MMLONGBENCH_PDFS, ROOT, command_line, default_out, table, write_json
+from benchmarks.common import MMLONGBENCH_PDFS, ROOT, command_line, default_out, table, write_json
 
 DOCS = (
     "3M_2018_10K.pdf",
@@ -99,16 +100,27 @@ def _row(report: Any, seconds: float) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+VARIANTS: dict[str, Callable[[str, Path, Path, int], dict[str, Any]]] = {
+    "single": single,
+    "ray": distributed,
+}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
     parser.add_argument("--docs", type=int, default=6)
     parser.add_argument("--pages-per-doc", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), help="side by side"
+    )
     parser.add_argument("--out", default=str(default_out("ray")))
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    import ray
 
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     from tests.tiny_models import build_tiny_checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="ray-bench-"))
@@ -117,34 +129,59 @@ def main() -> None:
         one, many = work / "one", work / "many"
         one.mkdir()
         many.mkdir()
-        cut(MMLONGBENCH_PDFS / DOCS[0], one / "one.pdf", 1)
+        cut(args.pdf_dir / DOCS[0], one / "one.pdf", 1)
         pages = sum(
-            cut(MMLONGBENCH_PDFS / name, many / name, args.pages_per_doc)
-            for name in DOCS[: args.docs]
+            cut(args.pdf_dir / name, many / name, args.pages_per_doc) for name in DOCS[: args.docs]
         )
-        env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        t0 = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), log_to_driver=False, runtime_env={"env_vars": env})
-        ray_init = time.perf_counter() - t0
+        ray_init = _ray_init() if "ray" in args.variants else None
+        runs = run_variants(args.variants, model, one, many, work, args.batch_size)
+        if ray_init is not None:
+            import ray
 
-        runs: dict[str, dict[str, Any]] = {}
-        # the first run of each starts cold (workers import torch; pages of code load):
-        # run it once untimed so the fixed cost measured is a run's own, not the first's
-        for name, fn in (("single", single), ("ray", distributed)):
-            warm = fn(model, one, work / f"index-{name}-warm-up", args.batch_size)
-            runs[f"{name}/warm_up"] = warm
-            print(name, "warm-up", f"{warm['seconds']:.1f} s", flush=True)
-        for name, fn in (("single", single), ("ray", distributed)):
-            for label, corpus in (("one_page", one), ("corpus", many)):
-                folder = work / f"index-{name}-{label}"
-                runs[f"{name}/{label}"] = fn(model, corpus, folder, args.batch_size)
-                print(name, label, f"{runs[f'{name}/{label}']['seconds']:.1f} s", flush=True)
-        ray.shutdown()
+            ray.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results = summary(args.variants, pages, ray_init, runs)
+    write_json(args.out, "ray", command_line(__spec__.name, argv), results)
+    return 0
 
-    rows, results = [], {"pages": pages, "ray_init_seconds": ray_init, "runs": runs}
-    for name in ("single", "ray"):
+
+def _ray_init() -> float:
+    """Start a local Ray with this machine's CPUs (workers import this checkout); seconds."""
+    import ray
+
+    env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    t0 = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), log_to_driver=False, runtime_env={"env_vars": env})
+    return time.perf_counter() - t0
+
+
+def run_variants(
+    variants: list[str], model: str, one: Path, many: Path, work: Path, batch_size: int
+) -> dict[str, dict[str, Any]]:
+    """A warm-up run of each variant, then each on one page and on the corpus."""
+    runs: dict[str, dict[str, Any]] = {}
+    # the first run of each starts cold (workers import torch; pages of code load):
+    # run it once untimed so the fixed cost measured is a run's own, not the first's
+    for name in variants:
+        warm = VARIANTS[name](model, one, work / f"index-{name}-warm-up", batch_size)
+        runs[f"{name}/warm_up"] = warm
+        print(name, "warm-up", f"{warm['seconds']:.1f} s", flush=True)
+    for name in variants:
+        for label, corpus in (("one_page", one), ("corpus", many)):
+            folder = work / f"index-{name}-{label}"
+            runs[f"{name}/{label}"] = VARIANTS[name](model, corpus, folder, batch_size)
+            print(name, label, f"{runs[f'{name}/{label}']['seconds']:.1f} s", flush=True)
+    return runs
+
+
+def summary(
+    variants: list[str], pages: int, ray_init: float | None, runs: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Fixed cost, end-to-end and marginal rates, stage seconds per page; print the table."""
+    rows = []
+    results: dict[str, Any] = {"pages": pages, "ray_init_seconds": ray_init, "runs": runs}
+    for name in variants:
         small, big = runs[f"{name}/one_page"], runs[f"{name}/corpus"]
         marginal = (big["pages"] - small["pages"]) / max(big["seconds"] - small["seconds"], 1e-9)
         per_page = {k: v / big["pages"] for k, v in big["stages_seconds"].items()}
@@ -162,16 +199,9 @@ def main() -> None:
                 big["seconds"],
                 big["pages"] / big["seconds"],
                 marginal,
-                per_page["render"],
-                per_page["encode"],
-                per_page["pool"],
-                per_page["store"],
+                *(per_page[k] for k in ("render", "encode", "pool", "store")),
             ]
         )
-    ratio = results["ray"]["marginal_pages_per_second"] / results["single"][
-        "marginal_pages_per_second"
-    ]
-    results["ray_over_single_marginal"] = ratio
     headers = [
         "variant",
         "pages",
@@ -185,9 +215,15 @@ def main() -> None:
         "store s/p",
     ]
     print(table(headers, rows))
-    print(f"ray.init: {ray_init:.1f} s; Ray / single-process, marginal pages/s: {ratio:.2f}")
-    write_json(args.out, "ray", command_line(), results)
+    if {"single", "ray"} <= set(variants):
+        ratio = (
+            results["ray"]["marginal_pages_per_second"]
+            / results["single"]["marginal_pages_per_second"]
+        )
+        results["ray_over_single_marginal"] = ratio
+        print(f"ray.init: {ray_init:.1f} s; Ray / single-process, marginal pages/s: {ratio:.2f}")
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,7 +6,7 @@ where the layer is missing) and encoded by the offline MiniLM encoder into its r
 token vectors, unpooled; its questions are encoded the same way. The result is one
 ``.npz`` file: what the search and memory benchmarks resample into 10k-300k pages.
 
-    python benchmarks/real_vectors.py ../shared/datasets/mmlongbench-dev \
+    python -m benchmarks.real_vectors ../shared/datasets/mmlongbench-dev \
         --text-cache /tmp/evalrun/cache/text --out benchmarks/results/mmlongbench-minilm.npz
 
 Arrays: ``vectors`` (float16, every page's token vectors, L2-normalised, concatenated),
@@ -20,17 +20,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pagelens.encoders import load_encoder  # noqa: E402
-from pagelens.pipeline.text import TextCache, TextSettings, extract_text  # noqa: E402
-from pagelens.types import Page  # noqa: E402
+from pagelens.encoders import load_encoder
+from pagelens.pipeline.text import TextCache, TextSettings, extract_text
+from pagelens.types import Page
 
 
 def _sha256(path: Path) -> str:
@@ -42,13 +39,13 @@ def _page_count(folder: Path) -> dict[str, int]:
     return {doc: int(n) for doc, n in rows}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--text-cache", type=Path, default=None)
     parser.add_argument("--batch", type=int, default=16)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     encoder = load_encoder("minilm")
     settings = TextSettings(ocr="auto")
@@ -87,7 +84,8 @@ def main() -> None:
         qrels=np.array(qrels),
     )
     print(f"{len(page_ids)} pages, {sum(len(p) for p in parts)} vectors -> {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -20,7 +20,7 @@ Variants:
 - ``pdf2image-2t``: ``pdf2image.convert_from_path(dpi, thread_count=2)``, a common
   alternative.
 
-    python benchmarks/render_bench.py --rounds 3
+    python -m benchmarks.render_bench --rounds 3
 """
 
 from __future__ import annotations
@@ -36,17 +36,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from common import (
+import pagelens.pipeline.render
+from benchmarks.common import (
     MMLONGBENCH_PDFS,
-    ROOT,
     command_line,
     default_out,
     median,
     table,
     write_json,
 )
-
 from pagelens.pipeline.render import RenderSettings, page_dpi, probe, render_pages
 from pagelens.types import Document
 
@@ -230,7 +230,7 @@ def measure(bench: Bench, variant: str) -> dict[str, object]:
     return {"pages": pages, "wall_s": wall, "cpu_s": _cpu() - cpu0, "per_doc_s": per_doc}
 
 
-def main() -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pdf-dir", type=Path, default=MMLONGBENCH_PDFS)
     ap.add_argument("--docs", nargs="+", default=list(DEFAULT_DOCS), help="file names in --pdf-dir")
@@ -239,30 +239,20 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--out", type=Path, default=default_out("render"))
-    args = ap.parse_args()
+    return ap.parse_args(argv)
 
+
+Round = dict[str, dict[str, Any]]  # variant -> what measure() gave in one round
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     paths = [args.pdf_dir / d for d in args.docs]
     with tempfile.TemporaryDirectory(prefix="render-bench-") as tmp:
         bench = Bench(paths, args.dpi, args.batch_pages, tmp)
         total = sum(bench.page_counts)
         print(f"{len(paths)} documents, {total} pages, {args.dpi} dpi, {args.rounds} rounds")
-        for variant in args.variants:  # warm-up: file cache, imports
-            bench.runner(variant)(0)
-        rounds: list[dict[str, dict[str, object]]] = []
-        for r in range(args.rounds):
-            order = (
-                args.variants[r % len(args.variants) :] + args.variants[: r % len(args.variants)]
-            )
-            res = {}
-            for variant in order:
-                res[variant] = measure(bench, variant)
-                print(
-                    f"  round {r + 1} {variant:20s} {res[variant]['wall_s']:7.2f} s wall "
-                    f"{res[variant]['cpu_s']:7.2f} s cpu",
-                    flush=True,
-                )
-            rounds.append(res)
-
+        rounds = run_rounds(bench, args.variants, args.rounds)
     summary = {}
     for v in args.variants:
         walls = [float(r[v]["wall_s"]) for r in rounds]
@@ -273,14 +263,64 @@ def main() -> None:
             "wall_s": walls,
             "cpu_s": cpus,
         }
+    ratios = ratios_of(rounds, set(summary))
+    per_doc = {
+        d.path: {
+            "pages": n,
+            **{v: n / median([float(r[v]["per_doc_s"][i]) for r in rounds]) for v in args.variants},
+        }
+        for i, (d, n) in enumerate(zip(bench.docs, bench.page_counts, strict=True))
+    }
+    print_tables(summary, ratios, per_doc, args.variants)
+    write_json(
+        args.out,
+        "render",
+        command_line(__spec__.name, argv),
+        {
+            # render.py is under active development: record which version was measured
+            "render_py_sha256": hashlib.sha256(
+                Path(pagelens.pipeline.render.__file__).read_bytes()
+            ).hexdigest()[:16],
+            "dpi": args.dpi,
+            "batch_pages": args.batch_pages,
+            "pages": total,
+            "documents": per_doc,
+            "variants": summary,
+            "ratios": ratios,
+            "rounds": rounds,
+        },
+    )
+    return 0
+
+
+def run_rounds(bench: Bench, variants: list[str], n: int) -> list[Round]:
+    """A warm-up of each variant, then ``n`` rounds of all of them, the order rotating."""
+    for variant in variants:  # warm-up: file cache, imports
+        bench.runner(variant)(0)
+    rounds: list[Round] = []
+    for r in range(n):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        res = {}
+        for variant in order:
+            res[variant] = measure(bench, variant)
+            print(
+                f"  round {r + 1} {variant:20s} {res[variant]['wall_s']:7.2f} s wall "
+                f"{res[variant]['cpu_s']:7.2f} s cpu",
+                flush=True,
+            )
+        rounds.append(res)
+    return rounds
+
+
+def ratios_of(rounds: list[Round], measured: set[str]) -> dict[str, dict[str, float | None]]:
+    """Speed and CPU efficiency of variant pairs: per round time(b) / time(a), then the median."""
 
     def ratio(a: str, b: str, key: str = "wall_s") -> float | None:
-        if a not in summary or b not in summary:
+        if a not in measured or b not in measured:
             return None
-        # per round: speed(a) / speed(b) = time(b) / time(a); then the median
         return median([float(r[b][key]) / float(r[a][key]) for r in rounds])
 
-    ratios = {
+    return {
         f"{a} / {b}": {"speed": ratio(a, b), "cpu_efficiency": ratio(a, b, "cpu_s")}
         for a, b in [
             ("pagelens", "pdftoppm-1p"),
@@ -291,8 +331,16 @@ def main() -> None:
             ("pdftoppm-chunks-2p", "pdftoppm-2p"),
             ("pdftoppm-1p+load", "pdftoppm-1p"),
         ]
-        if a in summary and b in summary
+        if a in measured and b in measured
     }
+
+
+def print_tables(
+    summary: dict[str, dict[str, Any]],
+    ratios: dict[str, dict[str, float | None]],
+    per_doc: dict[str, dict[str, Any]],
+    variants: list[str],
+) -> None:
     print()
     print(
         table(
@@ -315,39 +363,14 @@ def main() -> None:
             [[k, v["speed"], v["cpu_efficiency"]] for k, v in ratios.items()],
         )
     )
-    per_doc = {
-        d.path: {
-            "pages": n,
-            **{v: n / median([float(r[v]["per_doc_s"][i]) for r in rounds]) for v in args.variants},
-        }
-        for i, (d, n) in enumerate(zip(bench.docs, bench.page_counts, strict=True))
-    }
     print()
     print(
         table(
-            ["document (pages/s)", "pages", *args.variants],
-            [[k[:40], x["pages"], *(x[v] for v in args.variants)] for k, x in per_doc.items()],
+            ["document (pages/s)", "pages", *variants],
+            [[k[:40], x["pages"], *(x[v] for v in variants)] for k, x in per_doc.items()],
         )
-    )
-    write_json(
-        args.out,
-        "render",
-        command_line(),
-        {
-            # render.py is under active development: record which version was measured
-            "render_py_sha256": hashlib.sha256(
-                (ROOT / "pagelens" / "pipeline" / "render.py").read_bytes()
-            ).hexdigest()[:16],
-            "dpi": args.dpi,
-            "batch_pages": args.batch_pages,
-            "pages": total,
-            "documents": per_doc,
-            "variants": summary,
-            "ratios": ratios,
-            "rounds": rounds,
-        },
     )
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -11,7 +11,7 @@ job's pages/s, and at the end the documents committed and the documents searchab
 Example (a MiniLM index of half of mmlongbench-dev, the other half indexed under load)::
 
     pagelens index part-a/ --index idx-a --model minilm
-    python benchmarks/serve_load.py --index idx-a --rest part-b/ \\
+    python -m benchmarks.serve_load --index idx-a --rest part-b/ \\
         --queries ../shared/datasets/mmlongbench-dev/queries.jsonl
 """
 
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import command_line, default_out, table, write_json
+from benchmarks.common import command_line, default_out, table, write_json
 
 
 def _free_port() -> int:
@@ -57,7 +57,7 @@ def _stats(ms: list[float]) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True, type=Path, help="partly built index folder")
     parser.add_argument(
@@ -70,7 +70,11 @@ def main() -> None:
     parser.add_argument("--ocr", default="auto", choices=["auto", "never", "always"])
     parser.add_argument("--job-timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path, default=default_out("serve_load"))
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
 
     import httpx
 
@@ -100,51 +104,60 @@ def main() -> None:
         log.close()
     results["server_log_tail"] = (work / "server.log").read_text()[-2000:]
     shutil.rmtree(work, ignore_errors=True)
-    write_json(args.out, "serve_load", command_line(), results)
+    write_json(args.out, "serve_load", command_line(__spec__.name, argv), results)
+    return 0
 
 
-def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) -> dict[str, Any]:
-    client = httpx.Client(base_url=base, timeout=120.0)
-    deadline = time.monotonic() + 300
+def _wait_for(client: Any, httpx: Any, seconds: float = 300) -> None:
+    """Wait until the server answers ``/healthz``."""
+    deadline = time.monotonic() + seconds
     while True:
         try:
             if client.get("/healthz").status_code == 200:
-                break
+                return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            raise SystemExit("the server did not start in 300 s")
+            raise SystemExit(f"the server did not start in {seconds:g} s")
         time.sleep(0.2)
-    before = client.get("/info").json()
-    t0 = time.perf_counter()
-    client.get("/search", params={"q": questions[0], "k": args.k}).raise_for_status()  # warm
-    warm_ms = (time.perf_counter() - t0) * 1000
-    job = client.post("/index", json={"paths": [str(p) for p in args.rest], "ocr": args.ocr})
-    job.raise_for_status()
-    job_id = job.json()["id"]
-    job_state: dict[str, Any] = {"running": True, "polls": [], "poll_errors": []}
 
-    def poll() -> None:
+
+class JobPoller:
+    """Read an indexing job's state each second, in a thread, until it ends."""
+
+    def __init__(self, base: str, job_id: str, httpx: Any) -> None:
+        self.base, self.job_id, self.httpx = base, job_id, httpx
+        self.running = True
+        self.last: dict[str, Any] | None = None
+        self.polls: list[tuple[float, int, int, int]] = []
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
         # a failed poll is counted, not fatal: the job's state is read again a second later
-        with httpx.Client(base_url=base, timeout=120.0) as c:
+        with self.httpx.Client(base_url=self.base, timeout=120.0) as c:
             while True:
                 try:
-                    state = c.get(f"/jobs/{job_id}").json()
-                except httpx.TransportError as exc:
-                    job_state["poll_errors"].append(f"{type(exc).__name__}: {exc}")
+                    state = c.get(f"/jobs/{self.job_id}").json()
+                except self.httpx.TransportError as exc:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
                     time.sleep(1.0)
                     continue
-                job_state["last"] = state
-                job_state["polls"].append(
+                self.last = state
+                self.polls.append(
                     (time.time(), state["files_done"], state["pages"], len(state["indexed"]))
                 )
                 if state["state"] not in ("queued", "running"):
-                    job_state["running"] = False
+                    self.running = False
                     return
                 time.sleep(1.0)
 
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
+
+def _load(
+    args: argparse.Namespace, base: str, questions: list[str], httpx: Any
+) -> tuple[list[tuple[float, float, int]], list[str], float]:
+    """Each client's searches, all at once: (start time, ms, status) each, failures, seconds."""
     records: list[tuple[float, float, int]] = []  # (start time, ms, status)
     failures: list[str] = []
     lock = threading.Lock()
@@ -170,13 +183,11 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
         t.start()
     for t in threads:
         t.join()
-    load_s = time.perf_counter() - started
-    load_ended = time.time()
-    poller.join(args.job_timeout)
-    final_job = client.get(f"/jobs/{job_id}").json()  # read again: the poller may lag
-    finished = final_job.get("finished") or float("inf")
+    return records, failures, time.perf_counter() - started
 
-    documents = client.get("/documents", params={"limit": 500}).json()["documents"]
+
+def _searchable(client: Any, documents: list[dict[str, Any]]) -> tuple[int, list]:
+    """Documents a search restricted to each returns a page of; the others, with statuses."""
     searchable = 0
     not_searchable = []
     for d in documents:
@@ -189,6 +200,27 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
             searchable += 1
         else:
             not_searchable.append((d["doc_path"], r.status_code))
+    return searchable, not_searchable
+
+
+def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) -> dict[str, Any]:
+    client = httpx.Client(base_url=base, timeout=120.0)
+    _wait_for(client, httpx)
+    before = client.get("/info").json()
+    t0 = time.perf_counter()
+    client.get("/search", params={"q": questions[0], "k": args.k}).raise_for_status()  # warm
+    warm_ms = (time.perf_counter() - t0) * 1000
+    job = client.post("/index", json={"paths": [str(p) for p in args.rest], "ocr": args.ocr})
+    job.raise_for_status()
+    job_id = job.json()["id"]
+    poller = JobPoller(base, job_id, httpx)
+    records, failures, load_s = _load(args, base, questions, httpx)
+    load_ended = time.time()
+    poller.thread.join(args.job_timeout)
+    final_job = client.get(f"/jobs/{job_id}").json()  # read again: the poller may lag
+    finished = final_job.get("finished") or float("inf")
+    documents = client.get("/documents", params={"limit": 500}).json()["documents"]
+    searchable, not_searchable = _searchable(client, documents)
     # PDFs found by the job that were not in the index already (``unchanged`` counts those)
     expected_new = final_job.get("files_total", 0) - final_job.get("unchanged", 0)
     all_ms = [ms for _, ms, _ in records]
@@ -196,6 +228,10 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
     during_ms = [ms for start, ms, _ in records if start < finished]
     after_ms = [ms for start, ms, _ in records if start >= finished]
     errors = [s for _, _, s in records if s != 200]
+    job_keys = (
+        *("state", "files_total", "files_done", "pages", "pages_per_second", "seconds"),
+        *("skipped", "page_errors", "error"),
+    )
     results = {
         "clients": args.clients,
         "searches_per_client": args.searches,
@@ -211,29 +247,20 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
         "load_seconds": round(load_s, 1),
         "searches_per_second": round(len(records) / load_s, 2),
         "job_still_running_when_load_ended": finished > load_ended,
-        "job": {
-            k: final_job.get(k)
-            for k in (
-                "state",
-                "files_total",
-                "files_done",
-                "pages",
-                "pages_per_second",
-                "seconds",
-                "skipped",
-                "page_errors",
-                "error",
-            )
-        },
+        "job": {k: final_job.get(k) for k in job_keys},
         "documents_before": before["documents"],
         "documents_committed": len(documents),
         "documents_expected": before["documents"] + expected_new,
         "documents_searchable": searchable,
         "not_searchable": not_searchable,
-        "job_poll_errors": job_state["poll_errors"],
-        "job_progress": job_state["polls"],
+        "job_poll_errors": poller.errors,
+        "job_progress": poller.polls,
     }
-    s = results
+    _print(results)
+    return results
+
+
+def _print(s: dict[str, Any]) -> None:
     print(
         table(
             ["searches", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"],
@@ -255,8 +282,7 @@ def _run(args: argparse.Namespace, base: str, questions: list[str], httpx: Any) 
         f"{s['documents_before']} before, {s['documents_committed']} committed of "
         f"{s['documents_expected']} expected, {s['documents_searchable']} searchable"
     )
-    return results
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

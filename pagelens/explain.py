@@ -351,7 +351,7 @@ def _matches(
     """Trace each query token's best page token (``sims``: ``(m, n)``) to its word."""
     from pagelens.pipeline.words import align_words
 
-    word_of = _token_words(spans, align_words(text, words))  # page token -> word index
+    word_of = token_words(spans, align_words(text, words))  # page token -> word index
     best = sims.argmax(axis=1)
     boxes: dict[int, list[int]] = {}  # word -> query tokens matched there
     for j, t in enumerate(best):
@@ -389,7 +389,7 @@ def _matches(
     return maps, word_boxes
 
 
-def _token_words(
+def token_words(
     token_spans: list[tuple[int, int]], word_spans: list[tuple[int, int] | None]
 ) -> list[int | None]:
     """Return the word (index in ``word_spans``) each token starts in, or ``None``."""

@@ -266,6 +266,7 @@ class Index:
         wait_s: float = 0.0,
         lock_now: bool = False,
         verify: bool = False,
+        segment_points: int | None = None,
     ) -> Index:
         """Open (or prepare to create) an index.
 
@@ -283,6 +284,8 @@ class Index:
             verify: open a possibly damaged index to check it (``pagelens
                 check``): always probe an embedded index's files in a child
                 process first, and open it even without a readable manifest.
+            segment_points: an embedded index seals its appendable segment each so
+                many points written (0: never); ``None``: the store's default.
 
         Exactly one of ``path``, ``url`` and ``location`` must be given.
 
@@ -294,11 +297,15 @@ class Index:
             )
         if api_key and not url:
             raise PagelensError("api_key is only meaningful with url")
+        if segment_points is not None and path is None:
+            raise PagelensError("segment_points is only meaningful with path (an embedded index)")
         store: Store
         if path is not None:
             from pagelens.storage.edge import EdgeStore
 
-            edge = EdgeStore(path, wait_s=wait_s, lock_now=lock_now, verify=verify)
+            edge = EdgeStore(
+                path, wait_s=wait_s, lock_now=lock_now, verify=verify, segment_points=segment_points
+            )
             store, where = edge, str(Path(path))
         else:
             from pagelens.storage.server import ServerStore

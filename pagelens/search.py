@@ -89,6 +89,8 @@ class SearchOptions:
             indexes of manifest format 1 only: at 10k synthetic pages it kept 0.83
             of the exact top-10).
         filter: restrict to some documents.
+        coarse_query_vectors: query vectors the coarse stage scans with: the
+            question's tokens Ward-pooled into so many; ``None``: every token.
 
     """
 
@@ -100,9 +102,12 @@ class SearchOptions:
     channel_limit: int = 100
     first_stage: str = "exact"
     filter: SearchFilter | None = None
+    coarse_query_vectors: int | None = COARSE_QUERY_VECTORS
 
     def __post_init__(self) -> None:
         check_whole("k", self.k, 1)
+        if self.coarse_query_vectors is not None:
+            check_whole("coarse_query_vectors (None for every token)", self.coarse_query_vectors, 1)
         if self.candidates is not None:
             check_whole("candidates (None for exact search)", self.candidates, 1)
         check_whole("channel_limit", self.channel_limit, 1)
@@ -382,7 +387,7 @@ def _run(index: Index, opts: SearchOptions, rows: Sequence[_Row]) -> list[list[H
             candidates=opts.candidates,
             first_stage=stage,
             coarse=coarse,
-            coarse_query=COARSE_QUERY_VECTORS if coarse is not None else None,
+            coarse_query=opts.coarse_query_vectors if coarse is not None else None,
             # one channel is its own result: it brings exactly k
             channel_limit=max(opts.channel_limit, opts.k) if several else opts.k,
             fusion=opts.fusion,

@@ -7,6 +7,6 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 ruff check pagelens tests benchmarks
-ruff format --check pagelens tests
+ruff format --check pagelens tests benchmarks
 mypy
 python -m pytest -q "$@"

@@ -23,8 +23,8 @@ import torch  # noqa: E402
 
 from pagelens.encoders import load_encoder  # noqa: E402
 from pagelens.encoders.colpali import (  # noqa: E402
-    _fix_paligemma_attention,
     detect_family,
+    fix_paligemma_attention,
 )
 from pagelens.errors import EncoderError  # noqa: E402
 from pagelens.index import Index  # noqa: E402
@@ -107,7 +107,7 @@ def test_vectors_and_scores_are_colpali_engines(family: str, built) -> None:
     if family == "bipali":
         # As for ColPali (tests/test_conformance.py): a padded PaliGemma batch gets a
         # causal mask unless the text config is marked non-causal, as pagelens does.
-        _fix_paligemma_attention(model)
+        fix_paligemma_attention(model)
     np.testing.assert_allclose(
         ours_p, _reference(model, processor.process_images(images)), atol=ATOL
     )

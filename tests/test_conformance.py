@@ -20,7 +20,7 @@ pytest.importorskip("colpali_engine")
 import torch  # noqa: E402
 
 from pagelens.encoders.colpali import (  # noqa: E402
-    _fix_paligemma_attention,
+    fix_paligemma_attention,
 )
 from pagelens.scoring import maxsim, maxsim_matrix, rank  # noqa: E402
 from pagelens.types import MultiVector  # noqa: E402
@@ -94,7 +94,7 @@ def test_queries_are_colpali_engines_rows(family: str, built) -> None:
         # prompt; under transformers 5 an unpadded input gets no mask (bidirectional),
         # but a padded batch gets a causal one, so colpali-engine's query vectors depend
         # on what a query was batched with. pagelens marks the text config non-causal
-        # (_fix_paligemma_attention): every query gets its unpadded vectors (checked
+        # (fix_paligemma_attention): every query gets its unpadded vectors (checked
         # above). With that one change, colpali-engine's own batch agrees too.
         lengths = {len(v) for v in batched}
         assert len(lengths) > 1  # the batch was padded
@@ -102,7 +102,7 @@ def test_queries_are_colpali_engines_rows(family: str, built) -> None:
             not np.allclose(o, b / np.linalg.norm(b, axis=1, keepdims=True), atol=ATOL)
             for o, b in zip(ours, batched, strict=True)
         )
-        _fix_paligemma_attention(model)
+        fix_paligemma_attention(model)
         batched = _reference(model, processor.process_queries(QUERIES))
     _assert_rows(ours, batched)
 

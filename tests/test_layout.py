@@ -417,6 +417,37 @@ def test_the_first_stage_is_mapped_from_disk_since_format_6(kind, fmt, tmp_path)
     index.close()
 
 
+def test_search_options_set_the_coarse_stages_query_vectors(kind, tmp_path):
+    """``coarse_query_vectors`` reaches the coarse stage; a bad value is refused up front."""
+    from pagelens.search import SearchOptions
+
+    pages = _pages(seed=37)
+    queries = _queries(pages)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4, coarse_factor=12)
+    index = _open(kind, tmp_path / "idx")
+    index.prepare(SPEC, settings)
+    _fill(index, pages, settings)
+    c = 2  # k = candidates: every candidate comes back, so the answer is the stages' pick
+    for clusters in (1, None):
+        got = search_vectors(index, queries, k=c, candidates=c, coarse_query_vectors=clusters)
+        coarse = COARSE_PER_CANDIDATE * c
+        plans = [
+            HybridQuery(
+                q, None, candidates=c, coarse=coarse, coarse_query=clusters, channel_limit=c
+            )
+            for q in queries
+        ]
+        want = index.hybrid(plans, k=c)
+        for row, records in zip(got, want, strict=True):
+            ids = {f"{r.payload['doc_path']}#{r.payload['page_number']}" for r in records}
+            assert {h.page_id for h in row} == ids
+    assert SearchOptions().coarse_query_vectors == COARSE_QUERY_VECTORS
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(PagelensError, match="coarse_query_vectors .* got"):
+            SearchOptions(coarse_query_vectors=bad)
+    index.close()
+
+
 def _segments(index: Index) -> int:
     """Segments of an embedded index, the empty appendable one included."""
     return int(index.store._shard.info().segments_count)
@@ -466,6 +497,27 @@ def test_an_index_sealed_into_segments_answers_as_one_segment_does(tmp_path, mon
             assert [s for _, s in row] == pytest.approx([s for _, s in ref], abs=1e-5)
     one.close()
     many.close()
+
+
+def test_segment_points_is_the_embedded_index_knob(tmp_path, monkeypatch):
+    """``Index.open(path, segment_points=...)``: 0 never seals, a few seal often."""
+    import pagelens.storage.edge as edge
+
+    monkeypatch.setattr(edge, "SEAL_MIN_KB", 1)  # these pages are far smaller than real ones
+    pages = _pages(seed=31)
+    settings = IndexSettings(pool_factor=1, candidate_factor=4, coarse_factor=12)
+    segments = {}
+    for every in (0, 15):
+        with Index.open(tmp_path / f"idx{every}", segment_points=every) as index:
+            index.prepare(SPEC, settings)
+            _fill_in_runs(index, pages, settings)
+            segments[every] = _segments(index)
+    assert segments[0] == 2  # one segment, optimized at the end, and a new empty appendable
+    assert segments[15] >= 4
+    with pytest.raises(PagelensError, match="segment_points .* got -1"):
+        Index.open(tmp_path / "bad", segment_points=-1)
+    with pytest.raises(PagelensError, match="segment_points is only meaningful with path"):
+        Index.open(location=":memory:", segment_points=0)
 
 
 def test_an_index_made_before_segments_is_not_sealed(tmp_path, monkeypatch):

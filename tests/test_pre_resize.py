@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pagelens.encoders import load_encoder
-from pagelens.encoders.colpali import _pre_resize
+from pagelens.encoders.colpali import pre_resize_image
 from tests.tiny_models import build_tiny_checkpoint, tiny_pages
 
 # a 150-dpi letter page, a landscape slide, a small and a thin page
@@ -18,7 +18,7 @@ def test_pre_resize_gives_the_same_pixels_and_vectors(family, tmp_path):
     pages = tiny_pages(SIZES)
     processor = enc._processor
     images = [p.image for p in pages]
-    small = [_pre_resize(image, processor) for image in images]
+    small = [pre_resize_image(image, processor) for image in images]
     assert small[0].size[0] * small[0].size[1] < 1275 * 1650 // 50  # it did resize
     full, pre = processor.process_images(images), processor.process_images(small)
     assert full.keys() == pre.keys()
@@ -34,4 +34,4 @@ def test_pre_resize_gives_the_same_pixels_and_vectors(family, tmp_path):
 def test_other_processors_get_the_page_unchanged(tmp_path):
     enc = load_encoder(str(build_tiny_checkpoint("colidefics3", tmp_path / "m")), device="cpu")
     image = tiny_pages([(300, 400)])[0].image
-    assert _pre_resize(image, enc._processor) is image
+    assert pre_resize_image(image, enc._processor) is image

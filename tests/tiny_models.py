@@ -59,7 +59,7 @@ _CORPUS = [
     "figure chart page document report summary",
 ]
 _ROW_COL = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
-_IDEFICS_SPECIALS = [
+IDEFICS_SPECIALS = [
     "<fake_token_around_image>",
     "<image>",
     "<end_of_utterance>",
@@ -68,7 +68,7 @@ _IDEFICS_SPECIALS = [
 ]
 
 
-def _tokenizer(specials: list[str], **special_roles: str) -> Any:
+def tiny_tokenizer(specials: list[str], **special_roles: str) -> Any:
     """A byte-level BPE tokenizer trained on a few sentences, wrapped for transformers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -108,7 +108,7 @@ def _build_colqwen(folder: Path, *, v2_5: bool, bi: bool = False) -> None:
         "<|image_pad|>",
         "<|video_pad|>",
     ]
-    tok = _tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok = tiny_tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     text = {
         "vocab_size": len(tok),
@@ -190,7 +190,7 @@ def _build_colqwen3(folder: Path, *, v3_5: bool, bi: bool = False) -> None:
         "<|image_pad|>",
         "<|video_pad|>",
     ]
-    tok = _tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok = tiny_tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
     text: dict[str, Any] = {
         "vocab_size": len(tok),
@@ -288,7 +288,7 @@ def _build_colgemma3(folder: Path, *, bi: bool = False) -> None:
     }
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
     specials += roles.values()
-    tok = _tokenizer(
+    tok = tiny_tokenizer(
         specials,
         pad_token="<pad>",
         eos_token="<eos>",
@@ -347,8 +347,8 @@ def _build_colgemma3(folder: Path, *, bi: bool = False) -> None:
 def _build_colidefics3(folder: Path, *, bi: bool = False) -> None:
     from transformers import Idefics3Config, Idefics3ImageProcessor
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *_IDEFICS_SPECIALS]
-    tok = _tokenizer(
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *IDEFICS_SPECIALS]
+    tok = tiny_tokenizer(
         specials, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|im_end|>"
     )
     config = Idefics3Config(
@@ -390,8 +390,8 @@ def _build_colidefics3(folder: Path, *, bi: bool = False) -> None:
 def _build_colmodernvbert(folder: Path, *, bi: bool = False) -> None:
     from transformers import Idefics3ImageProcessor, ModernVBertConfig
 
-    specials = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "<|begin_of_text|>", *_IDEFICS_SPECIALS]
-    tok = _tokenizer(
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[MASK]", "<|begin_of_text|>", *IDEFICS_SPECIALS]
+    tok = tiny_tokenizer(
         specials, pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
     )
     ids = {t: tok.convert_tokens_to_ids(t) for t in specials}
@@ -436,7 +436,7 @@ def _build_colpali(folder: Path, *, bi: bool = False) -> None:
     from transformers import PaliGemmaConfig, SiglipImageProcessor
 
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
-    tok = _tokenizer(
+    tok = tiny_tokenizer(
         specials, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
     )
     image_processor = SiglipImageProcessor(size={"height": 32, "width": 32})

@@ -8,7 +8,7 @@
 #
 # Run from the repository root on the GPU machine (no network, no poppler), with the
 # git-ignored folders .whl (colpali-engine 0.3.18, transformers 5.24.0; regex as fallback)
-# and .gpu-pages (made by: python benchmarks/encoder_cost.py --save-images .gpu-pages
+# and .gpu-pages (made by: python -m benchmarks.encoder_cost --save-images .gpu-pages
 # --pages 16) carried along:
 #
 #     bash benchmarks/gpu/run_gpu_check.sh
@@ -63,7 +63,7 @@ EOF
 step "encoder cost: 3 models x batch sizes 1 8 16, 16 pages, 32 queries"
 # 140 s per model (a soft deadline at 98 s skips what is left of a slow model);
 # 400 s for the whole run; the JSON keeps what finished.
-timeout 400 python3 benchmarks/encoder_cost.py --device cuda --dtype bfloat16 \
+timeout 400 python3 -m benchmarks.encoder_cost --device cuda --dtype bfloat16 \
     --images .gpu-pages --pages 16 --batch-sizes 1 8 16 --queries 32 --timeout 140 \
     --out "$OUT/encoder_cost_gpu.json"
 rc=$?

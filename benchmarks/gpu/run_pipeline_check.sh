@@ -8,8 +8,8 @@
 #
 # Run from the repository root on the GPU machine (no network, no poppler), carrying the
 # git-ignored folders .whl (colpali-engine 0.3.18, transformers 5.24.0, qdrant-edge-py and
-# their pure-Python dependencies; regex as fallback) and .gpu-pages (made by: python
-# benchmarks/encoder_cost.py --save-images .gpu-pages --pages 16):
+# their pure-Python dependencies; regex as fallback) and .gpu-pages (made by: python -m
+# benchmarks.encoder_cost --save-images .gpu-pages --pages 16):
 #
 #     bash benchmarks/gpu/run_pipeline_check.sh
 #
@@ -57,7 +57,7 @@ print(torch.__version__, transformers.__version__, torch.cuda.get_device_name(0)
 PY
 
 step "pipeline: 3 models, 64 pages each"
-timeout 450 python3 benchmarks/gpu/pipeline_gpu.py --images .gpu-pages --carried 16 \
+timeout 450 python3 -m benchmarks.gpu.pipeline_gpu --images .gpu-pages --carried 16 \
     --pages 64 --timeout 140 --out "$OUT/pipeline_gpu.json"
 rc=$?
 step "done (exit status $rc)"

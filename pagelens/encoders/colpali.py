@@ -240,7 +240,7 @@ class ColPaliEngineEncoder:
         self.page_vectors: PageVectors = page_vectors
         self.image_token_id: int = _image_token_id(model, processor)
         # Resize pages to the processor's pixel budget before it sees them, with its own
-        # resize: the same pixel values for less CPU (see _pre_resize).
+        # resize: the same pixel values for less CPU (see pre_resize_image).
         self.pre_resize = True
 
     @classmethod
@@ -340,7 +340,7 @@ class ColPaliEngineEncoder:
         for batch in _progress(_batches(pages, self.batch_size), len(pages), "encoding pages"):
             images = [_pad_to_aspect(p.image, limit) for p in batch if p.image is not None]
             if self.pre_resize:
-                images = [_pre_resize(image, self._processor) for image in images]
+                images = [pre_resize_image(image, self._processor) for image in images]
             inputs = self._processor.process_images(images)
             keep_image = self.page_vectors == "image"
             try:
@@ -593,7 +593,7 @@ def _pad_to_aspect(image: Image.Image, limit: float | None) -> Image.Image:
     return padded
 
 
-def _pre_resize(image: Image.Image, processor: Any) -> Image.Image:
+def pre_resize_image(image: Image.Image, processor: Any) -> Image.Image:
     """Resize a page to the size Qwen2-VL's image processor would, as it would.
 
     The processor (transformers' torchvision backend) turns a 150-dpi page into a
@@ -691,7 +691,7 @@ def _load_model(
         raise EncoderError(
             f"cannot load {model_cls.__name__} from {checkpoint.model_id!r}: {exc}"
         ) from exc
-    _fix_paligemma_attention(net)
+    fix_paligemma_attention(net)
     if use_window_attention(net):  # one attention call per window size, not per window
         logger.debug("vision tower of %s on %s", checkpoint.model_id, WINDOW_ATTENTION)
     if head is not None and any(key.startswith(head) for key in missing):
@@ -702,7 +702,7 @@ def _load_model(
     return net.eval()
 
 
-def _fix_paligemma_attention(net: Any) -> None:
+def fix_paligemma_attention(net: Any) -> None:
     """Make PaliGemma attend bidirectionally in padded batches too.
 
     PaliGemma (Gemma with ``use_bidirectional_attention``) runs full attention over

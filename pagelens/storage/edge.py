@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pagelens.errors import MissingExtraError, StoreError
+from pagelens.errors import MissingExtraError, StoreError, check_whole
 from pagelens.plan import Fusion, Request, Stage
 from pagelens.storage.base import (
     PayloadFilter,
@@ -153,6 +153,9 @@ class EdgeStore:
     the engine becomes a StoreError; ``verify=True`` always probes (``pagelens
     check``). Damage that leaves sizes and times alone (bit rot) is only found by
     ``pagelens check``.
+
+    ``segment_points``: seal the appendable segment each so many points written;
+    0 never seals (one segment until ``optimize``); ``None``: :data:`SEGMENT_POINTS`.
     """
 
     def __init__(
@@ -162,8 +165,12 @@ class EdgeStore:
         wait_s: float = 0.0,
         lock_now: bool = False,
         verify: bool = False,
+        segment_points: int | None = None,
     ) -> None:
         self.folder = Path(folder)
+        if segment_points is not None:
+            check_whole("segment_points (0: never seal)", segment_points, 0)
+        self._segment_points = segment_points
         if self.folder.exists() and not self.folder.is_dir():
             raise StoreError(f"{self.folder}: index location exists and is not a folder")
         self._lock_file: Any = None
@@ -296,7 +303,7 @@ class EdgeStore:
                     if points:
                         fresh.update(m.UpdateOperation.upsert_points(points))
                     unsealed += len(points)
-                    if unsealed >= SEGMENT_POINTS:  # segments, as upsert() leaves them
+                    if self._seals_at(unsealed):  # segments, as upsert() leaves them
                         fresh.flush()
                         self._optimize(fresh)
                         unsealed = 0
@@ -358,8 +365,12 @@ class EdgeStore:
             if durable:
                 shard.flush()
         self._unsealed += len(points)
-        if self._unsealed >= SEGMENT_POINTS and self._seals:
+        if self._seals and self._seals_at(self._unsealed):
             self.optimize()
+
+    def _seals_at(self, unsealed: int) -> bool:
+        every = SEGMENT_POINTS if self._segment_points is None else self._segment_points
+        return 0 < every <= unsealed
 
     def bind(self, spec: CollectionSpec) -> None:
         """Seal segments as the index grows where its format says so (SEGMENT_POINTS)."""

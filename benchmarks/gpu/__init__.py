@@ -1,0 +1,1 @@
+"""Benchmarks for a GPU machine, run as ``python -m benchmarks.gpu.<name>``."""
