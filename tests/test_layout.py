@@ -541,6 +541,10 @@ def test_an_index_made_before_segments_is_not_sealed(tmp_path, monkeypatch):
         assert len(calls) == 1  # the run's own optimize() at its end, no seal before it
         (row,) = _ranking(index, _queries(pages)[:1], candidates=None)
         assert len(row) == 10
+        # nor does a repair's rebuild seal it: the fresh shard keeps one segment
+        index.store.rebuild(index.manifest.collection_spec(), list(index.store.point_ids()))
+        assert _segments(index) == 1
+        assert _ranking(index, _queries(pages)[:1], candidates=None) == [row]
 
 
 def test_an_index_of_format_6_is_sealed_as_it_grows(tmp_path, monkeypatch):

@@ -303,7 +303,7 @@ class EdgeStore:
                     if points:
                         fresh.update(m.UpdateOperation.upsert_points(points))
                     unsealed += len(points)
-                    if self._seals_at(unsealed):  # segments, as upsert() leaves them
+                    if spec.segmented and self._seals_at(unsealed):  # as upsert() leaves them
                         fresh.flush()
                         self._optimize(fresh)
                         unsealed = 0
