@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -43,50 +44,59 @@ def _search_filter(body: FilterBody | None) -> SearchFilter | None:
     return SearchFilter(doc_paths=paths, path_prefix=body.path_prefix)
 
 
-def run_search(served: Served, body: SearchBody) -> dict[str, Any]:
-    """Answer a page search: the wire's search object, each hit with its image URL."""
-    served.limits.check_queries(body.queries)
-    served.limits.check_k(body.k)
+def _timed(
+    served: Served,
+    body: SearchBody | DocumentSearchBody,
+    queries: list[str],
+    ks: list[int],
+    call: Callable[..., Any],
+) -> tuple[Any, tuple[str, ...], float]:
+    """Check a search's limits, run ``call`` with its options; (result, channels, ms)."""
+    served.limits.check_queries(queries)
+    for k in ks:
+        served.limits.check_k(k)
     channels = tuple(body.channels) if body.channels else None
     t0 = time.perf_counter()
-    results = served.lens.search(
-        body.queries,
-        k=body.k,
+    result = call(
         channels=channels,
         fusion=body.fusion,
         weights=body.weights,
         filter=_search_filter(body.filter),
     )
     ms = (time.perf_counter() - t0) * 1000
+    return result, channels or index_channels(served.lens.index), ms
+
+
+def run_search(served: Served, body: SearchBody) -> dict[str, Any]:
+    """Answer a page search: the wire's search object, each hit with its image URL."""
+    results, chosen, ms = _timed(
+        served,
+        body,
+        body.queries,
+        [body.k],
+        lambda **options: served.lens.search(body.queries, k=body.k, **options),
+    )
     found = page_results(body.queries, results)
     for hit in (h for row in found for h in row["hits"]):
         hit["image"] = image_url(hit["doc_sha256"], hit["page_number"])
-    chosen = channels or index_channels(served.lens.index)
     return search_response(found, channels=chosen, fusion=body.fusion, k=body.k, milliseconds=ms)
 
 
 def run_document_search(served: Served, body: DocumentSearchBody) -> dict[str, Any]:
     """Rank documents by their best page: the wire's search object, of documents."""
-    served.limits.check_queries([body.query])
-    served.limits.check_k(body.k)
-    served.limits.check_k(body.per_document)
-    channels = tuple(body.channels) if body.channels else None
-    t0 = time.perf_counter()
-    ranked = served.lens.search_documents(
-        body.query,
-        k=body.k,
-        per_document=body.per_document,
-        channels=channels,
-        fusion=body.fusion,
-        weights=body.weights,
-        filter=_search_filter(body.filter),
+    ranked, chosen, ms = _timed(
+        served,
+        body,
+        [body.query],
+        [body.k, body.per_document],
+        lambda **options: served.lens.search_documents(
+            body.query, k=body.k, per_document=body.per_document, **options
+        ),
     )
-    ms = (time.perf_counter() - t0) * 1000
     found = document_results([body.query], [ranked])
     for doc in found[0]["documents"]:
         for page in doc["pages"]:
             page["image"] = image_url(doc["doc_sha256"], page["page_number"])
-    chosen = channels or index_channels(served.lens.index)
     return search_response(found, channels=chosen, fusion=body.fusion, k=body.k, milliseconds=ms)
 
 
