@@ -73,12 +73,10 @@ class SearchOptions:
         channels: any of ``"dense"`` (MaxSim with the index's encoder), ``"text"``
             (MaxSim with its text encoder) and ``"bm25"``; several are fused by the
             engine, one is a fusion of one. ``None``: every channel the index holds
-            (:func:`index_channels`). On mmlongbench-dev with MiniLM, dense + BM25
-            by DBSF gave nDCG@5 0.473 / 0.601 (corpus / document) against 0.417 /
-            0.572 for dense alone.
+            (:func:`index_channels`); on mmlongbench-dev dense + BM25 beat dense
+            alone (README, "Evaluation").
         fusion: ``"dbsf"`` (Qdrant's normalised score fusion: it beat RRF and either
-            channel alone on mmlongbench-dev, 0.467/0.601 against RRF's 0.435/0.587)
-            or ``"rrf"``.
+            channel alone on mmlongbench-dev; README, "Evaluation") or ``"rrf"``.
         weights: RRF weight per channel, e.g. ``{"bm25": 2}`` (1 for a channel not
             named); Qdrant divides each channel's rank by its weight.
         channel_limit: results each channel brings to a fusion.
@@ -86,8 +84,8 @@ class SearchOptions:
             page's coarse vectors, then of the pooled vectors of 10 x ``candidates``
             pages, in indexes since manifest format 4; of every page's pooled
             vectors in older ones) or ``"hnsw"`` (the pooled vectors' graph, in
-            indexes of manifest format 1 only: at 10k synthetic pages it kept 0.83
-            of the exact top-10).
+            indexes of manifest format 1 only; it lost recall against the scan:
+            benchmarks/README.md, "The compact layout against format 1").
         filter: restrict to some documents.
         coarse_query_vectors: query vectors the coarse stage scans with: the
             question's tokens Ward-pooled into so many; ``None``: every token.

@@ -100,13 +100,11 @@ except Exception:
 def probe_shard(folder: Path) -> None:
     """Load the shard under ``folder`` in a child process; StoreError if the engine aborts.
 
-    Measured on a 2-CPU dev box (random dim-128 pages, 83 rerank + 38 candidate
-    vectors each, best of 5): the probe takes 0.11 s at 5 pages, 0.60 s at 1,000
-    and 0.71 s at 5,000, about what loading the shard in-process takes (0.08, 0.46,
-    0.54 s for an open and close) plus 0.03 s to start an interpreter; so a probed
-    open costs about twice a plain one. The clean-close test that decides whether
-    to probe (listing the shard's files, sizes and times) takes 2 ms. So the probe
-    runs only after an unclean close or a change to the files, and for ``check``.
+    The probe costs about one more load of the shard, so a probed open costs
+    about twice a plain one (README, "Checking and repairing an index"), while the
+    clean-close test that decides whether to probe only lists the shard's files,
+    sizes and times. So the probe runs only after an unclean close or a change to
+    the files, and for ``check``.
     """
     env = {**os.environ, "RUST_BACKTRACE": "0"}
     t0 = time.perf_counter()
@@ -416,7 +414,7 @@ class EdgeStore:
         """Merge and compact what writes left in the engine's appendable segments.
 
         The engine refuses to optimize without free disk of about twice the index
-        (measured: 22.6 GiB asked for a 12 GB index of 300k pages). Every page is
+        (benchmarks/README.md, "A cost model for 1M pages"). Every page is
         stored and searchable without it, so a refusal for room is a warning, not a
         failed run; the next run that writes pages tries again.
         """
