@@ -41,6 +41,10 @@ class StoreError(PagelensError):
     """The store could not be opened, read or written."""
 
 
+class IndexClosedError(StoreError):
+    """The index (or the Lens over it) was closed; open it again to use it."""
+
+
 def check_whole(name: str, value: object, low: int) -> int:
     """Return ``value`` if it is a whole number (not a bool) of at least ``low``.
 

@@ -760,9 +760,20 @@ def hit_from_payload(
 ) -> Hit:
     """Make the :class:`~pagelens.types.Hit` of a stored page payload.
 
-    The one place a page's payload (as :func:`_page_point` lays it out) becomes a
-    hit: for a search's results, a served page image, a page to explain.
+    The one place a page's payload (as :func:`~pagelens.storage.layout.page_point`
+    lays it out) becomes a hit: for a search's results, a served page image, a page
+    to explain.
+
+    Raises:
+        StoreError: the payload is not a readable page's (damage brought back a
+            deleted or bookkeeping point, or garbled the payload).
+
     """
+    kind = payload.get("kind")
+    missing = [key for key in ("doc_path", "page_number", "doc_sha256") if key not in payload]
+    if kind != KIND_PAGE or missing:
+        what = f"missing {', '.join(missing)}" if missing and kind == KIND_PAGE else f"a {kind!r}"
+        raise StoreError(f"a stored point that should be a page is {what} point")
     return Hit(
         doc_path=str(payload["doc_path"]),
         page_number=int(payload["page_number"]),

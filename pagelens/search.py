@@ -27,7 +27,7 @@ import numpy as np
 
 from pagelens.bm25 import bm25_queries
 from pagelens.encoders.base import Encoder
-from pagelens.errors import PagelensError, check_whole
+from pagelens.errors import PagelensError, StoreError, check_whole
 from pagelens.index import Index, hit_from_payload
 from pagelens.plan import FIRST_STAGES, FUSIONS, HybridQuery
 from pagelens.storage.base import PayloadFilter, SparseVector
@@ -60,6 +60,22 @@ class SearchFilter:
 
     doc_paths: tuple[str, ...] | None = None
     path_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        paths = self.doc_paths
+        if paths is not None:
+            if isinstance(paths, (str, bytes)) or not isinstance(paths, (list, tuple)):
+                raise PagelensError(
+                    f"doc_paths must be a list of document paths, got {paths!r} "
+                    f"({type(paths).__name__}): write doc_paths=[{paths!r}] for one"
+                )
+            bad = [p for p in paths if not isinstance(p, str)]
+            if bad:
+                raise PagelensError(f"doc_paths must hold strings, got {bad!r}")
+            object.__setattr__(self, "doc_paths", tuple(paths))
+        prefix = self.path_prefix
+        if prefix is not None and not isinstance(prefix, str):
+            raise PagelensError(f"path_prefix must be a string, got {prefix!r}")
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,12 @@ class SearchOptions:
                 f"first_stage must be one of {FIRST_STAGES}, got {self.first_stage!r}"
             )
         self._check_weights()
+        if self.filter is not None and not isinstance(self.filter, SearchFilter):
+            raise PagelensError(
+                f"filter must be a SearchFilter or None, got {self.filter!r} "
+                f"({type(self.filter).__name__}); for one document: "
+                f"SearchFilter(doc_paths=[{self.filter!r}])"
+            )
 
     def _check_weights(self) -> None:
         if self.weights is None:
@@ -395,7 +417,12 @@ def _run(index: Index, opts: SearchOptions, rows: Sequence[_Row]) -> list[list[H
         for d, t, s in rows
     ]
     results = index.hybrid(requests, k=opts.k, where=where)
-    return [
-        [hit_from_payload(r.payload, score=r.score, channels=r.channels) for r in records]
-        for records in results
-    ]
+    try:
+        return [
+            [hit_from_payload(r.payload, score=r.score, channels=r.channels) for r in records]
+            for records in results
+        ]
+    except StoreError as exc:
+        raise StoreError(
+            f"index {index.location}: {exc}: its files are damaged; run `pagelens check`"
+        ) from exc

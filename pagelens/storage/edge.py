@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pagelens.errors import MissingExtraError, StoreError, check_whole
+from pagelens.errors import IndexClosedError, MissingExtraError, StoreError, check_whole
 from pagelens.plan import Fusion, Request, Stage
 from pagelens.storage.base import (
     PayloadFilter,
@@ -174,6 +174,7 @@ class EdgeStore:
         self._lock_file: Any = None
         self._shard: Any = None
         self._made_folder = False
+        self._closed = False
         self._wait_s = wait_s
         self._unsealed = 0  # points written since the appendable segment was sealed
         self._seals = False  # the collection's spec says (create, bind)
@@ -231,9 +232,18 @@ class EdgeStore:
 
     # -- lifecycle -----------------------------------------------------------------
     def exists(self) -> bool:
+        self._check_open()
         return self._shard is not None
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IndexClosedError(
+                f"{self.folder}: the index is closed; open it again to use it "
+                "(pagelens.open or Index.open)"
+            )
+
     def create(self, spec: CollectionSpec) -> None:
+        self._check_open()
         if self._shard is not None:
             raise StoreError(f"{self.folder}: index already exists")
         if self._lock_file is None:
@@ -319,6 +329,7 @@ class EdgeStore:
         logger.info("%s: rebuilt with %d points", self.folder, len(ids))
 
     def close(self) -> None:
+        self._closed = True
         try:
             if self._shard is not None:
                 shard, self._shard = self._shard, None
@@ -344,6 +355,7 @@ class EdgeStore:
             logger.warning("%s: cannot record a clean close: %s", self.folder, exc)
 
     def _require(self) -> Any:
+        self._check_open()
         if self._shard is None:
             raise StoreError(f"{self.folder}: no index here yet (run `pagelens index` first)")
         return self._shard

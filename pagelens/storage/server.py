@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pagelens.errors import PagelensError, StoreError, check_whole
+from pagelens.errors import IndexClosedError, PagelensError, StoreError, check_whole
 from pagelens.plan import Fusion, Request, Stage
 from pagelens.storage.base import (
     PayloadFilter,
@@ -75,6 +75,7 @@ class ServerStore:
         if len(given) != 1:
             raise StoreError(f"give exactly one of url, location, path; got {given or 'none'}")
         self._m = models
+        self._closed = False
         self.collection = collection
         self.cluster = cluster or ClusterSpec()
         self.location = f"{url or location or path}#{collection}"
@@ -96,9 +97,18 @@ class ServerStore:
         self._local = url is None
 
     def exists(self) -> bool:
+        self._check_open()
         return self._exists
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IndexClosedError(
+                f"{self.location}: the index is closed; open it again to use it "
+                "(pagelens.open or Index.open)"
+            )
+
     def create(self, spec: CollectionSpec) -> None:
+        self._check_open()
         if self._exists:
             raise StoreError(f"{self.location}: collection {self.collection!r} already exists")
         m = self._m
@@ -138,10 +148,12 @@ class ServerStore:
         """Nothing to do: a server lays out segments itself."""
 
     def close(self) -> None:
+        self._closed = True
         with engine_errors(self.location, "close the connection"):
             self._client.close()
 
     def _require(self) -> None:
+        self._check_open()
         if not self._exists:
             raise StoreError(
                 f"{self.location}: collection {self.collection!r} does not exist yet "
