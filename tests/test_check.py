@@ -215,11 +215,28 @@ def test_a_lost_manifest_without_copies_is_refused(copy):
     damage(copy, "manifest_deleted")
     report = _check(copy)
     assert not report.repairable and "new folder" in report.advice
+    assert "do not all keep a copy of it (indexes built before they did)" in report.advice
     with (
         Index.open(copy, verify=True) as idx,
         pytest.raises(PagelensError, match="cannot repair.*new folder"),
     ):
         repair_index(idx)
+
+
+@pytest.mark.parametrize("records", ["unreadable", "damaged copies"])
+def test_a_lost_manifest_with_damaged_records_says_so(copy, records):
+    """Not "built before they did": this release built it, and its records are damaged."""
+    with Index.open(copy) as idx:
+        garbled = {"page_count": "three"} if records == "unreadable" else {"manifest": {"x": 1}}
+        idx.store.set_payload(PayloadFilter(kind="document"), garbled)
+    damage(copy, "manifest_deleted")
+    report = _check(copy)
+    assert not report.repairable and "built before" not in report.advice
+    want = {
+        "unreadable": "no commit record could be read to rebuild it from (2 points are damaged",
+        "damaged copies": "2 commit records hold a damaged copy of it",
+    }[records]
+    assert want in report.advice
 
 
 # -- the same bodies on every backend: damage written through the Store API ------

@@ -244,7 +244,7 @@ def check_index(index: Index) -> CheckReport:
     rebuild = scan.check_manifest(bool(points or unreadable))
     scan.check_documents(_expected_dims(scan.manifest or rebuild))
     scan.report_orphans()
-    repairable, advice = _advice(scan.problems, scan.manifest, rebuild, index.location)
+    repairable, advice = _advice(scan, rebuild, index.location)
     return CheckReport(
         location=index.location,
         documents=len(scan.records),
@@ -271,6 +271,8 @@ class _Scan:
         # they are no damage: the next indexing run resumes or removes such a document
         self.pending: dict[str, str] = {}
         self.lost: dict[str, dict[int, str]] = {}  # document -> unreadable page -> its id
+        self.damaged_copies = 0  # commit records whose copy of the manifest is unreadable
+        self.no_rebuild = ""  # why a lost manifest cannot be rebuilt (check_manifest)
 
     def _point_problem(self, point_id: str, cause: str) -> None:
         self.problems.append(Problem("point", point_id, cause, None, (point_id,)))
@@ -312,6 +314,7 @@ class _Scan:
             self.record_manifests[record.doc_sha256] = recorded_manifest(dict(point.payload))
         except PagelensError:
             self.record_manifests[record.doc_sha256] = None
+            self.damaged_copies += 1
 
     def place_unreadable(self, unreadable: dict[str, str]) -> None:
         """Tie each point the engine could not read to its document (or the manifest)."""
@@ -340,6 +343,7 @@ class _Scan:
                 self.problems.append(Problem("manifest", "manifest", cause))
             if len(copies) == 1 and all(m is not None for m in self.record_manifests.values()):
                 return copies.pop()
+            self.no_rebuild = self._why_no_rebuild(copies)
         elif manifest is not None and any(m is not None and m != manifest for m in copies):
             others = sorted({m.encoder.model_id for m in copies if m != manifest})
             cause = (
@@ -348,6 +352,20 @@ class _Scan:
             )
             self.problems.append(Problem("manifest", "manifest", cause))
         return None
+
+    def _why_no_rebuild(self, copies: set[Manifest]) -> str:
+        """Say why the commit records cannot give back a lost manifest."""
+        damaged = sum(p.kind == "point" for p in self.problems)
+        if not self.record_manifests:
+            return (
+                "no commit record could be read to rebuild it from"
+                + (f" ({damaged} points are damaged or unreadable)" if damaged else "")
+            )
+        if self.damaged_copies:
+            return f"{self.damaged_copies} commit records hold a damaged copy of it"
+        if len(copies) > 1:
+            return "the commit records keep copies that disagree"
+        return "the commit records do not all keep a copy of it (indexes built before they did)"
 
     def check_documents(self, dims: dict[str, int]) -> None:
         """Each committed document against its record: pages, vectors, counts."""
@@ -391,16 +409,14 @@ def _document_faults(
     return faults
 
 
-def _advice(
-    problems: list[Problem], manifest: Manifest | None, rebuild: Manifest | None, location: str
-) -> tuple[bool, str]:
+def _advice(scan: _Scan, rebuild: Manifest | None, location: str) -> tuple[bool, str]:
+    problems, manifest = scan.problems, scan.manifest
     if not problems:
         return True, ""
     if manifest is None and rebuild is None:
         return False, (
-            "the manifest cannot be rebuilt: the commit records do not all keep a copy of it "
-            "(indexes built before they did) or they disagree; index the documents into a "
-            "new folder"
+            f"the manifest cannot be rebuilt: {scan.no_rebuild or 'it is lost'}; index the "
+            "documents into a new folder"
         )
     if any(p.kind == "manifest" for p in problems) and manifest is not None:
         return False, (
