@@ -412,7 +412,29 @@ def _target(
     return IndexTarget(path=str(index or Path(DEFAULT_INDEX)))
 
 
+def _after_the_run(signum: int, frame: FrameType | None) -> None:
+    """Say, on a signal once the run has ended, that it cost nothing; exit 128 + signum."""
+    name = signal.Signals(signum).name
+    os.write(
+        2,
+        f"{name} after the run had ended: every document was committed, nothing is lost\n".encode(),
+    )
+    os._exit(128 + signum)
+
+
+def run_ended() -> None:
+    """Answer Ctrl-C or SIGTERM from now on with :func:`_after_the_run`.
+
+    Called once an indexing run's index is closed: what remains is printing its
+    summary and the interpreter's teardown (thread and process pools joining), where
+    a signal used to end the process silently (status -2 or -15).
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _after_the_run)
+
+
 def _show_index_report(report: Any, as_json: bool) -> None:
+    run_ended()  # the index is closed: what is left cannot lose anything
     if as_json:
         _echo_json(tagged({**asdict(report), "pages_per_second": report.pages_per_second}))
         return

@@ -99,6 +99,25 @@ def test_sigterm_ends_an_index_run_as_ctrl_c_does(tmp_path, model):
     assert "interrupted: committed documents are kept; run again to resume" in err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_run_ended_says_nothing_is_lost(sig):
+    """Once the summary is due, a signal ends the teardown with a word, not silently."""
+    code = (
+        "import os, time\n"
+        "from pagelens.cli import run_ended\n"
+        "run_ended()\n"
+        f"os.kill(os.getpid(), {int(sig)})\n"
+        "time.sleep(30)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 128 + sig, done.stderr
+    name = signal.Signals(sig).name
+    assert f"{name} after the run had ended: every document was committed" in done.stderr
+
+
 def test_environment_variables_are_named_in_errors(tmp_path):
     result = runner.invoke(
         app,

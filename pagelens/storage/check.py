@@ -357,9 +357,8 @@ class _Scan:
         """Say why the commit records cannot give back a lost manifest."""
         damaged = sum(p.kind == "point" for p in self.problems)
         if not self.record_manifests:
-            return (
-                "no commit record could be read to rebuild it from"
-                + (f" ({damaged} points are damaged or unreadable)" if damaged else "")
+            return "no commit record could be read to rebuild it from" + (
+                f" ({damaged} points are damaged or unreadable)" if damaged else ""
             )
         if self.damaged_copies:
             return f"{self.damaged_copies} commit records hold a damaged copy of it"
