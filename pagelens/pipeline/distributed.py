@@ -583,7 +583,6 @@ def index_paths_ray(
             _run_pipeline(ray, target, owner, run, tasks, loaders, options, encoder_resources)
         if prune:
             run.prune()
-        _in_discovery_order(run, found)
         return run.report(start)
     finally:
         index.close()
@@ -831,16 +830,6 @@ def _settle(index: Index, run: RunState, progress: _Progress, sha: str) -> None:
         return
     logger.info("committed %s (%d pages)", doc.path, end.page_count)
     run.settle(doc, len(end.emitted), failed)
-
-
-def _in_discovery_order(run: RunState, found: Discovery) -> None:
-    """Order what the run reports as the single-process job does: by discovery."""
-    order = {d.path: i for i, d in enumerate(found.documents)}
-    run.indexed.sort(key=lambda p: order.get(p, -1))
-    first = len(found.skipped)
-    later = sorted(run.skipped[first:], key=lambda s: order.get(s.path, -1))
-    run.skipped[first:] = later
-    run.page_errors.sort(key=lambda e: (order.get(e.path, -1), e.page_number))
 
 
 __all__ = [

@@ -196,6 +196,19 @@ class RunState:
                 self.deleted.add(old.doc_sha256)
                 self.replaced.append(f"{old.doc_path} ({old.doc_sha256[:12]})")
 
+    def _in_discovery_order(self) -> None:
+        """Order what the run reports by discovery, however its stages interleaved.
+
+        A document skipped at admission (a password it lacks) and one skipped at
+        its commit (no page could be encoded) are noted as the run gets to them:
+        group commits and the Ray pipeline both reorder that.
+        """
+        order = {d.path: i for i, d in enumerate(self.found.documents)}
+        self.indexed.sort(key=lambda p: order.get(p, -1))
+        first = len(self.found.skipped)
+        self.skipped[first:] = sorted(self.skipped[first:], key=lambda s: order.get(s.path, -1))
+        self.page_errors.sort(key=lambda e: (order.get(e.path, -1), e.page_number))
+
     def prune(self) -> None:
         """Remove the committed documents whose files were not found."""
         seen = {d.sha256 for d in self.found.documents}
@@ -207,6 +220,7 @@ class RunState:
 
     def report(self, start: float) -> IndexReport:
         """Optimize the index if the run changed it; say what the run did since ``start``."""
+        self._in_discovery_order()
         if self.pages or self.pruned or self.replaced or self.removed_incomplete:
             t0 = time.perf_counter()
             self.index.optimize()
