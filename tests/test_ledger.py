@@ -258,15 +258,18 @@ def _die() -> None:
 # -- (d) the journal read back tolerantly ------------------------------------------------
 def test_a_torn_last_line_is_ignored_and_cut_off(copy, caplog):
     ledger_file = copy / LEDGER_NAME
-    with open(ledger_file, "ab") as fh:
-        fh.write(b'0badc0de {"event":"delete","sha256":["')  # a crash mid-append
+    whole = ledger_file.read_bytes()
+    with open(ledger_file, "ab") as fh:  # a crash mid-append: longer than the next line
+        fh.write(b'0badc0de {"event":"commit","documents":[{"pages":3,"path":"' + b"x" * 300)
     with caplog.at_level(logging.WARNING), Index.open(copy) as idx:
         assert len(idx.documents()) == 2
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
         idx.delete_document("a.pdf")  # appends after the last whole line
+        idx.delete_document("sub/b.pdf")
+    data = ledger_file.read_bytes()
+    assert data.startswith(whole) and data.endswith(b"\n") and b"xxx" not in data
     ledger = Ledger.read(copy)
-    assert ledger is not None and ledger.damage == []
-    assert [e.doc_path for e in ledger.documents.values()] == ["sub/b.pdf"]
+    assert ledger is not None and ledger.damage == [] and ledger.documents == {}
 
 
 def test_a_damaged_line_is_refused_and_repair_writes_the_ledger_again(copy, pristine):
@@ -362,3 +365,18 @@ def test_the_ledgers_copy_rebuilds_a_manifest_no_commit_record_keeps(copy):
         assert repair_index(idx).manifest_rebuilt
     with Index.open(copy) as idx:
         assert idx.manifest == manifest and len(idx.documents()) == 2
+
+
+def test_a_served_index_records_its_deletions_in_the_ledger(copy):
+    """The server wraps the store in a lock: its index keeps the folder's ledger."""
+    from pagelens.serve.locking import open_served
+
+    served = open_served(copy)
+    try:
+        assert served.index.ledger is not None
+        served.delete("a.pdf")
+    finally:
+        served.close()
+    with Index.open(copy) as idx:  # no false alarm: the ledger saw the deletion
+        assert [d.doc_path for d in idx.documents()] == ["sub/b.pdf"]
+        assert idx.ledger is not None and len(idx.ledger.documents) == 1
