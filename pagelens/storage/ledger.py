@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -134,6 +135,8 @@ class Ledger:
         self.records = 0  # documents, deletions and moves recorded in all
         self.lines = 0  # lines that read
         self._good_end = 0  # bytes up to the end of the last line that reads
+        # appends one at a time (a server's jobs and deletions run in several threads)
+        self._lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------------
     @classmethod
@@ -234,7 +237,10 @@ class Ledger:
         return ledger
 
     def compact(self) -> None:
-        """Rewrite the file with the live documents only (atomically: temp file, replace)."""
+        """Rewrite the file with the live documents only (atomically: temp file, replace).
+
+        Called while nothing else writes (on opening, or by a repair).
+        """
         events: list[Mapping[str, Any]] = [{"event": "ledger", "format": LEDGER_FORMAT}]
         if self.manifest is not None:
             events.append({"event": "manifest", "manifest": self.manifest})
@@ -243,12 +249,15 @@ class Ledger:
             events.append({"event": "commit", "documents": docs})
         data = b"".join(_line(e) for e in events)
         temp = self.path.with_name(self.path.name + ".tmp")
-        with open(temp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, self.path)
-        _fsync_folder(self.path.parent)
+        try:
+            with open(temp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(temp, self.path)
+            _fsync_folder(self.path.parent)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot write the ledger: {exc}") from exc
         self.damage, self.records, self._good_end = [], len(self.documents), len(data)
         self.lines = len(events)
 
@@ -260,22 +269,35 @@ class Ledger:
         logger.debug(
             "%s: compacting %d records to %d", self.path, self.records, len(self.documents)
         )
-        self.compact()
+        try:
+            self.compact()
+        except StoreError as exc:  # the journal as it was still reads: only slower
+            logger.warning("%s", exc)
+            return False
         return True
 
     def _append(self, event: Mapping[str, Any]) -> None:
-        """Append one event durably (cutting off a torn last line first)."""
+        """Append one event durably (cutting off a torn last line first); hold the lock.
+
+        Raises:
+            StoreError: the file cannot be written (the engine is then ahead of the
+                ledger, which the next open reconciles).
+
+        """
         line = _line(event)
         if self._good_end == 0:  # nothing of the file reads: start it again
             line = _line({"event": "ledger", "format": LEDGER_FORMAT}) + line
-        with open(self.path, "r+b") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() > self._good_end:  # a torn line a crash left: not ours to keep
-                fh.truncate(self._good_end)
-                fh.seek(self._good_end)
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.path, "r+b") as fh:
+                fh.seek(0, os.SEEK_END)
+                if fh.tell() > self._good_end:  # a torn line a crash left: not ours to keep
+                    fh.truncate(self._good_end)
+                    fh.seek(self._good_end)
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot write the ledger: {exc}") from exc
         self._good_end += len(line)
         self.lines += 1
 
@@ -283,32 +305,37 @@ class Ledger:
         """Record documents whose commit records the engine has made durable."""
         if not entries:
             return
-        self._append({"event": "commit", "documents": [e.to_dict() for e in entries]})
-        self.documents.update((e.doc_sha256, e) for e in entries)
-        self.records += len(entries)
+        with self._lock:
+            self._append({"event": "commit", "documents": [e.to_dict() for e in entries]})
+            self.documents.update((e.doc_sha256, e) for e in entries)
+            self.records += len(entries)
 
     def deleted(self, doc_sha256s: Sequence[str]) -> None:
         """Record documents about to be deleted from the engine."""
         if not doc_sha256s:
             return
-        self._append({"event": "delete", "sha256": list(doc_sha256s)})
-        for sha in doc_sha256s:
-            self.documents.pop(sha, None)
-        self.records += len(doc_sha256s)
+        with self._lock:
+            self._append({"event": "delete", "sha256": list(doc_sha256s)})
+            for sha in doc_sha256s:
+                self.documents.pop(sha, None)
+            self.records += len(doc_sha256s)
 
     def moved(self, doc_sha256: str, doc_path: str, source: str) -> None:
         """Record a document's new path (the engine has already recorded it)."""
-        old = self.documents.get(doc_sha256)
-        if old is None:
-            return
-        self._append({"event": "move", "sha256": doc_sha256, "path": doc_path, "source": source})
-        self.documents[doc_sha256] = LedgerEntry(doc_sha256, doc_path, old.page_count, source)
-        self.records += 1
+        with self._lock:
+            old = self.documents.get(doc_sha256)
+            if old is None:
+                return
+            event = {"event": "move", "sha256": doc_sha256, "path": doc_path, "source": source}
+            self._append(event)
+            self.documents[doc_sha256] = LedgerEntry(doc_sha256, doc_path, old.page_count, source)
+            self.records += 1
 
     def manifest_written(self, manifest: Mapping[str, Any]) -> None:
         """Record the manifest the engine now holds."""
-        self._append({"event": "manifest", "manifest": dict(manifest)})
-        self.manifest = dict(manifest)
+        with self._lock:
+            self._append({"event": "manifest", "manifest": dict(manifest)})
+            self.manifest = dict(manifest)
 
     # -- comparing with the engine ----------------------------------------------------
     def shortfall(self, documents: int, pages: int) -> str | None:
