@@ -40,6 +40,7 @@ from pagelens.storage.layout import (
     source_from_payload,
     source_payload,
 )
+from pagelens.storage.ledger import Ledger, LedgerEntry, describe, missing_from
 from pagelens.storage.store import Store
 from pagelens.types import Document, Hit, display_path
 from pagelens.version import package_version
@@ -221,12 +222,24 @@ class Index:
     :func:`pagelens.search.search`.
     """
 
-    def __init__(self, store: Store, location: str, *, verify: bool = False) -> None:
-        """Read the manifest of ``store``.
+    def __init__(
+        self,
+        store: Store,
+        location: str,
+        *,
+        verify: bool = False,
+        ledger_folder: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Read the manifest of ``store``, and compare it with its ledger.
+
+        ``ledger_folder``: where the index keeps its ledger
+        (:mod:`pagelens.storage.ledger`; an embedded index's folder), ``None``
+        for none (a server's collection).
 
         Raises:
             StoreError: the collection holds points but no readable manifest (a
-                different encoder must never be stamped over its vectors); with
+                different encoder must never be stamped over its vectors), or fewer
+                documents or pages than its ledger records (lost to damage); with
                 ``verify`` (``pagelens check``) the index opens anyway.
 
         """
@@ -234,7 +247,10 @@ class Index:
         self.location = location
         self._manifest: Manifest | None = None
         self._unflushed_pages = False  # pages written with durable=False, not yet flushed
+        self._ledger_folder = Path(ledger_folder) if ledger_folder is not None else None
+        self._ledger: Ledger | None = None
         if not store.exists():
+            self._no_engine(verify)
             return
         try:
             payloads = list(store.scroll(PayloadFilter(kind=KIND_MANIFEST)))
@@ -253,6 +269,8 @@ class Index:
             if not verify:
                 raise
             logger.debug("opening %s for a check despite: %s", location, exc)
+        if self._ledger_folder is not None:
+            self._open_ledger(verify)
 
     @classmethod
     def open(
@@ -313,7 +331,7 @@ class Index:
             store = ServerStore(url=url, api_key=api_key, location=location, collection=collection)
             where = f"{url or location}#{collection}"
         try:
-            return cls(store, where, verify=verify)
+            return cls(store, where, verify=verify, ledger_folder=path)
         except PagelensError:
             store.close()  # release the folder's lock
             raise
@@ -330,6 +348,130 @@ class Index:
     def exists(self) -> bool:
         """Whether an index has been created here (by a first indexing run)."""
         return self.store.exists()
+
+    # -- ledger --------------------------------------------------------------------
+    @property
+    def ledger(self) -> Ledger | None:
+        """The ledger of what the index committed (:mod:`pagelens.storage.ledger`).
+
+        ``None`` for a server's collection, and for an index opened for a check
+        (``verify``) before it had one.
+        """
+        return self._ledger
+
+    def _no_engine(self, verify: bool) -> None:
+        """No engine files here: damage if a ledger records documents (files lost)."""
+        if self._ledger_folder is None:
+            return
+        ledger = Ledger.read(self._ledger_folder)
+        if ledger is None or not ledger.documents:
+            return
+        if verify:
+            self._ledger = ledger
+            return
+        raise StoreError(
+            f"index {self.location}: {ledger.shortfall(0, 0)}: the engine's files are gone; "
+            "restore the folder from a copy, or index the documents into a new folder "
+            "(`pagelens check` says the same)"
+        )
+
+    def _open_ledger(self, verify: bool) -> None:
+        """Read the ledger; unless for a check, settle it with the engine (see its module).
+
+        Only counts are compared while they agree: two exact counts of the engine
+        against the ledger's. A check (``verify``) writes nothing here: it compares
+        every document, and a repair rewrites the ledger.
+        """
+        assert self._ledger_folder is not None
+        ledger = Ledger.read(self._ledger_folder)
+        if verify:
+            self._ledger = ledger
+            return
+        if ledger is None:
+            known: set[str] = set()
+            ledger = self._build_ledger()
+        elif ledger.damage:
+            raise StoreError(
+                f"index {self.location}: its ledger {ledger.path} is damaged: "
+                f"{ledger.damage[0]}; run `pagelens check --repair` to write it again"
+            )
+        else:
+            known = set(ledger.documents)
+        self._ledger = ledger
+        self._settle(ledger, known)
+        ledger.compact_if_grown()
+
+    def _build_ledger(self) -> Ledger:
+        """Write a ledger from the engine's manifest and commit records (trusting them)."""
+        assert self._ledger_folder is not None
+        entries = [_entry(r) for r in self.documents()]
+        manifest = self._manifest.to_dict() if self._manifest else None
+        ledger = Ledger.create(self._ledger_folder, manifest, entries)
+        if entries:  # an index from an earlier release (or a repaired one)
+            logger.info(
+                "%s: recorded its %d committed documents in a new ledger (%s)",
+                self.location,
+                len(entries),
+                ledger.path.name,
+            )
+        return ledger
+
+    def rewrite_ledger(self) -> None:
+        """Write the ledger again from the engine's commit records (``pagelens check --repair``)."""
+        if self._ledger_folder is not None and self.store.exists():
+            self._ledger = self._build_ledger()
+
+    def _settle(self, ledger: Ledger, known: set[str]) -> None:
+        """Compare the engine with the ledger: refuse what it lost, record what it is ahead by.
+
+        ``known``: the documents the ledger held before this open.
+        """
+        docs = self.store.count(PayloadFilter(kind=KIND_DOCUMENT))
+        pages = self.store.count(PayloadFilter(kind=KIND_PAGE))
+        missing = self._reconcile(ledger) if docs != len(ledger.documents) else []
+        short = ledger.shortfall(docs, pages)
+        if missing or short:
+            lost = f" ({describe(missing)} missing)" if missing else ""
+            raise StoreError(
+                f"index {self.location}: {short or 'documents are missing'}{lost}: index "
+                "files are damaged or lost; run `pagelens check` to see what is lost (then "
+                "`pagelens check --repair`, and `pagelens index` on the same folders)"
+            )
+        self._drop_settled_marks(ledger, known)
+
+    def _reconcile(self, ledger: Ledger) -> list[LedgerEntry]:
+        """Add the documents the engine committed after the ledger's last line; the missing."""
+        records = self.documents()
+        missing = missing_from(ledger, (r.doc_sha256 for r in records))
+        ahead = [_entry(r) for r in records if not ledger.holds(r.doc_sha256)]
+        if ahead and not missing:
+            ledger.committed(ahead)
+            logger.info(
+                "%s: the ledger missed the commit of %s (an interrupted run): recorded",
+                self.location,
+                describe(ahead),
+            )
+        return missing
+
+    def _drop_settled_marks(self, ledger: Ledger, known: set[str]) -> None:
+        """Remove pending marks of committed documents (they would hide them from searches)."""
+        if not self.store.count(PayloadFilter(kind=KIND_PENDING)):
+            return
+        settled = {s: p for s, p in self.pending_documents().items() if ledger.holds(s)}
+        if not settled:
+            return
+        self._end_documents(tuple(settled), durable=True)
+        # a document the ledger held before: its marks were removed, durably, before
+        # its commit line was written; the engine brought them back (its log replayed)
+        level = logging.WARNING if known.intersection(settled) else logging.INFO
+        logger.log(
+            level,
+            "%s: dropped the pending marks of %d committed documents (%s): brought back "
+            "by the engine's write-ahead log, or left by an interrupted run",
+            self.location,
+            len(settled),
+            ", ".join(sorted(settled.values())[:5]),
+        )
 
     # -- manifest ------------------------------------------------------------------
     @property
@@ -381,7 +523,17 @@ class Index:
         self.store.upsert([PointRecord(MANIFEST_POINT_ID, manifest.to_payload())])
         self._manifest = manifest
         self.store.bind(manifest.collection_spec())
+        self._record_manifest(manifest)
         return manifest
+
+    def _record_manifest(self, manifest: Manifest) -> None:
+        """Write the manifest the engine now holds to the ledger (a new index: a new ledger)."""
+        if self._ledger_folder is None:
+            return
+        if self._ledger is None:
+            self._ledger = self._build_ledger()
+        else:
+            self._ledger.manifest_written(manifest.to_dict())
 
     def settings_with(self, **changes: Any) -> IndexSettings:
         """Return this index's settings (the defaults for a new one) with ``changes``.
@@ -445,6 +597,7 @@ class Index:
         self.store.upsert([PointRecord(MANIFEST_POINT_ID, manifest.to_payload())])
         self._manifest = manifest
         self.store.bind(manifest.collection_spec())
+        self._record_manifest(manifest)
 
     # -- pages -------------------------------------------------------------------
     def add_pages(self, pages: Sequence[StoredPage], *, durable: bool = True) -> None:
@@ -492,9 +645,10 @@ class Index:
 
         Returns, for each document in order, how many of its pages were stored
         without vectors, or the :class:`InputError` that kept it uncommitted.
-        Their pages are made durable first, then their records in one write; their
-        marks' removal goes with the next durable write (a crash before it leaves a
-        mark on a committed document, which the next run only drops).
+        Their pages are made durable first, then their records and their marks'
+        removal in one durable write, then the ledger's line (so a pending mark on a
+        document the ledger holds is one the engine brought back: see
+        :mod:`pagelens.storage.ledger`).
 
         Raises:
             PagelensError: not every page of one of them is stored (none is committed).
@@ -515,9 +669,12 @@ class Index:
         if self._unflushed_pages:  # the pages durable before the records that vouch for them
             self.store.flush()
             self._unflushed_pages = False
-        self.store.upsert(records)
+        self.store.upsert(records, durable=False)
         shas = tuple(str(point.payload["doc_sha256"]) for point in records)
-        self._end_documents(shas, durable=False)  # one write for the group's marks
+        self._end_documents(shas, durable=True)  # the records and the marks' removal
+        if self._ledger is not None:  # after the engine: a crash between leaves it ahead
+            ledger_entries = [_entry(DocumentRecord.from_payload(dict(r.payload))) for r in records]
+            self._ledger.committed(ledger_entries)
         return outcomes
 
     def _record(self, doc: Document, page_count: int) -> dict[str, Any]:
@@ -624,6 +781,8 @@ class Index:
             **source_payload(doc.source),
         }
         self.store.set_payload(PayloadFilter(doc_sha256=(doc_sha256,)), payload)
+        if self._ledger is not None:
+            self._ledger.moved(doc_sha256, doc.path, doc.source)
 
     def find_document(self, doc: str) -> DocumentRecord:
         """Return the commit record of one fully indexed document.
@@ -717,6 +876,8 @@ class Index:
     def delete_sha(self, doc_sha256: str) -> int:
         """Delete every point of one document version; returns pages removed."""
         pages = self.store.count(PayloadFilter(kind=KIND_PAGE, doc_sha256=(doc_sha256,)))
+        if self._ledger is not None and self._ledger.holds(doc_sha256):
+            self._ledger.deleted([doc_sha256])  # before the engine: a crash leaves it ahead
         # the commit record goes first: a crash in between leaves an uncommitted
         # document, which the next run cleans up, never a record without pages
         self.store.delete(PayloadFilter(kind=KIND_DOCUMENT, doc_sha256=(doc_sha256,)))
@@ -753,6 +914,11 @@ class Index:
             text_vectors_per_page=counts["text_vectors"] / pages if pages else 0.0,
             coarse_vectors_per_page=counts["coarse_vectors"] / pages if pages else 0.0,
         )
+
+
+def _entry(record: DocumentRecord) -> LedgerEntry:
+    """Make the ledger's entry of a committed document."""
+    return LedgerEntry(record.doc_sha256, record.doc_path, record.page_count, record.source)
 
 
 def hit_from_payload(

@@ -105,6 +105,19 @@ def test_a_benchmark_runs_as_a_module_from_the_checkout():
 
 
 # -- scripts on tiny vectors or synthetic PDFs ---------------------------------------------
+def test_ledger_bench_smoke(tmp_path):
+    from benchmarks import ledger_bench
+
+    out = tmp_path / "ledger.json"
+    argv = ["--pages", "40", "--vectors", "8", "--dim", "16", "--opens", "2", "--appends", "3"]
+    assert ledger_bench.main([*argv, "--folder", str(tmp_path), "--out", str(out)]) == 0
+    results = _results(out)
+    assert results["pages"] == 40
+    assert set(results["commit_ms_median"]) == set(results["open_ms_median"]) == {"ledger", "none"}
+    assert results["append_ms_median"] > 0 and results["open_ledger_work_ms_median"] > 0
+    assert list(tmp_path.iterdir()) == [out]  # its indexes removed
+
+
 def test_search_bench_smoke(tmp_path):
     from benchmarks import search_bench
 

@@ -140,7 +140,8 @@ def open_served(
         lock_now=path is not None,
     )
     try:
-        locked = Index(LockedStore(index.store), index.location)
+        # the same folder's ledger: jobs and deletions the server runs are recorded
+        locked = Index(LockedStore(index.store), index.location, ledger_folder=path)
     except PagelensError:
         index.close()
         raise

@@ -10,12 +10,15 @@ every point back and compares it with what the commit records promise:
 - every dense vector has the manifest's dimension, is finite and has a norm near
   1 (vectors are stored L2-normalised; fp16 storage keeps norms within 1e-3);
 - no page lacks a commit record (an interrupted run, or a lost record);
-- the manifest is there, readable, and agrees with the commit records.
+- the manifest is there, readable, and agrees with the commit records;
+- an embedded index holds every document its ledger records as committed
+  (:mod:`pagelens.storage.ledger`), and the ledger reads.
 
 :func:`repair_index` re-queues the damaged documents (deletes their commit
-records and pages, so the next ``pagelens index`` run indexes them again),
-removes orphan pages and unreadable points, and rebuilds a lost manifest from
-the copy each commit record keeps, or refuses with the reason.
+records and pages, so the next ``pagelens index`` run indexes them again) and
+the documents the engine lost (the ledger's record of them too), removes orphan
+pages and unreadable points, and rebuilds a lost manifest from the copy each
+commit record keeps (or the ledger's), or refuses with the reason.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pagelens.storage.layout import (
     page_point_id,
     pending_point_id,
 )
+from pagelens.storage.ledger import Ledger
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +62,11 @@ class Problem:
 
     Attributes:
         kind: ``"manifest"``, ``"document"`` (a committed document is damaged),
-            ``"orphan"`` (pages without a commit record) or ``"point"`` (a point
-            that cannot be read or tied to a document).
-        subject: the document path, ``"manifest"`` or the point id.
+            ``"lost"`` (a document the ledger records as committed that the
+            engine has no commit record of), ``"orphan"`` (pages without a
+            commit record), ``"point"`` (a point that cannot be read or tied to
+            a document) or ``"ledger"`` (a ledger line that does not read).
+        subject: the document path, ``"manifest"``, ``"ledger"`` or the point id.
         cause: what is wrong, in words.
         doc_sha256: the document version concerned, if known.
         point_ids: the points a repair removes.
@@ -237,12 +243,14 @@ def check_index(index: Index) -> CheckReport:
     if not index.store.exists():
         raise PagelensError(f"no index at {index.location}: nothing to check")
     points, unreadable = _read(index, list(index.store.point_ids()))
-    scan = _Scan()
+    scan = _Scan(index.ledger)
     for point in points:
         scan.classify(point)
     scan.place_unreadable(unreadable)
-    rebuild = scan.check_manifest(bool(points or unreadable))
+    recorded = bool(index.ledger and index.ledger.documents)
+    rebuild = scan.check_manifest(bool(points or unreadable), recorded)
     scan.check_documents(_expected_dims(scan.manifest or rebuild))
+    scan.check_ledger()
     scan.report_orphans()
     repairable, advice = _advice(scan, rebuild, index.location)
     return CheckReport(
@@ -260,7 +268,8 @@ def check_index(index: Index) -> CheckReport:
 class _Scan:
     """What :func:`check_index` has read, and the problems found so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, ledger: Ledger | None) -> None:
+        self.ledger = ledger
         self.problems: list[Problem] = []
         self.manifest: Manifest | None = None
         self.manifest_seen = False
@@ -319,8 +328,11 @@ class _Scan:
     def place_unreadable(self, unreadable: dict[str, str]) -> None:
         """Tie each point the engine could not read to its document (or the manifest)."""
         owner: dict[str, tuple[str, int]] = {}  # page id -> (document, page number)
-        for sha, record in self.records.items():
-            for number in range(1, record.page_count + 1):
+        counts = {sha: r.page_count for sha, r in self.records.items()}
+        if self.ledger is not None:  # documents whose commit record is lost too
+            counts = {s: e.page_count for s, e in self.ledger.documents.items()} | counts
+        for sha, page_count in counts.items():
+            for number in range(1, page_count + 1):
                 owner[page_point_id(sha, number)] = (sha, number)
         for point_id, cause in unreadable.items():
             if point_id == MANIFEST_POINT_ID:
@@ -333,16 +345,22 @@ class _Scan:
             else:
                 self._point_problem(point_id, f"unreadable: {cause}")
 
-    def check_manifest(self, anything_stored: bool) -> Manifest | None:
-        """Compare the manifest with the commit records' copies; the one to rebuild, if lost."""
+    def check_manifest(self, anything_stored: bool, recorded: bool) -> Manifest | None:
+        """Compare the manifest with the commit records' copies; the one to rebuild, if lost.
+
+        ``recorded``: the ledger records documents (whose points may all be lost).
+        """
         copies = {m for m in self.record_manifests.values() if m is not None}
         manifest = self.manifest
-        if manifest is None and anything_stored:
+        if manifest is None and (anything_stored or recorded):
             if not self.manifest_seen:
-                cause = "missing: the index holds points"
-                self.problems.append(Problem("manifest", "manifest", cause))
+                held = "the index holds points" if anything_stored else "the ledger records some"
+                self.problems.append(Problem("manifest", "manifest", f"missing: {held}"))
             if len(copies) == 1 and all(m is not None for m in self.record_manifests.values()):
                 return copies.pop()
+            kept = self._ledger_manifest()
+            if kept is not None and copies <= {kept}:
+                return kept
             self.no_rebuild = self._why_no_rebuild(copies)
         elif manifest is not None and any(m is not None and m != manifest for m in copies):
             others = sorted({m.encoder.model_id for m in copies if m != manifest})
@@ -352,6 +370,39 @@ class _Scan:
             )
             self.problems.append(Problem("manifest", "manifest", cause))
         return None
+
+    def _ledger_manifest(self) -> Manifest | None:
+        """Give the manifest the ledger keeps a copy of, if it keeps a readable one."""
+        if self.ledger is None or self.ledger.manifest is None:
+            return None
+        try:
+            return Manifest.from_payload(self.ledger.manifest)
+        except PagelensError:
+            return None
+
+    def check_ledger(self) -> None:
+        """Documents the ledger records that the engine lost, and ledger lines that do not read.
+
+        Call after :meth:`check_documents`: a document with its commit record is
+        checked against that; one without is lost, with whatever pages remain.
+        """
+        if self.ledger is None:
+            return
+        for damage in self.ledger.damage:
+            self.problems.append(Problem("ledger", "ledger", damage))
+        for sha, entry in sorted(self.ledger.documents.items(), key=lambda kv: kv[1].doc_path):
+            if sha in self.records:
+                continue
+            remains = self.pages.pop(sha, [])
+            unread = self.lost.pop(sha, {})
+            mark = [self.pending[sha]] if sha in self.pending else []
+            ids = (*(p.id for p in remains), *unread.values(), *mark)
+            left = f"; {len(remains)} of its pages remain" if remains else ""
+            cause = (
+                f"lost: recorded in the ledger ({entry.page_count} pages, from "
+                f"{entry.source or 'an unrecorded file'}), not in the engine{left}"
+            )
+            self.problems.append(Problem("lost", entry.doc_path, cause, sha, ids))
 
     def _why_no_rebuild(self, copies: set[Manifest]) -> str:
         """Say why the commit records cannot give back a lost manifest."""
@@ -422,14 +473,32 @@ def _advice(scan: _Scan, rebuild: Manifest | None, location: str) -> tuple[bool,
             "the manifest disagrees with the commit records, so the stored vectors may come "
             "from two encoders; index the documents into a new folder"
         )
-    damaged = sum(p.kind == "document" for p in problems)
+    damaged = sum(p.kind in ("document", "lost") for p in problems)
     then = (
-        f", then `pagelens index` on the same folders to index the {damaged} damaged "
-        "documents again"
+        f", then `pagelens index` on the same folders to index the {damaged} damaged or "
+        "lost documents again"
         if damaged
         else ""
     )
-    return True, f"run `pagelens check --repair` on {location}{then}"
+    files = _files_to_index(scan)
+    return True, f"run `pagelens check --repair` on {location}{then}{files}"
+
+
+def _files_to_index(scan: _Scan, most: int = 10) -> str:
+    """Name the files of the damaged and lost documents, as recorded (to index again)."""
+    sources = []
+    for problem in scan.problems:
+        sha = problem.doc_sha256
+        if problem.kind not in ("document", "lost") or sha is None:
+            continue
+        if sha in scan.records:
+            sources.append(scan.records[sha].source or problem.subject)
+        elif scan.ledger is not None and sha in scan.ledger.documents:
+            sources.append(scan.ledger.documents[sha].source or problem.subject)
+    if not sources:
+        return ""
+    more = f" and {len(sources) - most} more" if len(sources) > most else ""
+    return f" (their files: {', '.join(sources[:most])}{more})"
 
 
 def repair_index(index: Index) -> RepairReport:
@@ -458,7 +527,7 @@ def repair_index(index: Index) -> RepairReport:
     if index.manifest is None and report.manifest is not None and report.problems:
         index.restore_manifest(report.manifest)
         rebuilt = True
-        logger.info("%s: manifest rebuilt from the commit records", index.location)
+        logger.info("%s: manifest rebuilt from the copy the index kept", index.location)
     requeued: list[str] = []
     orphans = removed = 0
     for problem in report.problems:
@@ -468,13 +537,16 @@ def repair_index(index: Index) -> RepairReport:
             index.delete_sha(problem.doc_sha256)  # pages the check could not see too
         index.store.delete_points(problem.point_ids)
         removed += len(problem.point_ids)
-        if problem.kind == "document":
+        if problem.kind in ("document", "lost"):
             requeued.append(problem.subject)
             logger.info("%s: removed, to be indexed again (%s)", problem.subject, problem.cause)
         elif problem.kind == "orphan":
             orphans += 1
     if requeued or orphans or removed:
         index.store.optimize()
+    if any(p.kind == "ledger" for p in report.problems):
+        index.rewrite_ledger()  # from the commit records the repair kept
+        logger.info("%s: the ledger was written again from the commit records", index.location)
     return RepairReport(
         location=index.location,
         requeued=tuple(requeued),
