@@ -354,7 +354,9 @@ class _Scan:
         manifest = self.manifest
         if manifest is None and (anything_stored or recorded):
             if not self.manifest_seen:
-                held = "the index holds points" if anything_stored else "the ledger records some"
+                held = "the index holds points"
+                if not anything_stored:
+                    held = "the ledger records documents"
                 self.problems.append(Problem("manifest", "manifest", f"missing: {held}"))
             if len(copies) == 1 and all(m is not None for m in self.record_manifests.values()):
                 return copies.pop()
