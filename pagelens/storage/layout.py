@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pagelens.storage.base import PointRecord, SparseVector
@@ -166,38 +166,41 @@ class FormatLayout:
     words: str  # how ``pagelens info`` names the storage
 
 
-# Format 1: fp16 (or fp32) rerank vectors, float32 candidates with an HNSW graph.
-# 2: the compact layout: 8-bit TurboQuant rerank vectors mapped from disk, fp16
-# candidates scanned exactly, no graph. 3: candidates in 8 bits. 4: coarse
-# vectors, scanned first. 5: candidate and coarse vectors in 4 bits. 6: those
-# mapped from disk, and the embedded store sealed into segments as it grows.
+# Each format is the one before it with what changed (and why: benchmarks/README.md).
 _RERANK8 = "rerank vectors 8-bit (TurboQuant, on disk), candidates"
-FORMATS = {
-    1: FormatLayout(None, "float32", True, False, None, None, False, "candidate graph"),
-    2: FormatLayout("turbo8", "float16", False, False, True, None, False, f"{_RERANK8} fp16 (RAM)"),
-    3: FormatLayout("turbo8", "turbo8", False, False, True, None, False, f"{_RERANK8} 8-bit (RAM)"),
-    4: FormatLayout("turbo8", "turbo8", False, True, True, None, False, f"{_RERANK8} 8-bit (RAM)"),
-    5: FormatLayout(
-        "turbo8",
-        "turbo4",
-        False,
-        True,
-        True,
-        None,
-        False,
-        f"{_RERANK8} and coarse vectors 4-bit (RAM)",
-    ),
-    6: FormatLayout(
-        "turbo8",
-        "turbo4",
-        False,
-        True,
-        True,
-        True,
-        True,
-        f"{_RERANK8} and coarse vectors 4-bit (mapped from disk)",
-    ),
-}
+# 1: fp16 (or fp32) rerank vectors, float32 candidates with an HNSW graph
+_FORMAT1 = FormatLayout(
+    rerank=None,
+    first_stage="float32",
+    candidate_graph=True,
+    coarse=False,
+    rerank_on_disk=None,
+    first_stage_on_disk=None,
+    segmented=False,
+    words="candidate graph",
+)
+# 2: the compact layout: 8-bit TurboQuant rerank vectors mapped from disk (with the
+# payloads), fp16 candidates scanned exactly, no graph
+_FORMAT2 = replace(
+    _FORMAT1,
+    rerank="turbo8",
+    first_stage="float16",
+    candidate_graph=False,
+    rerank_on_disk=True,
+    words=f"{_RERANK8} fp16 (RAM)",
+)
+_FORMAT3 = replace(_FORMAT2, first_stage="turbo8", words=f"{_RERANK8} 8-bit (RAM)")  # 8-bit
+_FORMAT4 = replace(_FORMAT3, coarse=True)  # coarse vectors, scanned first
+_FORMAT5 = replace(  # candidate and coarse vectors in 4 bits
+    _FORMAT4, first_stage="turbo4", words=f"{_RERANK8} and coarse vectors 4-bit (RAM)"
+)
+_FORMAT6 = replace(  # those mapped from disk; the embedded store sealed as it grows
+    _FORMAT5,
+    first_stage_on_disk=True,
+    segmented=True,
+    words=f"{_RERANK8} and coarse vectors 4-bit (mapped from disk)",
+)
+FORMATS = {1: _FORMAT1, 2: _FORMAT2, 3: _FORMAT3, 4: _FORMAT4, 5: _FORMAT5, 6: _FORMAT6}
 assert set(FORMATS) == set(READABLE_FORMATS)
 
 
