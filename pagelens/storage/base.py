@@ -145,6 +145,17 @@ def build_filter(m: Any, where: PayloadFilter | None) -> Any:
     return m.Filter(must=must or None, must_not=must_not or None)
 
 
+def check_open(closed: bool, location: object) -> None:
+    """Refuse a call on a store that was closed, naming its index (both backends)."""
+    from pagelens.errors import IndexClosedError
+
+    if closed:
+        raise IndexClosedError(
+            f"{location}: the index is closed; open it again to use it "
+            "(pagelens.open or Index.open)"
+        )
+
+
 @contextmanager
 def engine_errors(location: object, operation: str) -> Iterator[None]:
     """Turn an engine's exception into a StoreError naming the index and the operation.

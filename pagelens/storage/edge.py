@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pagelens.errors import IndexClosedError, MissingExtraError, StoreError, check_whole
+from pagelens.errors import MissingExtraError, StoreError, check_whole
 from pagelens.plan import Fusion, Request, Stage
 from pagelens.storage.base import (
     PayloadFilter,
@@ -24,6 +24,7 @@ from pagelens.storage.base import (
     SparseVector,
     StoredPoint,
     build_filter,
+    check_open,
     engine_errors,
     paged,
     scored_records,
@@ -232,18 +233,11 @@ class EdgeStore:
 
     # -- lifecycle -----------------------------------------------------------------
     def exists(self) -> bool:
-        self._check_open()
+        check_open(self._closed, self.folder)
         return self._shard is not None
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise IndexClosedError(
-                f"{self.folder}: the index is closed; open it again to use it "
-                "(pagelens.open or Index.open)"
-            )
-
     def create(self, spec: CollectionSpec) -> None:
-        self._check_open()
+        check_open(self._closed, self.folder)
         if self._shard is not None:
             raise StoreError(f"{self.folder}: index already exists")
         if self._lock_file is None:
@@ -355,7 +349,7 @@ class EdgeStore:
             logger.warning("%s: cannot record a clean close: %s", self.folder, exc)
 
     def _require(self) -> Any:
-        self._check_open()
+        check_open(self._closed, self.folder)
         if self._shard is None:
             raise StoreError(f"{self.folder}: no index here yet (run `pagelens index` first)")
         return self._shard

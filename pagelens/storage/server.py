@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pagelens.errors import IndexClosedError, PagelensError, StoreError, check_whole
+from pagelens.errors import PagelensError, StoreError, check_whole
 from pagelens.plan import Fusion, Request, Stage
 from pagelens.storage.base import (
     PayloadFilter,
@@ -20,6 +20,7 @@ from pagelens.storage.base import (
     SparseVector,
     StoredPoint,
     build_filter,
+    check_open,
     engine_errors,
     paged,
     scored_records,
@@ -97,18 +98,11 @@ class ServerStore:
         self._local = url is None
 
     def exists(self) -> bool:
-        self._check_open()
+        check_open(self._closed, self.location)
         return self._exists
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise IndexClosedError(
-                f"{self.location}: the index is closed; open it again to use it "
-                "(pagelens.open or Index.open)"
-            )
-
     def create(self, spec: CollectionSpec) -> None:
-        self._check_open()
+        check_open(self._closed, self.location)
         if self._exists:
             raise StoreError(f"{self.location}: collection {self.collection!r} already exists")
         m = self._m
@@ -153,7 +147,7 @@ class ServerStore:
             self._client.close()
 
     def _require(self) -> None:
-        self._check_open()
+        check_open(self._closed, self.location)
         if not self._exists:
             raise StoreError(
                 f"{self.location}: collection {self.collection!r} does not exist yet "
